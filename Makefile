@@ -1,0 +1,35 @@
+# `make demo` and `make test` work on a fresh machine with Python 3.11: they create (or reuse)
+# .venv, install torch==2.13.0 when no torch is present, then the package with its extras.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.structrnn-installed
+
+.PHONY: setup demo test fuzz bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/binary_addition.py
+
+test: setup
+	$(PY) -m pytest -q
+
+fuzz: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) benchmarks/bench_sequence.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,347 @@
+"""Recurrent cells shared by sequences, trees and graphs.
+
+Every cell is called as ``cell(x, prev, index=None, size=None)``:
+
+* ``index=None``: one predecessor per row, exactly ``torch.nn.RNNCell`` / ``GRUCell`` /
+  ``LSTMCell`` (same parameter names, shapes, gate order, initialisation and results).
+* ``index`` given: ``prev`` has one row per *predecessor*, ``index[j]`` is the result row that
+  predecessor ``j`` feeds and ``size`` the number of result rows (defaults to ``x.size(0)``).
+  Rows without predecessors behave as with a zero state. LSTM cells keep one forget gate per
+  predecessor (Child-Sum Tree-LSTM, Tai et al. 2015); GRU and Elman cells sum the predecessor
+  states.
+
+For speed on trees, the work splits in two: :meth:`project_input` (one matmul over all nodes)
+and :meth:`combine` (per schedule step, no validation, no host synchronisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, _VF, nn
+
+from structrnn.checks import check_index, check_rows, check_shape
+
+__all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+def scatter_sum(src: Tensor, index: Tensor, size: int) -> Tensor:
+    """Sum rows of ``src`` (M, *) into ``size`` rows by ``index`` (M,)."""
+    out = src.new_zeros((size,) + tuple(src.shape[1:]))
+    return out.index_add_(0, index, src)
+
+
+class RNNCellBase(nn.Module):
+    """Parameters and initialisation as ``torch.nn.RNNCellBase``.
+
+    Subclasses define ``num_chunks`` (gates stacked in ``weight_ih``), :meth:`zero_state`,
+    :meth:`combine` and the single-predecessor fast path :meth:`_torch_step`.
+    """
+
+    num_chunks: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 hh_rows: int | None = None, hh_cols: int | None = None,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        hh_rows = self.num_chunks * hidden_size if hh_rows is None else hh_rows
+        hh_cols = hidden_size if hh_cols is None else hh_cols
+        self.weight_ih = nn.Parameter(torch.empty(self.num_chunks * hidden_size, input_size,
+                                                  **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hh_rows, hh_cols, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(self.num_chunks * hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(hh_rows, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        return s
+
+    def reset_parameters(self) -> None:
+        # Same draws as torch.nn.RNNCellBase: U(-1/sqrt(H), 1/sqrt(H)) in registration order.
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    # -- the two halves of a step ------------------------------------------------------------
+    def project_input(self, x: Tensor | None) -> Tensor | None:
+        """``x @ weight_ih.T + bias_ih``: (N, input_size) -> (N, num_chunks * hidden_size)."""
+        if x is None:
+            return None
+        return F.linear(x, self.weight_ih, self.bias_ih)
+
+    def combine(self, x_proj: Tensor | None, prev, index: Tensor | None, size: int):
+        """One step from projected inputs (``size`` rows, or None) and predecessor states."""
+        raise NotImplementedError
+
+    def zero_state(self, n: int, like: Tensor):
+        raise NotImplementedError
+
+    def _torch_step(self, x: Tensor, prev):
+        raise NotImplementedError
+
+    # -- public call -------------------------------------------------------------------------
+    def forward(self, x: Tensor | None, prev=None, index: Tensor | None = None,
+                size: int | None = None, **kwargs):
+        """Compute the new state of every result row.
+
+        Args:
+            x: (N, input_size) or (input_size,) inputs, or None for no input (then ``size`` is
+               required).
+            prev: predecessor states, (M, hidden_size) (a tuple ``(h, c)`` for LSTM cells), or
+               None for a zero state.
+            index: (M,) long, the result row each predecessor feeds; None means M == N and
+               predecessor ``j`` feeds row ``j``.
+            size: number of result rows N (defaults to ``x.size(0)``).
+
+        Returns:
+            The new state, (N, hidden_size) (a tuple ``(h, c)`` for LSTM cells).
+        """
+        unbatched = x is not None and x.dim() == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+            prev = _map_state(prev, lambda t: t.unsqueeze(0))
+        if x is not None:
+            check_shape(x, "x", (None, self.input_size), type(self).__name__)
+            if size is not None and size != x.size(0):
+                raise ValueError(f"{type(self).__name__}: size={size} but x has {x.size(0)} rows;"
+                                 " size must equal x.size(0)")
+            size = x.size(0)
+        elif size is None:
+            raise ValueError(f"{type(self).__name__}: pass size when x is None")
+        if index is None:
+            if prev is not None:
+                self._check_prev(prev, size)
+            if x is not None and not kwargs and type(self)._torch_step is not RNNCellBase._torch_step:
+                out = self._torch_step(x, prev)
+            else:
+                if prev is not None:
+                    index = torch.arange(size, device=_first(prev).device)
+                out = self.combine(self.project_input(x), prev, index, size, **kwargs)
+        else:
+            if prev is None:
+                raise ValueError(f"{type(self).__name__}: index given but prev is None")
+            self._check_prev(prev, None)
+            check_index(index, "index", _first(prev).size(0), size, type(self).__name__)
+            out = self.combine(self.project_input(x), prev, index, size, **kwargs)
+        if unbatched:
+            out = _map_state(out, lambda t: t.squeeze(0))
+        return out
+
+    def _check_prev(self, prev, rows: int | None) -> None:
+        name = type(self).__name__
+        for i, t in enumerate(_as_tuple(prev)):
+            label = "prev" if not isinstance(prev, tuple) else f"prev[{i}]"
+            check_shape(t, label, (rows, self.hidden_size), name)
+        check_rows(_as_tuple(prev), "prev", name)
+
+
+def _as_tuple(state) -> tuple:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _first(state) -> Tensor:
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _map_state(state, fn):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(fn(t) for t in state)
+    return fn(state)
+
+
+def _add_input(gates: Tensor, x_proj: Tensor | None) -> Tensor:
+    return gates if x_proj is None else gates + x_proj
+
+
+class RNNCell(RNNCellBase):
+    """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``; with many predecessors ``h`` is
+    their sum (as in ``torch.nn.RNNCell``, parameters ``weight_ih`` (H, I), ``weight_hh`` (H, H))."""
+
+    num_chunks = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
+
+    def zero_state(self, n: int, like: Tensor) -> Tensor:
+        return like.new_zeros(n, self.hidden_size)
+
+    def _torch_step(self, x: Tensor, prev: Tensor | None) -> Tensor:
+        h = self.zero_state(x.size(0), x) if prev is None else prev
+        fn = _VF.rnn_tanh_cell if self.nonlinearity == "tanh" else _VF.rnn_relu_cell
+        return fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def combine(self, x_proj, prev, index, size):
+        ref = x_proj if x_proj is not None else self.weight_hh
+        if prev is None:
+            h_sum = ref.new_zeros(size, self.hidden_size)
+        else:
+            h_sum = scatter_sum(prev, index, size)
+        pre = _add_input(F.linear(h_sum, self.weight_hh, self.bias_hh), x_proj)
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+
+
+class GRUCell(RNNCellBase):
+    """Gated recurrent unit as ``torch.nn.GRUCell`` (gate order r, z, n); with many
+    predecessors their summed state replaces ``h`` (Child-Sum Tree-GRU)."""
+
+    num_chunks = 3
+
+    def zero_state(self, n: int, like: Tensor) -> Tensor:
+        return like.new_zeros(n, self.hidden_size)
+
+    def _torch_step(self, x: Tensor, prev: Tensor | None) -> Tensor:
+        h = self.zero_state(x.size(0), x) if prev is None else prev
+        return _VF.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def combine(self, x_proj, prev, index, size):
+        H = self.hidden_size
+        ref = x_proj if x_proj is not None else self.weight_hh
+        h = ref.new_zeros(size, H) if prev is None else scatter_sum(prev, index, size)
+        gh = F.linear(h, self.weight_hh, self.bias_hh)
+        gx = x_proj if x_proj is not None else gh.new_zeros(size, 3 * H)
+        if x_proj is None and self.bias_ih is not None:
+            gx = gx + self.bias_ih
+        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        return (1 - z) * n + z * h
+
+
+class LSTMCell(RNNCellBase):
+    """Long short-term memory as ``torch.nn.LSTMCell`` (gate order i, f, g, o); with many
+    predecessors it is the Child-Sum Tree-LSTM of Tai et al. (2015):
+
+    ``i, o, g`` from ``x`` and the sum of predecessor ``h``; one forget gate ``f_k`` per
+    predecessor from ``x`` and that predecessor's ``h_k``; ``c = i*g + sum_k f_k*c_k``,
+    ``h = o*tanh(c)``. The state is the tuple ``(h, c)``.
+    """
+
+    num_chunks = 4
+
+    def zero_state(self, n: int, like: Tensor) -> LSTMState:
+        z = like.new_zeros(n, self.hidden_size)
+        return z, z
+
+    def _torch_step(self, x: Tensor, prev: LSTMState | None) -> LSTMState:
+        hx = self.zero_state(x.size(0), x) if prev is None else prev
+        return _VF.lstm_cell(x, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def combine(self, x_proj, prev, index, size):
+        H = self.hidden_size
+        w_hh, b_hh = self.weight_hh, self.bias_hh
+        ref = x_proj if x_proj is not None else w_hh
+        if x_proj is None:
+            x_proj = ref.new_zeros(size, 4 * H)
+            if self.bias_ih is not None:
+                x_proj = x_proj + self.bias_ih
+        if prev is None:
+            gates = x_proj + (0 if b_hh is None else b_hh)
+            i, _, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        h_prev, c_prev = prev
+        h_sum = scatter_sum(h_prev, index, size)
+        # i, g, o see the summed children; each child's forget gate sees only that child.
+        gates = x_proj + F.linear(h_sum, w_hh, b_hh)
+        i, _, g, o = gates.chunk(4, 1)
+        f_pre = x_proj[index, H:2 * H] + F.linear(
+            h_prev, w_hh[H:2 * H], None if b_hh is None else b_hh[H:2 * H])
+        fc = torch.sigmoid(f_pre) * c_prev
+        c = torch.sigmoid(i) * torch.tanh(g) + scatter_sum(fc, index, size)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class NaryLSTMCell(RNNCellBase):
+    """N-ary Tree-LSTM cell (Tai et al. 2015, section 3.2) for ordered children.
+
+    Each of the ``arity`` child slots has its own recurrent matrices and each (parent, slot)
+    pair its own forget gate::
+
+        i   = σ(W_i x + Σ_l U_i^l h_l + b_i)       g = tanh(W_g x + Σ_l U_g^l h_l + b_g)
+        f_k = σ(W_f x + Σ_l U_f^{kl} h_l + b_f)     o = σ(W_o x + Σ_l U_o^l h_l + b_o)
+        c   = i⊙g + Σ_k f_k⊙c_k                   h = o⊙tanh(c)
+
+    Parameters: ``weight_ih`` (4H, I) in gate order i, f, g, o (one ``W_f`` shared by the
+    slots), ``weight_hh`` ((3 + arity)·H, arity·H) in row order i, f_0 … f_{arity-1}, g, o,
+    columns the concatenated slots. With ``arity=1`` it is exactly ``torch.nn.LSTMCell``.
+
+    Call: ``cell(x, (h, c), index, size, pos=pos)``; ``pos[j]`` is predecessor ``j``'s slot.
+    Missing slots are zero. Without ``index`` it is a one-child (slot 0) LSTM step.
+    """
+
+    num_chunks = 4
+
+    def __init__(self, input_size: int, hidden_size: int, arity: int = 2, bias: bool = True,
+                 device=None, dtype=None) -> None:
+        if arity < 1:
+            raise ValueError(f"NaryLSTMCell: arity must be >= 1, got {arity}")
+        self.arity = arity
+        super().__init__(input_size, hidden_size, bias, hh_rows=(3 + arity) * hidden_size,
+                         hh_cols=arity * hidden_size, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", arity={self.arity}"
+
+    def zero_state(self, n: int, like: Tensor) -> LSTMState:
+        z = like.new_zeros(n, self.hidden_size)
+        return z, z
+
+    def forward(self, x, prev=None, index=None, size=None, pos: Tensor | None = None):
+        if index is not None:
+            if pos is None:
+                raise ValueError("NaryLSTMCell: pass pos (each predecessor's slot) with index")
+            check_index(pos, "pos", _first(prev).size(0) if prev is not None else pos.size(0),
+                        self.arity, "NaryLSTMCell")
+        return super().forward(x, prev, index, size, pos=pos)
+
+    def combine(self, x_proj, prev, index, size, pos=None):
+        H, A = self.hidden_size, self.arity
+        w_hh, b_hh = self.weight_hh, self.bias_hh
+        ref = x_proj if x_proj is not None else w_hh
+        if x_proj is None:
+            x_proj = ref.new_zeros(size, 4 * H)
+            if self.bias_ih is not None:
+                x_proj = x_proj + self.bias_ih
+        if prev is None:
+            h_cat = ref.new_zeros(size, A * H)
+            c_slots = ref.new_zeros(size, A, H)
+        else:
+            h_prev, c_prev = prev
+            if pos is None:
+                pos = torch.zeros_like(index)
+            slot_row = index * A + pos  # row of (parent, slot) in a (size * A) table
+            h_cat = scatter_sum(h_prev, slot_row, size * A).view(size, A * H)
+            c_slots = scatter_sum(c_prev, slot_row, size * A).view(size, A, H)
+        gh = F.linear(h_cat, w_hh, b_hh)  # (size, (3 + A) H): i, f_0..f_{A-1}, g, o
+        xi, xf, xg, xo = x_proj.chunk(4, 1)
+        i = torch.sigmoid(xi + gh[:, :H])
+        f = torch.sigmoid(xf.unsqueeze(1) + gh[:, H:(1 + A) * H].view(size, A, H))
+        g = torch.tanh(xg + gh[:, (1 + A) * H:(2 + A) * H])
+        o = torch.sigmoid(xo + gh[:, (2 + A) * H:])
+        c = i * g + (f * c_slots).sum(1)
+        return o * torch.tanh(c), c
