@@ -18,7 +18,8 @@ import torch
 
 __all__ = [
     "seed_everything", "resolve_device", "atomic_write", "write_json", "save_checkpoint",
-    "load_checkpoint", "check_finite", "NonFiniteError", "append_jsonl",
+    "load_checkpoint", "check_finite", "NonFiniteError", "append_jsonl", "rng_state",
+    "set_rng_state",
 ]
 
 
