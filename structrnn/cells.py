@@ -20,7 +20,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import _VF, Tensor, nn
 
 from structrnn.checks import check_index, check_rows, check_shape
 
@@ -126,7 +126,8 @@ class RNNCellBase(nn.Module):
         if index is None:
             if prev is not None:
                 self._check_prev(prev, size)
-            if x is not None and not kwargs and type(self)._torch_step is not RNNCellBase._torch_step:
+            has_torch_step = type(self)._torch_step is not RNNCellBase._torch_step
+            if x is not None and not kwargs and has_torch_step:
                 out = self._torch_step(x, prev)
             else:
                 if prev is not None:
@@ -171,15 +172,16 @@ def _add_input(gates: Tensor, x_proj: Tensor | None) -> Tensor:
 
 
 class RNNCell(RNNCellBase):
-    """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``; with many predecessors ``h`` is
-    their sum (as in ``torch.nn.RNNCell``, parameters ``weight_ih`` (H, I), ``weight_hh`` (H, H))."""
+    """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` as ``torch.nn.RNNCell``
+    (``weight_ih`` (H, I), ``weight_hh`` (H, H)); with many predecessors ``h`` is their sum."""
 
     num_chunks = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None) -> None:
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError("RNNCell: nonlinearity must be 'tanh' or 'relu', "
+                             f"got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 

@@ -35,7 +35,7 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given."""
+    """``"auto"`` picks CUDA when available, else the CPU; ``"cpu"``, ``"cuda:1"``... as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

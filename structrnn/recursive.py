@@ -1,0 +1,298 @@
+"""Running a cell over trees, level by level, and the recursive models built on it.
+
+A batch of trees is a PyG ``Batch`` whose ``edge_index`` points child -> parent (DESIGN.md
+section 2). :func:`run_up` runs any cell bottom-up: every level (all nodes of one height, across
+all trees of the batch) is one batched cell call, so the Python loop is over levels, never over
+nodes or trees. :func:`run_down` does the same root-to-leaves.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatter_sum
+from structrnn.checks import check_shape
+from structrnn.schedule import Schedule, TreeSchedule, tree_schedule
+
+__all__ = ["run_schedule", "run_up", "run_down", "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN",
+           "BiTreeLSTM", "RecursiveCell", "RNTNCell"]
+
+
+def _to(schedule: Schedule, device: torch.device) -> Schedule:
+    if schedule.pred.device == device:
+        return schedule
+    return schedule._replace(**{k: getattr(schedule, k).to(device, non_blocking=True)
+                                for k in ("order", "rank", "pred", "target", "edge_perm")})
+
+
+def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
+                 pos: Tensor | None = None):
+    """Run ``cell`` over the levels of ``schedule``.
+
+    Args:
+        cell: a structrnn cell (uses its ``project_input`` / ``combine`` split: one input matmul
+            for all nodes, then one recurrent matmul per level) or any module called as
+            ``cell(x, prev, index=..., size=...)``.
+        x: (N, input_size) node inputs, or None.
+        schedule: the pass's :class:`~structrnn.schedule.Schedule`.
+        num_nodes: N.
+        pos: (E,) each edge's slot (N-ary cells), in the original edge order.
+
+    Returns:
+        The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
+    """
+    device = x.device if x is not None else next(cell.parameters()).device
+    s = _to(schedule, device)
+    xs = x[s.order] if x is not None else None
+    fast = isinstance(cell, RNNCellBase)
+    xp = cell.project_input(xs) if fast else xs
+    pos_s = pos[s.edge_perm] if pos is not None else None
+    extra = {}
+    buffers = None
+    for level in range(s.num_levels):
+        n0, n1 = s.node_ptr[level], s.node_ptr[level + 1]
+        e0, e1 = s.edge_ptr[level], s.edge_ptr[level + 1]
+        if e1 > e0:
+            prev = tuple(b[s.pred[e0:e1]] for b in buffers)
+            prev = prev if len(prev) > 1 else prev[0]
+            index = s.target[e0:e1]
+            if pos_s is not None:
+                extra = {"pos": pos_s[e0:e1]}
+        else:
+            prev, index = None, None
+        x_level = xp[n0:n1] if xp is not None else None
+        if fast:
+            out = cell.combine(x_level, prev, index, n1 - n0, **extra)
+        else:
+            out = cell(x_level, prev, index=index, size=n1 - n0, **extra)
+        out = out if isinstance(out, tuple) else (out,)
+        if buffers is None:
+            buffers = [o.new_zeros((num_nodes,) + o.shape[1:]) for o in out]
+        for b, o in zip(buffers, out):
+            b[n0:n1] = o  # levels are contiguous slices of the sorted numbering
+    if buffers is None:  # no nodes at all
+        return None
+    result = tuple(b[s.rank] for b in buffers)
+    return result if len(result) > 1 else result[0]
+
+
+def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
+                  schedule: TreeSchedule | None) -> TreeSchedule:
+    if schedule is not None:
+        return schedule
+    return tree_schedule(edge_index, num_nodes, height)
+
+
+def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor | None = None,
+           pos: Tensor | None = None, schedule: TreeSchedule | None = None,
+           num_nodes: int | None = None):
+    """Run ``cell`` bottom-up: each node's predecessors are its children.
+
+    Args:
+        x: (N, input_size) node inputs (zeros where a node has no input), or None.
+        edge_index: (2, E) child -> parent.
+        height: (N,) node heights (stored on tree ``Data``); derived when None.
+        pos: (E,) child positions (needed by N-ary cells), edge order.
+        schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
+            :func:`~structrnn.schedule.collate_trees`); built on the CPU when None.
+    """
+    n = x.size(0) if num_nodes is None else num_nodes
+    sched = _schedule_for(edge_index, n, height, schedule)
+    return run_schedule(cell, x, sched.up, n, pos)
+
+
+def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
+             schedule: TreeSchedule | None = None, num_nodes: int | None = None):
+    """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero)."""
+    n = x.size(0) if num_nodes is None else num_nodes
+    sched = _schedule_for(edge_index, n, None, schedule)
+    return run_schedule(cell, x, sched.down, n)
+
+
+class _TreeModel(nn.Module):
+    """Shared checks and the bottom-up call for models with one cell."""
+
+    cell: nn.Module
+
+    def _check(self, x: Tensor, edge_index: Tensor) -> None:
+        name = type(self).__name__
+        check_shape(x, "x", (None, self.input_size), name)
+        check_shape(edge_index, "edge_index", (2, None), name)
+
+    def _up(self, x, edge_index, height, pos, schedule):
+        self._check(x, edge_index)
+        return run_up(self.cell, x, edge_index, height, pos, schedule)
+
+
+class TreeLSTM(_TreeModel):
+    """Tree-LSTM (Tai, Socher & Manning 2015, "Improved Semantic Representations From
+    Tree-Structured Long Short-Term Memory Networks").
+
+    ``variant="child-sum"`` uses :class:`~structrnn.LSTMCell` (any number of unordered
+    children, one forget gate per child); ``variant="n-ary"`` uses
+    :class:`~structrnn.NaryLSTMCell` (ordered children, ``pos`` gives each child's slot).
+    ``.cell`` is that cell: the same weights run as a sequence LSTM.
+
+    Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent, ``height`` (N,),
+    ``pos`` (E,). Returns ``h`` (N, hidden_size), or ``(h, c)`` with ``return_cell=True``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, variant: str = "child-sum",
+                 arity: int = 2, bias: bool = True) -> None:
+        super().__init__()
+        if variant not in ("child-sum", "n-ary"):
+            raise ValueError(f"TreeLSTM: variant must be 'child-sum' or 'n-ary', got {variant!r}")
+        self.input_size, self.hidden_size, self.variant = input_size, hidden_size, variant
+        if variant == "child-sum":
+            self.cell = LSTMCell(input_size, hidden_size, bias)
+        else:
+            self.cell = NaryLSTMCell(input_size, hidden_size, arity, bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+                pos: Tensor | None = None, schedule: TreeSchedule | None = None,
+                return_cell: bool = False):
+        if self.variant == "n-ary" and pos is None:
+            raise ValueError("TreeLSTM(variant='n-ary'): pass pos (each child's position)")
+        slots = pos if self.variant == "n-ary" else None  # child-sum children are unordered
+        h, c = self._up(x, edge_index, height, slots, schedule)
+        return (h, c) if return_cell else h
+
+
+class TreeGRU(_TreeModel):
+    """Child-Sum Tree-GRU: a GRU whose previous state is the sum of the children's states
+    (the tree analogue of Cho et al. 2014, as in Kokkinos & Potamianos 2017). ``.cell`` is a
+    :class:`~structrnn.GRUCell`. Returns (N, hidden_size)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.cell = GRUCell(input_size, hidden_size, bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+        return self._up(x, edge_index, height, None, schedule)
+
+
+def _slots(prev: Tensor, index: Tensor, pos: Tensor | None, size: int, arity: int) -> Tensor:
+    """Children's states laid side by side by slot: (size, arity * H), missing slots zero."""
+    if pos is None:
+        pos = torch.zeros_like(index)
+    return scatter_sum(prev, index * arity + pos, size * arity).view(size, -1)
+
+
+class RecursiveCell(RNNCellBase):
+    """Composition of Socher et al. (2011): ``p = tanh(W [c_1; ...; c_arity] + b)``; a node
+    without children takes its input as its vector (``input_size == hidden_size``)."""
+
+    num_chunks = 1
+
+    def __init__(self, hidden_size: int, arity: int = 2, bias: bool = True) -> None:
+        self.arity = arity
+        super().__init__(hidden_size, hidden_size, bias, hh_rows=hidden_size,
+                         hh_cols=arity * hidden_size)
+        # the input passes through unchanged at leaves: no input weights
+        del self.weight_ih
+        self.register_parameter("weight_ih", None)
+        if bias:
+            del self.bias_ih
+            self.register_parameter("bias_ih", None)
+
+    def project_input(self, x):
+        return x
+
+    def zero_state(self, n, like):
+        return like.new_zeros(n, self.hidden_size)
+
+    def combine(self, x_proj, prev, index, size, pos=None):
+        if prev is None:
+            if x_proj is None:
+                raise ValueError("RecursiveCell: leaves need an input vector")
+            return x_proj
+        return self.compose(_slots(prev, index, pos, size, self.arity))
+
+    def compose(self, children: Tensor) -> Tensor:
+        return torch.tanh(F.linear(children, self.weight_hh, self.bias_hh))
+
+
+class RNTNCell(RecursiveCell):
+    """Recursive Neural Tensor Network composition (Socher et al. 2013, "Recursive Deep Models
+    for Semantic Compositionality Over a Sentiment Treebank"):
+    ``p = tanh(c^T V^{[1:d]} c + W c + b)`` with ``c = [c_1; c_2]``, ``V`` (d, 2d, 2d)."""
+
+    def __init__(self, hidden_size: int, arity: int = 2, bias: bool = True) -> None:
+        super().__init__(hidden_size, arity, bias)
+        k = arity * hidden_size
+        self.tensor = nn.Parameter(torch.empty(hidden_size, k, k))
+        # Socher et al. initialise V small; U(-1/k, 1/k) keeps the bilinear term ~ W c at start.
+        nn.init.uniform_(self.tensor, -1.0 / k, 1.0 / k)
+
+    def compose(self, children: Tensor) -> Tensor:
+        bilinear = torch.einsum("ni,kij,nj->nk", children, self.tensor, children)
+        return torch.tanh(bilinear + F.linear(children, self.weight_hh, self.bias_hh))
+
+
+class RecursiveNN(_TreeModel):
+    """Recursive neural network (Socher et al. 2011, "Parsing Natural Scenes and Natural
+    Language with Recursive Neural Networks"): leaves are their word vectors, each parent is
+    ``tanh(W [c_1; c_2] + b)`` of its ordered children. ``x`` (N, hidden_size) carries the
+    leaves' vectors; returns (N, hidden_size)."""
+
+    cell_class = RecursiveCell
+
+    def __init__(self, hidden_size: int, arity: int = 2, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = self.hidden_size = hidden_size
+        self.cell = self.cell_class(hidden_size, arity, bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+        if pos is None:
+            pos = _default_pos(edge_index)
+        return self._up(x, edge_index, height, pos, schedule)
+
+
+class RNTN(RecursiveNN):
+    """Recursive Neural Tensor Network (Socher et al. 2013): :class:`RecursiveNN` with the
+    tensor composition of :class:`RNTNCell`. Returns (N, hidden_size)."""
+
+    cell_class = RNTNCell
+
+
+def _default_pos(edge_index: Tensor) -> Tensor:
+    """Child slots in edge order when none are given (children numbered as listed)."""
+    parent = edge_index[1]
+    if parent.numel() == 0:
+        return parent.clone()
+    order = torch.argsort(parent, stable=True)
+    sorted_parent = parent[order]
+    first = torch.searchsorted(sorted_parent, sorted_parent)
+    pos = torch.empty_like(parent)
+    pos[order] = torch.arange(parent.numel(), device=parent.device) - first
+    return pos
+
+
+class BiTreeLSTM(nn.Module):
+    """Bidirectional Tree-LSTM: a Child-Sum Tree-LSTM bottom-up, then an LSTM top-down whose
+    input at each node is that node's bottom-up state and whose previous state is its parent's
+    (Teng & Zhang 2017, "Head-Lexicalized Bidirectional Tree LSTMs"). Every node then sees its
+    whole tree. Returns (N, 2 * hidden_size): ``[h_up, h_down]``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.up = TreeLSTM(input_size, hidden_size, bias=bias)
+        self.down_cell = LSTMCell(hidden_size, hidden_size, bias)
+
+    @property
+    def cell(self) -> LSTMCell:
+        return self.up.cell
+
+    def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+        if schedule is None:
+            schedule = tree_schedule(edge_index, x.size(0), height)
+        h_up = self.up(x, edge_index, schedule=schedule)
+        h_down, _ = run_down(self.down_cell, h_up, edge_index, schedule)
+        return torch.cat([h_up, h_down], dim=-1)
