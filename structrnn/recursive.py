@@ -50,12 +50,14 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     xp = cell.project_input(xs) if fast else xs
     pos_s = pos[s.edge_perm] if pos is not None else None
     extra = {}
-    buffers = None
+    # One buffer holds every state component side by side (h and c for LSTMs), so each level
+    # is one gather and one contiguous write, whatever the cell's state.
+    buffer, widths = None, None
     for level in range(s.num_levels):
         n0, n1 = s.node_ptr[level], s.node_ptr[level + 1]
         e0, e1 = s.edge_ptr[level], s.edge_ptr[level + 1]
         if e1 > e0:
-            prev = tuple(b[s.pred[e0:e1]] for b in buffers)
+            prev = buffer[s.pred[e0:e1]].split(widths, dim=1)
             prev = prev if len(prev) > 1 else prev[0]
             index = s.target[e0:e1]
             if pos_s is not None:
@@ -68,14 +70,14 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         else:
             out = cell(x_level, prev, index=index, size=n1 - n0, **extra)
         out = out if isinstance(out, tuple) else (out,)
-        if buffers is None:
-            buffers = [o.new_zeros((num_nodes,) + o.shape[1:]) for o in out]
-        for b, o in zip(buffers, out):
-            b[n0:n1] = o  # levels are contiguous slices of the sorted numbering
-    if buffers is None:  # no nodes at all
+        if buffer is None:
+            widths = [o.size(1) for o in out]
+            buffer = out[0].new_zeros(num_nodes, sum(widths))
+        buffer[n0:n1] = torch.cat(out, dim=1) if len(out) > 1 else out[0]
+    if buffer is None:  # no nodes at all
         return None
-    result = tuple(b[s.rank] for b in buffers)
-    return result if len(result) > 1 else result[0]
+    result = buffer[s.rank].split(widths, dim=1)
+    return tuple(result) if len(result) > 1 else result[0]
 
 
 def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
