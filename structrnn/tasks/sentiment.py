@@ -1,0 +1,139 @@
+"""Parse-tree sentiment: the model that classifies every node of a tree, and its metrics.
+
+The recipe follows Tai et al. (2015): 300-d embeddings, a Tree-LSTM of hidden size 150, dropout
+0.5, a softmax classifier on every node, node-level cross-entropy on all labelled nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from structrnn.recursive import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
+from structrnn.schedule import TreeSchedule
+
+MODELS = ("tree-lstm", "child-sum-tree-lstm", "tree-gru", "rntn", "recursive-nn",
+          "bi-tree-lstm")
+
+
+def build_encoder(name: str, embed_dim: int, hidden: int) -> tuple[nn.Module, int]:
+    """The tree encoder for ``name`` and the width of its node states."""
+    if name == "tree-lstm":  # constituency (binary N-ary) Tree-LSTM, Tai et al. 2015
+        return TreeLSTM(embed_dim, hidden, variant="n-ary", arity=2), hidden
+    if name == "child-sum-tree-lstm":
+        return TreeLSTM(embed_dim, hidden, variant="child-sum"), hidden
+    if name == "tree-gru":
+        return TreeGRU(embed_dim, hidden), hidden
+    if name == "rntn":
+        return RNTN(hidden), hidden
+    if name == "recursive-nn":
+        return RecursiveNN(hidden), hidden
+    if name == "bi-tree-lstm":
+        return BiTreeLSTM(embed_dim, hidden), 2 * hidden
+    raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+
+
+class TreeSentiment(nn.Module):
+    """Embedding -> tree encoder -> per-node classifier.
+
+    Args:
+        vocab_size: rows of the embedding.
+        num_classes: 5 (fine-grained) or 2 (binary).
+        model: one of :data:`MODELS`.
+        embed_dim, hidden, dropout: sizes and the dropout rate (on embeddings and node states).
+        vectors: optional (vocab_size, embed_dim) pretrained embedding rows.
+
+    ``forward(batch)`` takes a tree ``Batch`` (``x`` token ids, -1 on nodes without a token)
+    and returns logits (N, num_classes), one row per node.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int = 5, model: str = "tree-lstm",
+                 embed_dim: int = 300, hidden: int = 150, dropout: float = 0.5,
+                 vectors: Tensor | None = None) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        if vectors is not None:
+            self.embedding.weight.data.copy_(vectors)
+        self.model_name = model
+        self.encoder, width = build_encoder(model, embed_dim, hidden)
+        # Recursive nets compose vectors of the hidden size: project the words to it.
+        self.project = (nn.Linear(embed_dim, hidden) if model in ("rntn", "recursive-nn")
+                        else None)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def encode(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+               pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+        """Node states (N, width) from token ids ``x`` (N,) (-1 = no token: zero input)."""
+        has_token = (x >= 0).unsqueeze(1)
+        emb = self.embedding(x.clamp(min=0)) * has_token
+        emb = self.dropout(emb)
+        if self.project is not None:
+            emb = torch.tanh(self.project(emb)) * has_token
+        return self.encoder(emb, edge_index, height=height, pos=pos, schedule=schedule)
+
+    def forward(self, batch) -> Tensor:
+        h = self.encode(batch.x, batch.edge_index, getattr(batch, "height", None),
+                        getattr(batch, "pos", None), getattr(batch, "schedule", None))
+        return self.classifier(self.dropout(h))
+
+
+def node_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over labelled nodes (``y >= 0``)."""
+    return F.cross_entropy(logits, y, ignore_index=-1)
+
+
+def root_index(batch) -> Tensor:
+    """Row of each tree's root: nodes are in pre-order, so the first node of each tree."""
+    return batch.ptr[:-1]
+
+
+def binary_from_fine(logits: Tensor) -> Tensor:
+    """Binary prediction from 5-class logits: P(0) + P(1) against P(3) + P(4)."""
+    p = logits.softmax(-1)
+    return (p[:, 3:].sum(-1) > p[:, :2].sum(-1)).long()
+
+
+@torch.no_grad()
+def evaluate(model: TreeSentiment, loader, device: torch.device) -> dict:
+    """Root and all-node accuracies, the mean node loss, and the root predictions.
+
+    For a 5-class model also the binary root accuracy on trees with a non-neutral root
+    (the fine-grained model's P(negative) vs P(positive), as Socher et al. 2013 report).
+    """
+    model.eval()
+    totals = {"root_correct": 0, "roots": 0, "node_correct": 0, "nodes": 0, "loss": 0.0,
+              "bin_correct": 0, "bin_roots": 0}
+    root_true, root_pred = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        logits = model(batch)
+        labelled = batch.y >= 0
+        pred = logits.argmax(-1)
+        roots = root_index(batch)
+        totals["loss"] += float(F.cross_entropy(logits[labelled], batch.y[labelled],
+                                                reduction="sum"))
+        totals["node_correct"] += int((pred == batch.y)[labelled].sum())
+        totals["nodes"] += int(labelled.sum())
+        y_root = batch.y[roots]
+        keep = y_root >= 0
+        totals["root_correct"] += int((pred[roots] == y_root)[keep].sum())
+        totals["roots"] += int(keep.sum())
+        root_true.append(y_root.cpu())
+        root_pred.append(pred[roots].cpu())
+        if logits.size(1) == 5:
+            polar = y_root != 2
+            bin_true = (y_root[polar] > 2).long()
+            totals["bin_correct"] += int((binary_from_fine(logits[roots][polar]) == bin_true).sum())
+            totals["bin_roots"] += int(polar.sum())
+    out = {
+        "root_acc": totals["root_correct"] / max(totals["roots"], 1),
+        "all_nodes_acc": totals["node_correct"] / max(totals["nodes"], 1),
+        "loss": totals["loss"] / max(totals["nodes"], 1),
+        "root_true": torch.cat(root_true) if root_true else torch.empty(0, dtype=torch.long),
+        "root_pred": torch.cat(root_pred) if root_pred else torch.empty(0, dtype=torch.long),
+    }
+    if totals["bin_roots"]:
+        out["binary_root_acc"] = totals["bin_correct"] / totals["bin_roots"]
+    return out
