@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sst (needs --data) or the built-in synthetic treebank")
     p.add_argument("--data", default=None,
                    help="folder with train.txt/dev.txt/test.txt (default $STRUCTRNN_DATA/sst)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official SST archive into --data when it is missing")
     p.add_argument("--model", choices=MODELS, default="tree-lstm",
                    help="tree-lstm is the constituency (binary N-ary) Tree-LSTM of Tai et al.")
     p.add_argument("--epochs", type=int, default=10)
@@ -82,7 +84,7 @@ def load_splits(args) -> tuple[SST, SST, SST]:
                                   binary=args.binary)
     else:
         root = Path(args.data) if args.data else default_data_root() / "sst"
-        train = SST(root, "train", binary=args.binary)
+        train = SST(root, "train", binary=args.binary, download=args.download)
         dev = SST(root, "dev", binary=args.binary, vocab=train.vocab)
         test = SST(root, "test", binary=args.binary, vocab=train.vocab)
     if args.max_trees:
