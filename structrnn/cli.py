@@ -120,8 +120,6 @@ def cmd_train(parser, args, argv) -> int:
 
 
 def _load_run(run: str):
-    import torch
-
     from structrnn.tasks.sentiment import TreeSentiment
     from structrnn.train import load_checkpoint
     from structrnn.vocab import Vocab
@@ -137,7 +135,6 @@ def _load_run(run: str):
                           config["hidden"], config["dropout"])
     model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
     model.eval()
-    torch.set_grad_enabled(False)
     return config, vocab, model
 
 
@@ -189,8 +186,11 @@ def cmd_predict(args) -> int:
         tree = sentence_tree(args.text)
     except ParseError as err:
         raise UsageError(f"predict: {err}") from err
+    import torch
+
     data = tree.to_data(vocab)
-    logits = model(collate_trees([data]))
+    with torch.no_grad():
+        logits = model(collate_trees([data]))
     pred = logits.argmax(-1)
     if logits.size(1) == 2:
         pred = pred * 4  # binary classes on the ends of the 5-point scale

@@ -133,13 +133,15 @@ def run(args) -> dict:
     checkpoint_path = out / "checkpoint.pt"
     if args.resume:
         state = load_checkpoint(checkpoint_path)
-        if state["config"] != config:
-            changed = sorted(k for k in config if state["config"].get(k) != config[k])
+        # everything but the number of epochs must match: resuming may extend a run
+        changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
+        if changed:
             raise ValueError(f"--resume: the run in {out} used other settings ({changed}); "
                              "pass the same arguments or a new --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        write_json(out / "config.json", config)
         set_rng_state(state["rng"])
         print(f"resuming {out} after epoch {state['epoch']}")
     else:

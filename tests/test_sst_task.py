@@ -1,0 +1,116 @@
+"""The SST training task: metrics file, exact resume, the CLI, and tree model vs bag-of-words
+on the synthetic treebank (where sentiment composes, so word counts are not enough)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from structrnn import cli
+from structrnn.datasets.synthetic import SyntheticSentiment, bag_of_words
+from structrnn.tasks import sst
+from tests.conftest import require_dataset
+
+METRIC_KEYS = {"dev_fine_root", "test_fine_root", "test_binary_root", "test_fine_all_nodes",
+               "epoch_seconds", "best_epoch"}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    sst.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_one_short_epoch_on_sst_slice_then_resume_is_identical(tmp_path):
+    root = require_dataset("sst")
+    common = ["--data", str(root), "--max-trees", "40", "--hidden", "12", "--embed-dim", "10",
+              "--no-progress", "--batch-size", "10"]
+    straight = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
+    assert METRIC_KEYS <= set(json.loads((tmp_path / "a" / "metrics.json").read_text()))
+    assert 0.0 <= straight["test_fine_root"] <= 1.0
+    assert len(straight["epoch_seconds"]) == 2
+    for name in ("config.json", "checkpoint.pt", "best.pt", "vocab.json", "metrics.jsonl",
+                 "learning_curves.png", "confusion.png", "example_tree.png"):
+        assert (tmp_path / "a" / name).is_file(), name
+
+    # interrupted after epoch 1, resumed to epoch 2: the same model and the same figures
+    sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
+    resumed = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
+                                      "--resume"]))
+    for key in ("dev_fine_root", "test_fine_root", "test_fine_all_nodes", "best_epoch"):
+        assert resumed[key] == straight[key], key
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    args = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+            "--embed-dim", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    sst.run(parse(args))
+    with pytest.raises(ValueError, match="hidden"):
+        sst.run(parse(args[:5] + ["9"] + args[6:] + ["--resume"]))
+
+
+def bow_root_accuracy(train, test, epochs=300):
+    """Multinomial logistic regression on word counts (the bag-of-words baseline)."""
+    xtr, ytr = bag_of_words(train)
+    xte, yte = bag_of_words(test)
+    torch.manual_seed(0)
+    clf = torch.nn.Linear(xtr.size(1), 5)
+    opt = torch.optim.Adam(clf.parameters(), lr=0.05)
+    for _ in range(epochs):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(clf(xtr), ytr).backward()
+        opt.step()
+    return float((clf(xte).argmax(-1) == yte).float().mean())
+
+
+def test_tree_model_beats_bag_of_words_on_synthetic_treebank(tmp_path):
+    metrics = sst.run(parse([
+        "--dataset", "synthetic", "--synthetic-trees", "600", "--epochs", "6", "--hidden", "48",
+        "--embed-dim", "32", "--dropout", "0", "--lr", "0.1", "--no-progress",
+        "--out", str(tmp_path)]))
+    train = SyntheticSentiment(600, seed=0)
+    test = SyntheticSentiment(120, seed=2, vocab=train.vocab)
+    bow = bow_root_accuracy(train, test)
+    assert metrics["test_fine_root"] > bow + 0.1, (metrics["test_fine_root"], bow)
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
+    code = cli.main(["train", "sst", "--data", str(tmp_path / "missing"), "--out",
+                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no file" in err and str(tmp_path / "missing") in err
+    assert cli.main(["predict", str(tmp_path), "good"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "sst", "--epochs", "many"])
+    assert exit_info.value.code == 2
+
+
+def test_cli_predict_and_show(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "sst", "--dataset", "synthetic", "--synthetic-trees", "60",
+                     "--hidden", "8", "--embed-dim", "8", "--epochs", "1", "--no-progress",
+                     "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(run), "the plot is not good", "--png",
+                     str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("(") and "sentence:" in out and (tmp_path / "p.png").is_file()
+    assert cli.main(["show", "(3 (2 It) (4 works))", "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").is_file()
+    assert cli.main(["show", "(3 (2 It) (4 works)", "--out", str(tmp_path / "u.png")]) == 2
+    # --config replays a run; a flag on the command line still wins
+    assert cli.main(["train", "sst", "--config", str(run / "config.json"), "--epochs", "1",
+                     "--no-progress", "--out", str(tmp_path / "replay")]) == 0
+    replay = json.loads((tmp_path / "replay" / "config.json").read_text())
+    original = json.loads((run / "config.json").read_text())
+    assert replay == original
+    assert (json.loads((tmp_path / "replay" / "metrics.json").read_text())
+            == json.loads((run / "metrics.json").read_text()) | {
+                "epoch_seconds": json.loads(
+                    (tmp_path / "replay" / "metrics.json").read_text())["epoch_seconds"]})
