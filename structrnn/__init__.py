@@ -1,7 +1,31 @@
-"""structrnn: one recurrent cell interface for sequences, trees and graphs."""
+"""structrnn: one recurrent cell interface for sequences, trees and graphs.
+
+Cells (:mod:`structrnn.cells`) take ``(x, prev, index=None, size=None)``; the same cell runs
+along a sequence (:class:`LSTM`), bottom-up over a tree (:class:`TreeLSTM`) or as the update
+function of a graph network (:class:`GraphNetwork`).
+"""
 
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
+from structrnn.recursive import (
+    RNTN,
+    BiTreeLSTM,
+    RecursiveNN,
+    TreeGRU,
+    TreeLSTM,
+    run_down,
+    run_up,
+)
+from structrnn.schedule import TreeLoader, collate_trees, tree_schedule
+from structrnn.sequence import GRU, LSTM, RNN
+from structrnn.tree import ParseError, Tree, read_ptb_file
+from structrnn.vocab import Vocab
 
 __version__ = "0.1.0"
 
-__all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
+__all__ = [
+    "RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
+    "RNN", "GRU", "LSTM",
+    "Tree", "ParseError", "read_ptb_file", "Vocab",
+    "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
+    "tree_schedule", "collate_trees", "TreeLoader",
+]

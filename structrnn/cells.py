@@ -29,8 +29,11 @@ __all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
 LSTMState = tuple[Tensor, Tensor]
 
 
-def scatter_sum(src: Tensor, index: Tensor, size: int) -> Tensor:
-    """Sum rows of ``src`` (M, *) into ``size`` rows by ``index`` (M,)."""
+def scatter_sum(src: Tensor, index: Tensor | None, size: int) -> Tensor:
+    """Sum rows of ``src`` (M, *) into ``size`` rows by ``index`` (M,); ``index=None`` means
+    row ``j`` feeds row ``j`` (one predecessor per row), so ``src`` is returned as it is."""
+    if index is None:
+        return src
     out = src.new_zeros((size,) + tuple(src.shape[1:]))
     return out.index_add_(0, index, src)
 
@@ -85,7 +88,8 @@ class RNNCellBase(nn.Module):
         return F.linear(x, self.weight_ih, self.bias_ih)
 
     def combine(self, x_proj: Tensor | None, prev, index: Tensor | None, size: int):
-        """One step from projected inputs (``size`` rows, or None) and predecessor states."""
+        """One step from projected inputs (``size`` rows, or None) and predecessor states;
+        ``index=None`` means one predecessor per row (row ``j`` of ``prev`` feeds row ``j``)."""
         raise NotImplementedError
 
     def zero_state(self, n: int, like: Tensor):
@@ -126,13 +130,11 @@ class RNNCellBase(nn.Module):
         if index is None:
             if prev is not None:
                 self._check_prev(prev, size)
-            has_torch_step = type(self)._torch_step is not RNNCellBase._torch_step
+            has_torch_step = self._has_torch_step()
             if x is not None and not kwargs and has_torch_step:
                 out = self._torch_step(x, prev)
-            else:
-                if prev is not None:
-                    index = torch.arange(size, device=_first(prev).device)
-                out = self.combine(self.project_input(x), prev, index, size, **kwargs)
+            else:  # index=None: one predecessor per row, the combine's identity case
+                out = self.combine(self.project_input(x), prev, None, size, **kwargs)
         else:
             if prev is None:
                 raise ValueError(f"{type(self).__name__}: index given but prev is None")
@@ -142,6 +144,14 @@ class RNNCellBase(nn.Module):
         if unbatched:
             out = _map_state(out, lambda t: t.squeeze(0))
         return out
+
+    def _has_torch_step(self) -> bool:
+        # The fused torch step stands in for project_input + combine only where a subclass
+        # overrides neither (a user's cell that changes the math must run its own combine).
+        cls = type(self)
+        owner = next(k for k in cls.__mro__ if "_torch_step" in vars(k))
+        return (owner is not RNNCellBase and cls.combine is owner.combine
+                and cls.project_input is owner.project_input)
 
     def _check_prev(self, prev, rows: int | None) -> None:
         name = type(self).__name__
@@ -203,6 +213,8 @@ class RNNCell(RNNCellBase):
             h_sum = ref.new_zeros(size, self.hidden_size)
         else:
             h_sum = scatter_sum(prev, index, size)
+        if x_proj is None and self.bias_ih is not None:
+            x_proj = self.bias_ih  # no input still adds the input bias, as GRU and LSTM do
         pre = _add_input(F.linear(h_sum, self.weight_hh, self.bias_hh), x_proj)
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
@@ -267,6 +279,10 @@ class LSTMCell(RNNCellBase):
             c = torch.sigmoid(i) * torch.tanh(g)
             return torch.sigmoid(o) * torch.tanh(c), c
         h_prev, c_prev = prev
+        if index is None:  # one predecessor per row: the plain LSTM step
+            i, f, g, o = (x_proj + F.linear(h_prev, w_hh, b_hh)).chunk(4, 1)
+            c = torch.sigmoid(i) * torch.tanh(g) + torch.sigmoid(f) * c_prev
+            return torch.sigmoid(o) * torch.tanh(c), c
         h_sum = scatter_sum(h_prev, index, size)
         # i, g, o see the summed children; each child's forget gate sees only that child.
         gates = x_proj + F.linear(h_sum, w_hh, b_hh)
@@ -334,6 +350,8 @@ class NaryLSTMCell(RNNCellBase):
             c_slots = ref.new_zeros(size, A, H)
         else:
             h_prev, c_prev = prev
+            if index is None:
+                index = torch.arange(size, device=h_prev.device)
             if pos is None:
                 pos = torch.zeros_like(index)
             slot_row = index * A + pos  # row of (parent, slot) in a (size * A) table

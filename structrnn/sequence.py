@@ -1,0 +1,391 @@
+"""``RNN``, ``GRU``, ``LSTM``: drop-ins for ``torch.nn.RNN`` / ``GRU`` / ``LSTM``, on the cells.
+
+Each class *is* its ``torch.nn`` counterpart (a subclass), so the constructor, the parameter
+names (``weight_ih_l0``, ``weight_hh_l0_reverse``, ...), the initialisation draws, the
+``state_dict``, ``flatten_parameters`` and the forward call (padded or ``PackedSequence``
+input, ``batch_first``, unbatched 2-D input, ``h0`` / ``(h0, c0)``) are exactly torch's.
+
+Two ways to run:
+
+* **fused** (the default with the stock cell and no recurrent dropout): PyTorch's own kernel
+  (``_VF.lstm`` and friends, cuDNN on a GPU), exactly as ``torch.nn.LSTM`` runs it.
+* **generic**: a time loop over a structrnn cell (``cell=MyLSTMCell``, a subclass of the stock
+  cell), one cell instance per layer and direction fed with that layer's weights. The input
+  projection of a whole layer is one matmul (``cell.project_input``); each step calls
+  ``cell.combine`` on the rows still running, so a packed batch never computes past a
+  sequence's end and the reverse direction starts each sequence at its own last element.
+  ``recurrent_dropout`` and ``force_generic=True`` also take this path.
+
+Recurrent dropout beyond ``torch.nn`` (training only; off by default):
+
+* ``"variational"`` (Gal & Ghahramani 2016): one dropout mask per sequence and layer-direction
+  on the layer's inputs and one on its hidden state ``h`` as it enters the recurrence, reused at
+  every time step (the "tied" variant: one mask for all gates; the LSTM cell state ``c`` is not
+  masked). Inverted scaling, so evaluation uses no mask.
+* ``"zoneout"`` (Krueger et al. 2016): each unit of every state tensor (``h``, and ``c`` for the
+  LSTM) keeps its previous value with probability ``rate`` at each step, independently per
+  step. In evaluation the state is the expectation ``rate * prev + (1 - rate) * new``, as in the
+  paper.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from structrnn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+
+__all__ = ["RNN", "GRU", "LSTM", "RECURRENT_DROPOUT"]
+
+RECURRENT_DROPOUT = ("variational", "zoneout")
+_STOCK_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+State = tuple[Tensor, ...]  # (h,) or (h, c): one (batch, hidden_size) tensor per state part
+
+
+def _unwrap(state: State):
+    return state if len(state) > 1 else state[0]
+
+
+def _wrap(state) -> State:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+class _DirectionLoop(nn.Module):
+    """Runs one cell along one direction of one layer.
+
+    A throwaway wrapper: ``torch.func.functional_call`` binds the layer's flat weights
+    (``weight_ih_l1_reverse`` ...) to the cell's own parameter names around the whole loop.
+    """
+
+    def __init__(self, cell: RNNCellBase) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, state: State, sizes: list[int], offsets: list[int],
+                rows: Tensor, reverse: bool, h_mask: Tensor | None, zoneout: float,
+                training: bool) -> tuple[Tensor, State]:
+        """x (N, input) time-major packed rows; state parts (B, H); returns (N, H), state."""
+        cell = self.cell
+        x_proj = cell.project_input(x)  # one matmul for every time step
+        batch = state[0].size(0)
+        steps = range(len(sizes) - 1, -1, -1) if reverse else range(len(sizes))
+        outs: list = [None] * len(sizes)
+        for t in steps:
+            b, start = sizes[t], offsets[t]
+            prev = state if b == batch else tuple(s[:b] for s in state)
+            fed = prev if h_mask is None else (prev[0] * h_mask[:b],) + prev[1:]
+            new = _wrap(cell.combine(x_proj[start:start + b], _unwrap(fed), None, b))
+            if zoneout > 0:
+                if training:
+                    keep = [torch.rand_like(n) < zoneout for n in new]
+                    new = tuple(torch.where(k, p, n) for k, p, n in zip(keep, prev, new))
+                else:
+                    new = tuple(zoneout * p + (1 - zoneout) * n for p, n in zip(prev, new))
+            outs[t] = new[0]
+            # Rows past their sequence's end keep their state (packed batches sort by length).
+            state = new if b == batch else tuple(torch.cat([n, s[b:]]) for n, s in zip(new, state))
+        return torch.cat(outs), state
+
+
+class _Sequence:
+    """What ``RNN``, ``GRU`` and ``LSTM`` add to their ``torch.nn`` base: validation with
+    ``ValueError``, a choice of cell and the generic path with recurrent dropout."""
+
+    _stock_cell: type[RNNCellBase]
+    _state_parts: int = 1
+
+    def _setup(self, cell: type[RNNCellBase] | None, recurrent_dropout: str | None,
+               recurrent_dropout_rate: float, force_generic: bool, cell_kwargs: dict) -> None:
+        owner = type(self).__name__
+        cell = self._stock_cell if cell is None else cell
+        if not (isinstance(cell, type) and issubclass(cell, self._stock_cell)):
+            raise ValueError(f"{owner}: cell must be {self._stock_cell.__name__} or a subclass "
+                             f"of it, got {cell!r}")
+        if recurrent_dropout not in (None,) + RECURRENT_DROPOUT:
+            raise ValueError(f"{owner}: recurrent_dropout must be None, 'variational' or "
+                             f"'zoneout', got {recurrent_dropout!r}")
+        if not 0 <= recurrent_dropout_rate < 1:
+            raise ValueError(f"{owner}: recurrent_dropout_rate must be in [0, 1), got "
+                             f"{recurrent_dropout_rate}")
+        self.cell_class = cell
+        self.recurrent_dropout = recurrent_dropout
+        self.recurrent_dropout_rate = float(recurrent_dropout_rate)
+        self.force_generic = force_generic
+        first = self._flat_weights[0]
+        cells = {}
+        # The cells draw their own initial weights: keep torch's random stream untouched so that
+        # the same seed gives the same model as torch.nn (and the same draws after it).
+        with torch.random.fork_rng(devices=[]):
+            for layer in range(self.num_layers):
+                for suffix in ("", "_reverse")[: 1 + self.bidirectional]:
+                    key = f"l{layer}{suffix}"
+                    in_size = self.input_size if layer == 0 else self.hidden_size * (
+                        1 + self.bidirectional)
+                    c = cell(in_size, self.hidden_size, bias=self.bias, dtype=first.dtype,
+                             **cell_kwargs)
+                    for name in _STOCK_NAMES:
+                        theirs = getattr(c, name)
+                        if theirs is None:
+                            continue
+                        ours = getattr(self, f"{name}_{key}")
+                        if theirs.shape != ours.shape:
+                            raise ValueError(
+                                f"{owner}: cell={cell.__name__} has {name} of shape "
+                                f"{_fmt(theirs.shape)}, but layer {key} needs "
+                                f"{_fmt(ours.shape)}")
+                        # The layer's weights live on the module under torch's names.
+                        delattr(c, name)
+                    cells[key] = c.to(first.device)
+        # Stock cells hold no parameters left, so the state_dict is exactly torch's; a user's
+        # cell keeps its extra parameters here (``cells.l0.<name>``).
+        self.cells = nn.ModuleDict(cells)
+
+    @property
+    def uses_fused_path(self) -> bool:
+        """True when ``forward`` runs PyTorch's fused kernel (stock cell, no recurrent
+        dropout, ``force_generic`` False)."""
+        return (self.cell_class is self._stock_cell and self.recurrent_dropout is None
+                and not self.force_generic)
+
+    def _extra(self) -> str:
+        s = ""
+        if self.cell_class is not self._stock_cell:
+            s += f", cell={self.cell_class.__name__}"
+        if self.recurrent_dropout is not None:
+            s += (f", recurrent_dropout={self.recurrent_dropout!r}, "
+                  f"recurrent_dropout_rate={self.recurrent_dropout_rate}")
+        if self.force_generic:
+            s += ", force_generic=True"
+        return s
+
+    # -- validation ---------------------------------------------------------------------------
+    def _check(self, input, hx) -> None:
+        owner = type(self).__name__
+        I = self.input_size
+        layout = "(batch, seq_len, input_size)" if self.batch_first else \
+            "(seq_len, batch, input_size)"
+        if isinstance(input, PackedSequence):
+            data = input.data
+            if data.dim() != 2 or data.size(1) != I:
+                raise ValueError(f"{owner}: the PackedSequence's data must have shape "
+                                 f"(*, {I}) (input_size={I}), got {_fmt(data.shape)}")
+            batch, batched = int(input.batch_sizes[0]), True
+        else:
+            if not isinstance(input, Tensor):
+                raise ValueError(f"{owner}: input must be a Tensor or a PackedSequence, got "
+                                 f"{type(input).__name__}")
+            if input.dim() not in (2, 3) or input.size(-1) != I:
+                raise ValueError(f"{owner}: input must have shape {layout} = (*, *, {I}) or, "
+                                 f"unbatched, (seq_len, input_size) = (*, {I}); got "
+                                 f"{_fmt(input.shape)}")
+            data, batched = input, input.dim() == 3
+            batch = input.size(0 if self.batch_first else 1) if batched else None
+        weight = self._flat_weights[0]
+        if data.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+            raise ValueError(f"{owner}: input dtype {data.dtype} does not match the weights' "
+                             f"dtype {weight.dtype}")
+        if hx is None:
+            return
+        names = ("hx",) if self._state_parts == 1 else ("hx[0] (h0)", "hx[1] (c0)")
+        if self._state_parts > 1 and not (isinstance(hx, tuple | list) and len(hx) == 2):
+            raise ValueError(f"{owner}: hx must be a tuple (h0, c0), got {type(hx).__name__}")
+        parts = (hx,) if self._state_parts == 1 else tuple(hx)
+        lead = self.num_layers * (1 + self.bidirectional)
+        expected = (lead, batch, self.hidden_size) if batched else (lead, self.hidden_size)
+        for name, h in zip(names, parts):
+            if not isinstance(h, Tensor) or tuple(h.shape) != expected:
+                got = _fmt(h.shape) if isinstance(h, Tensor) else type(h).__name__
+                raise ValueError(f"{owner}: {name} must have shape {_fmt(expected)} "
+                                 "(num_layers * num_directions, batch, hidden_size), got "
+                                 f"{got}")
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, input, hx=None):
+        """Run the network over a batch of sequences.
+
+        Args:
+            input: (seq_len, batch, input_size), or (batch, seq_len, input_size) with
+                ``batch_first``, or unbatched (seq_len, input_size), or a ``PackedSequence``.
+            hx: initial state, (num_layers * num_directions, batch, hidden_size) (without the
+                batch dimension for unbatched input); a tuple ``(h0, c0)`` for ``LSTM``.
+                None means zeros.
+
+        Returns:
+            ``(output, h_n)`` (``(output, (h_n, c_n))`` for ``LSTM``): ``output`` has the layout
+            of ``input`` with last dimension num_directions * hidden_size (a ``PackedSequence``
+            for packed input); ``h_n``/``c_n`` the last state of every layer and direction,
+            shaped like ``hx``.
+        """
+        self._check(input, hx)
+        if self.uses_fused_path:
+            return super().forward(input, hx)
+        return self._generic_forward(input, hx)
+
+    def _generic_forward(self, input, hx):
+        packed = isinstance(input, PackedSequence)
+        batched = True
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            sizes = batch_sizes.tolist()  # batch_sizes lives on the CPU: no device sync
+            batch = sizes[0]
+        else:
+            x = input
+            batched = x.dim() == 3
+            if not batched:
+                x = x.unsqueeze(0 if self.batch_first else 1)
+            if self.batch_first:
+                x = x.transpose(0, 1)
+            steps, batch = x.shape[:2]
+            sizes = [batch] * steps
+            data = x.reshape(steps * batch, x.size(2))
+            sorted_indices = unsorted_indices = None
+        D = 1 + self.bidirectional
+        if hx is None:
+            zeros = data.new_zeros(self.num_layers * D, batch, self.hidden_size)
+            state0 = (zeros,) * self._state_parts
+        else:
+            state0 = _wrap(tuple(hx) if self._state_parts > 1 else hx)
+            if not batched:
+                state0 = tuple(h.unsqueeze(1) for h in state0)
+            if sorted_indices is not None:
+                state0 = tuple(h.index_select(1, sorted_indices) for h in state0)
+        offsets = [0] * len(sizes)
+        for t in range(1, len(sizes)):
+            offsets[t] = offsets[t - 1] + sizes[t - 1]
+        rows = torch.arange(batch, device=data.device)
+        mode, rate = self.recurrent_dropout, self.recurrent_dropout_rate
+        variational = mode == "variational" and self.training and rate > 0
+        if variational:
+            row_seq = torch.cat([rows[:b] for b in sizes])  # the sequence of each packed row
+        zoneout = rate if mode == "zoneout" else 0.0
+        names = [n for n in _STOCK_NAMES if self.bias or n.startswith("weight")]
+
+        layer_in, finals = data, []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                key = f"l{layer}" + ("_reverse" if direction else "")
+                k = layer * D + direction
+                params = {f"cell.{n}": getattr(self, f"{n}_{key}") for n in names}
+                x_in, h_mask = layer_in, None
+                if variational:
+                    x_in = layer_in * _mask(layer_in, batch, rate)[row_seq]
+                    h_mask = _mask(layer_in, batch, rate, self.hidden_size)
+                out, final = torch.func.functional_call(
+                    _DirectionLoop(self.cells[key]), params,
+                    (x_in, tuple(s[k] for s in state0), sizes, offsets, rows, bool(direction),
+                     h_mask, zoneout, self.training))
+                outs.append(out)
+                finals.append(final)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, 1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+
+        hidden = tuple(torch.stack([f[i] for f in finals]) for i in range(self._state_parts))
+        if packed:
+            output = PackedSequence(layer_in, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                hidden = tuple(h.index_select(1, unsorted_indices) for h in hidden)
+        else:
+            output = layer_in.view(len(sizes), batch, -1)
+            if self.batch_first:
+                output = output.transpose(0, 1)
+            if not batched:
+                output = output.squeeze(0 if self.batch_first else 1)
+                hidden = tuple(h.squeeze(1) for h in hidden)
+        return output, _unwrap(hidden)
+
+
+def _mask(like: Tensor, rows: int, rate: float, cols: int | None = None) -> Tensor:
+    """Inverted-dropout mask (rows, cols), values 0 or 1 / (1 - rate)."""
+    shape = (rows, like.size(-1) if cols is None else cols)
+    keep = torch.rand(shape, dtype=like.dtype, device=like.device) >= rate
+    return keep.to(like.dtype) / (1 - rate)
+
+
+class RNN(_Sequence, nn.RNN):
+    """Elman RNN, a drop-in for ``torch.nn.RNN`` (``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} +
+    b_hh)``) that runs on ``sr.RNNCell`` (or a subclass given as ``cell``).
+
+    Args as ``torch.nn.RNN``, plus (keyword only):
+        cell: the cell class for the generic path (a subclass of :class:`~structrnn.RNNCell`).
+        recurrent_dropout: None, ``"variational"`` or ``"zoneout"`` (see the module docstring).
+        recurrent_dropout_rate: its rate in [0, 1).
+        force_generic: run the generic time loop even with the stock cell.
+
+    Shapes: see :meth:`forward`; ``input_size`` I, ``hidden_size`` H.
+    """
+
+    _stock_cell = RNNCell
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
+                 cell: type[RNNCell] | None = None, recurrent_dropout: str | None = None,
+                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
+                         bias=bias, batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, device=device, dtype=dtype)
+        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic,
+                    {"nonlinearity": nonlinearity})
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        return s + self._extra()
+
+
+class GRU(_Sequence, nn.GRU):
+    """Gated recurrent unit network, a drop-in for ``torch.nn.GRU`` that runs on
+    ``sr.GRUCell`` (or a subclass given as ``cell``). Extra keyword arguments as :class:`RNN`."""
+
+    _stock_cell = GRUCell
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, *, cell: type[GRUCell] | None = None,
+                 recurrent_dropout: str | None = None, recurrent_dropout_rate: float = 0.0,
+                 force_generic: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
+        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {})
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._extra()
+
+
+class LSTM(_Sequence, nn.LSTM):
+    """Long short-term memory network, a drop-in for ``torch.nn.LSTM`` that runs on
+    ``sr.LSTMCell`` (or a subclass given as ``cell``). Extra keyword arguments as :class:`RNN`.
+
+    ``proj_size > 0`` (LSTM with projections) is not supported and raises NotImplementedError.
+    The state is the tuple ``(h, c)``.
+    """
+
+    _stock_cell = LSTMCell
+    _state_parts = 2
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None, *,
+                 cell: type[LSTMCell] | None = None, recurrent_dropout: str | None = None,
+                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False) -> None:
+        if proj_size > 0:
+            raise NotImplementedError(
+                f"structrnn.LSTM: proj_size={proj_size} (LSTM with projections) is not "
+                "supported; use torch.nn.LSTM, or project the outputs with an nn.Linear")
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, proj_size=0,
+                         device=device, dtype=dtype)
+        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {})
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._extra()
