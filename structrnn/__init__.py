@@ -17,7 +17,7 @@ from structrnn.recursive import (
 )
 from structrnn.schedule import TreeLoader, collate_trees, tree_schedule
 from structrnn.sequence import GRU, LSTM, RNN
-from structrnn.tree import ParseError, Tree, read_ptb_file
+from structrnn.tree import ParseError, PTBFile, Tree, read_ptb_file, write_ptb_file
 from structrnn.vocab import Vocab
 
 __version__ = "0.1.0"
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
     "RNN", "GRU", "LSTM",
-    "Tree", "ParseError", "read_ptb_file", "Vocab",
+    "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "tree_schedule", "collate_trees", "TreeLoader",
 ]

@@ -38,7 +38,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         x: (N, input_size) node inputs, or None.
         schedule: the pass's :class:`~structrnn.schedule.Schedule`.
         num_nodes: N.
-        pos: (E,) each edge's slot (N-ary cells), in the original edge order.
+        pos: (N,) each node's slot under its parent (N-ary cells), as on tree ``Data``.
 
     Returns:
         The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
@@ -48,7 +48,8 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     xs = x[s.order] if x is not None else None
     fast = isinstance(cell, RNNCellBase)
     xp = cell.project_input(xs) if fast else xs
-    pos_s = pos[s.edge_perm] if pos is not None else None
+    # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
+    pos_s = pos[s.order][s.pred] if pos is not None else None
     extra = {}
     # One buffer holds every state component side by side (h and c for LSTMs), so each level
     # is one gather and one contiguous write, whatever the cell's state.
@@ -96,7 +97,7 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
         x: (N, input_size) node inputs (zeros where a node has no input), or None.
         edge_index: (2, E) child -> parent.
         height: (N,) node heights (stored on tree ``Data``); derived when None.
-        pos: (E,) child positions (needed by N-ary cells), edge order.
+        pos: (N,) each node's position under its parent (needed by N-ary cells).
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
             :func:`~structrnn.schedule.collate_trees`); built on the CPU when None.
     """
@@ -138,7 +139,8 @@ class TreeLSTM(_TreeModel):
     ``.cell`` is that cell: the same weights run as a sequence LSTM.
 
     Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent, ``height`` (N,),
-    ``pos`` (E,). Returns ``h`` (N, hidden_size), or ``(h, c)`` with ``return_cell=True``.
+    ``pos`` (N,) each node's position under its parent. Returns ``h`` (N, hidden_size), or
+    ``(h, c)`` with ``return_cell=True``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, variant: str = "child-sum",
@@ -251,7 +253,7 @@ class RecursiveNN(_TreeModel):
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
                 pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
         if pos is None:
-            pos = _default_pos(edge_index)
+            pos = _default_pos(edge_index, x.size(0))
         return self._up(x, edge_index, height, pos, schedule)
 
 
@@ -262,16 +264,17 @@ class RNTN(RecursiveNN):
     cell_class = RNTNCell
 
 
-def _default_pos(edge_index: Tensor) -> Tensor:
-    """Child slots in edge order when none are given (children numbered as listed)."""
-    parent = edge_index[1]
+def _default_pos(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Each node's slot under its parent when none are given: children numbered in the order
+    their edges are listed (roots get 0)."""
+    child, parent = edge_index
+    pos = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
     if parent.numel() == 0:
-        return parent.clone()
+        return pos
     order = torch.argsort(parent, stable=True)
     sorted_parent = parent[order]
     first = torch.searchsorted(sorted_parent, sorted_parent)
-    pos = torch.empty_like(parent)
-    pos[order] = torch.arange(parent.numel(), device=parent.device) - first
+    pos[child[order]] = torch.arange(parent.numel(), device=parent.device) - first
     return pos
 
 

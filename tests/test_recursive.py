@@ -24,7 +24,7 @@ DT = torch.float64
 
 def random_tree(n: int, gen: torch.Generator, max_children: int | None = None):
     """Parent of node i (> 0) is a random earlier node, so node 0 is the root. Returns
-    edge_index child -> parent and pos (order of each child under its parent)."""
+    edge_index child -> parent and pos (N,), each node's position under its parent."""
     parents = []
     counts = [0] * n
     for i in range(1, n):
@@ -37,7 +37,7 @@ def random_tree(n: int, gen: torch.Generator, max_children: int | None = None):
     child = torch.arange(1, n)
     parent = torch.tensor(parents, dtype=torch.long)
     seen: dict[int, int] = {}
-    pos = []
+    pos = [0]  # the root
     for p in parents:
         pos.append(seen.get(p, 0))
         seen[p] = seen.get(p, 0) + 1
@@ -46,13 +46,13 @@ def random_tree(n: int, gen: torch.Generator, max_children: int | None = None):
 
 def children_of(edge_index: torch.Tensor, pos: torch.Tensor, n: int) -> list[list[tuple[int, int]]]:
     kids: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    for (c, p), k in zip(edge_index.t().tolist(), pos.tolist()):
-        kids[p].append((k, c))
+    for c, p in edge_index.t().tolist():
+        kids[p].append((int(pos[c]), c))
     return [sorted(k) for k in kids]
 
 
 def reference_heights(edge_index, n):
-    kids = children_of(edge_index, torch.zeros(edge_index.size(1), dtype=torch.long), n)
+    kids = children_of(edge_index, torch.zeros(n, dtype=torch.long), n)
     height = [0] * n
     for v in reversed(range(n)):  # children have larger ids than parents here
         height[v] = 1 + max((height[c] for _, c in kids[v]), default=-1)
@@ -64,7 +64,7 @@ def per_node_child_sum(cell: sr.LSTMCell, x, edge_index, n):
     W, U = cell.weight_ih, cell.weight_hh
     b = cell.bias_ih + cell.bias_hh
     H = cell.hidden_size
-    kids = children_of(edge_index, torch.zeros(edge_index.size(1), dtype=torch.long), n)
+    kids = children_of(edge_index, torch.zeros(n, dtype=torch.long), n)
     h, c = [None] * n, [None] * n
     for v in reversed(range(n)):
         ks = [k for _, k in kids[v]]
@@ -312,3 +312,18 @@ def test_bad_shapes_name_the_argument():
         model(torch.randn(5, 4), torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="pos"):
         TreeLSTM(4, 3, "n-ary")(torch.randn(5, 4), chain(5))
+
+
+def test_nary_on_parsed_trees_uses_the_data_layout():
+    """Tree.to_data (pre-order, per-node pos) through the N-ary model == per-node reference."""
+    trees = [sr.Tree.from_ptb("(3 (2 (2 a) (3 b)) (4 (2 c) (1 (2 d) (0 e))))"),
+             sr.Tree.from_ptb("(1 (2 x) (0 y))")]
+    vocab = sr.Vocab.build(trees)
+    batch = next(iter(TreeLoader([t.to_data(vocab) for t in trees], batch_size=2)))
+    model = TreeLSTM(3, 4, variant="n-ary").to(DT)
+    emb = torch.randn(len(vocab), 3, dtype=DT)
+    x = emb[batch.x.clamp(min=0)] * (batch.x >= 0).unsqueeze(1)
+    h, c = model(x, batch.edge_index, batch.height, batch.pos, batch.schedule, return_cell=True)
+    h_ref, c_ref = per_node_nary(model.cell, x, batch.edge_index, batch.pos, batch.num_nodes)
+    torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
+    assert batch.pos.tolist()[:3] == [0, 0, 0] and batch.pos.tolist()[3] == 1

@@ -1,0 +1,238 @@
+"""Child-Sum Tree-LSTM training throughput on SST: structrnn vs a per-node implementation vs DGL.
+
+Protocol (the same as ../shared/peers, so the figures compare): the first N trees of SST
+train.txt, vocabulary of all of train, a random frozen 300-d embedding, x = 0 on internal
+nodes, hidden 150, a 5-way classifier on every node, summed cross-entropy, backward, Adagrad
+(lr 0.05). Per batch size: a fresh model (seed 0), one warm-up batch, then --repeats passes
+over the N trees; the median pass gives trees/s. Collation is inside the timed loop.
+
+Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
+  structrnn  level-batched: structrnn.TreeLSTM on PyG batches (one cell call per tree level)
+  per-node   one cell call per node, Python recursion over children, one tree at a time, one
+             backward per tree (treelstm.pytorch style), with the same parameters
+  dgl        ../shared/peers/dgl_treelstm.py in its own venv (--dgl-python), when present
+
+    python benchmarks/bench_trees.py --trees 1000 --batch 25,256 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS = REPO.parent / "shared" / "peers"
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst"
+DEFAULT_DGL_PYTHON = Path.home() / ".cache" / "peer-venv-dgl" / "bin" / "python"
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- one implementation
+def load(args):
+    import torch
+
+    from structrnn.tree import read_ptb_file
+    from structrnn.vocab import Vocab
+
+    trees = read_ptb_file(Path(args.data) / "train.txt").trees
+    vocab = Vocab.build(trees)  # all of train, <unk> first
+    trees = trees[: args.trees]
+    data = [t.to_data(vocab) for t in trees]
+    torch.manual_seed(args.seed)
+    return trees, vocab, data
+
+
+def make_parts(vocab_size: int, hidden: int):
+    """Embedding (frozen), the shared cell, the per-node classifier."""
+    import torch
+
+    import structrnn as sr
+
+    embedding = torch.nn.Embedding(vocab_size, 300)
+    embedding.weight.requires_grad_(False)
+    cell = sr.LSTMCell(300, hidden)
+    classifier = torch.nn.Linear(hidden, 5)
+    return embedding, cell, classifier
+
+
+def structrnn_step(parts, opt, batch):
+    import torch.nn.functional as F
+
+    from structrnn.recursive import run_up
+
+    embedding, cell, classifier = parts
+    x = embedding(batch.x.clamp(min=0)) * (batch.x >= 0).unsqueeze(1)
+    h, _ = run_up(cell, x, batch.edge_index, schedule=batch.schedule)
+    loss = F.cross_entropy(classifier(h), batch.y, reduction="sum")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def per_node_tree(parts, data):
+    """One tree, one cell call per node, recursion over the children (treelstm.pytorch)."""
+    import torch
+
+    embedding, cell, classifier = parts
+    H = cell.hidden_size
+    children: list[list[int]] = [[] for _ in range(data.num_nodes)]
+    for c, p in data.edge_index.t().tolist():
+        children[p].append(c)
+    tokens = data.x.tolist()
+    states: dict[int, tuple] = {}
+
+    def visit(v):
+        for c in children[v]:
+            visit(c)
+        x = (embedding.weight[tokens[v]] if tokens[v] >= 0
+             else embedding.weight.new_zeros(300)).unsqueeze(0)
+        if children[v]:
+            h = torch.cat([states[c][0] for c in children[v]])
+            c_ = torch.cat([states[c][1] for c in children[v]])
+            states[v] = cell(x, (h, c_), index=torch.zeros(len(children[v]), dtype=torch.long),
+                             size=1)
+        else:
+            states[v] = cell(x, (x.new_zeros(1, H), x.new_zeros(1, H)))
+
+    visit(0)
+    h = torch.cat([states[v][0] for v in range(data.num_nodes)])
+    return classifier(h)
+
+
+def per_node_step(parts, opt, chunk):
+    import torch.nn.functional as F
+
+    opt.zero_grad()
+    for data in chunk:
+        F.cross_entropy(per_node_tree(parts, data), data.y, reduction="sum").backward()
+    opt.step()
+
+
+def run_one(args) -> None:
+    import torch
+
+    from structrnn.schedule import collate_trees
+
+    torch.set_num_threads(args.threads)
+    sys.setrecursionlimit(10_000)
+    trees, vocab, data = load(args)
+    base_rss = rss_mb()
+    n_nodes = sum(d.num_nodes for d in data)
+    bs = args.batch_size
+    torch.manual_seed(args.seed)
+    parts = make_parts(len(vocab), args.hidden)
+    params = [p for m in parts for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adagrad(params, lr=0.05)
+    chunks = [data[i:i + bs] for i in range(0, len(data), bs)]
+    if args.impl == "structrnn":
+        def step(c):
+            structrnn_step(parts, opt, collate_trees(c))
+    else:
+        def step(c):
+            per_node_step(parts, opt, c)
+    step(chunks[0])
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for c in chunks:
+            step(c)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    biggest = max(sum(d.num_nodes for d in c) for c in chunks)
+    print(json.dumps({
+        "impl": args.impl, "batch": bs, "trees_per_s": round(len(data) / med, 1),
+        "nodes_per_s": round(n_nodes / med, 1), "times_s": [round(t, 3) for t in times],
+        "peak_rss_mb_per_1000_nodes": round((rss_mb() - base_rss) / biggest * 1000, 3),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+# ----------------------------------------------------------------------------- driver
+def run_child(cmd: list[str]) -> list[dict]:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"failed: {shlex.join(cmd)}\n{out.stderr[-2000:]}", file=sys.stderr)
+        return []
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with SST train.txt")
+    p.add_argument("--trees", type=int, default=1000)
+    p.add_argument("--batch", default="25,256")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all peers")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-node-trees", type=int, default=None,
+                   help="trees for the slow per-node peer (default: --trees)")
+    p.add_argument("--dgl-python", default=str(DEFAULT_DGL_PYTHON),
+                   help="python of a venv with dgl (../shared/peers/setup_dgl.sh makes one)")
+    p.add_argument("--impl", choices=["structrnn", "per-node"], help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.impl:
+        run_one(args)
+        return 0
+    if not (Path(args.data) / "train.txt").is_file():
+        print(f"no SST train.txt in {args.data} (pass --data)", file=sys.stderr)
+        return 2
+
+    import torch
+
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__},"
+          f" {args.threads} threads")
+    dgl_ok = Path(args.dgl_python).is_file() and (PEERS / "dgl_treelstm.py").is_file()
+    if not dgl_ok:
+        print(f"dgl: skipped (no {args.dgl_python}; run ../shared/peers/setup_dgl.sh)")
+    common = ["--data", args.data, "--threads", str(args.threads), "--hidden", str(args.hidden),
+              "--seed", str(args.seed), "--repeats", str(args.repeats)]
+    results: list[dict] = []
+    for rnd in range(1, args.rounds + 1):
+        for bs in [int(b) for b in args.batch.split(",")]:
+            for impl in ("structrnn", "per-node"):
+                n = args.trees if impl == "structrnn" else (args.per_node_trees or args.trees)
+                cmd = [sys.executable, __file__, "--impl", impl, "--batch-size", str(bs),
+                       "--trees", str(n), *common]
+                for rec in run_child(cmd):
+                    results.append(rec | {"round": rnd})
+                    print(json.dumps(results[-1]), flush=True)
+        if dgl_ok:
+            cmd = [args.dgl_python, str(PEERS / "dgl_treelstm.py"), "--trees", str(args.trees),
+                   "--batch", args.batch, *common]
+            for rec in run_child(cmd):
+                results.append(rec | {"round": rnd, "impl": "dgl"})
+                print(json.dumps(results[-1]), flush=True)
+
+    print("\nmedian over rounds, trees/s (forward + backward + Adagrad step):")
+    print(f"{'batch':>6} {'structrnn':>10} {'per-node':>10} {'dgl':>8} {'vs per-node':>12} "
+          f"{'vs dgl':>8} {'RSS MB/1k nodes':>16}")
+    for bs in [int(b) for b in args.batch.split(",")]:
+        def med(impl, key="trees_per_s", bs=bs):
+            vals = [r[key] for r in results if r["impl"] == impl and r["batch"] == bs]
+            return statistics.median(vals) if vals else float("nan")
+        ours, naive, dgl = med("structrnn"), med("per-node"), med("dgl")
+        print(f"{bs:>6} {ours:>10.1f} {naive:>10.1f} {dgl:>8.1f} {ours / naive:>11.1f}x "
+              f"{ours / dgl:>7.2f}x {med('structrnn', 'peak_rss_mb_per_1000_nodes'):>16.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

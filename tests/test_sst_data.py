@@ -1,0 +1,251 @@
+"""SST dataset, binary mapping, word-vector reader, synthetic treebank."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+
+from structrnn.datasets.sst import SST, TreeDataset, download_sst, to_binary
+from structrnn.datasets.synthetic import (
+    LEXICON,
+    SyntheticSentiment,
+    bag_of_words,
+    generate_sentiment_trees,
+)
+from structrnn.datasets.vectors import load_word_vectors
+from structrnn.tree import Tree
+from structrnn.vocab import Vocab
+
+
+# ------------------------------------------------------------------ SST
+@pytest.fixture(scope="module")
+def sst_binary():
+    # module scope (loaded once), so the function-scoped data_root fixture cannot be used
+    env = os.environ.get("STRUCTRNN_DATA")
+    root = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    root = root / "sst"
+    if not root.is_dir():
+        pytest.skip(f"data set 'sst' not found at {root} (set STRUCTRNN_DATA)")
+    train = SST(root, "train", binary=True)
+    return {"train": train, "dev": SST(root, "dev", binary=True, vocab=train.vocab),
+            "test": SST(root, "test", binary=True, vocab=train.vocab)}
+
+
+def test_sst_binary_sizes(sst_binary):
+    """Socher et al. 2013 / Tai et al. 2015 binary sizes."""
+    assert {k: len(v) for k, v in sst_binary.items()} == {"train": 6920, "dev": 872,
+                                                           "test": 1821}
+    for ds in sst_binary.values():
+        ys = torch.cat([d.y for d in ds.data])
+        assert set(ys.unique().tolist()) == {-1, 0, 1}
+        roots = torch.stack([d.y[0] for d in ds.data])
+        assert bool((roots >= 0).all())
+        assert all(t.label != "2" for t in ds.trees)  # trees keep their fine labels
+        assert ds.num_classes == 2
+
+
+def test_sst_fine_dev_and_layout(data_root):
+    dev = SST(data_root / "sst", "dev")
+    assert len(dev) == 1101 and dev.num_classes == 5 and dev.skipped_lines == []
+    first_line = (data_root / "sst" / "dev.txt").read_text(encoding="utf-8").split("\n")[0]
+    assert dev.trees[0].to_ptb() == first_line
+    d = dev[0]
+    ref = dev.trees[0].to_data(dev.vocab)
+    for key in ("x", "y", "pos", "height", "edge_index"):
+        assert torch.equal(d[key], ref[key])
+    # binary labels are the fine ones mapped node by node
+    binary = SST(data_root / "sst", "dev", binary=True, vocab=dev.vocab)
+    kept = [i for i, t in enumerate(dev.trees) if t.label != "2"]
+    assert len(kept) == len(binary)
+    for i, j in zip(kept[:50], range(50)):
+        lut = {0: 0, 1: 0, 2: -1, 3: 1, 4: 1}
+        assert binary[j].y.tolist() == [lut[v] for v in dev[i].y.tolist()]
+    # slicing and PyG batching
+    part = dev[:30]
+    assert isinstance(part, SST) and len(part) == 30 and part.vocab is dev.vocab
+    batch = next(iter(DataLoader(part, batch_size=25)))
+    assert batch.num_graphs == 25
+    assert batch.y[batch.ptr[:-1]].tolist() == [int(t.label) for t in dev.trees[:25]]
+    assert repr(dev) == f"SST(1101 trees, fine-grained, vocab {len(dev.vocab)})"
+
+
+def test_to_binary():
+    y = torch.tensor([0, 1, 2, 3, 4, -1])
+    assert to_binary(y).tolist() == [0, 0, -1, 1, 1, -1]
+    with pytest.raises(ValueError, match="labels in -1..4"):
+        to_binary(torch.tensor([5]))
+
+
+def test_tree_dataset_binary_drops_neutral_roots():
+    trees = [Tree.from_ptb(s) for s in ["(2 (1 a) (3 b))", "(4 (2 a) (4 b))", "(0 (0 c) (2 a))"]]
+    ds = TreeDataset(trees, binary=True)
+    assert len(ds) == 2 and ds.trees == trees[1:]
+    assert ds[0].y.tolist() == [1, -1, 1] and ds[1].y.tolist() == [0, 0, -1]
+
+
+def test_sst_missing_root_and_bad_split(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        SST(tmp_path / "nowhere", "dev")
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "dev.txt") in message
+    assert "STRUCTRNN_DATA" in message and "download=True" in message
+    with pytest.raises(ValueError, match="split"):
+        SST(tmp_path, "validation")
+
+
+def test_sst_default_root_from_env(tmp_path, monkeypatch):
+    (tmp_path / "sst").mkdir()
+    (tmp_path / "sst" / "test.txt").write_text("(3 (2 a) (3 b))\n(1 (1 c) (2 d))\n")
+    monkeypatch.setenv("STRUCTRNN_DATA", str(tmp_path))
+    ds = SST(split="test")
+    assert len(ds) == 2 and ds.root == tmp_path / "sst"
+
+
+def test_download_checks_sha256_and_unpacks(tmp_path):
+    """download_sst on a local file:// archive (tests never use the network)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for split in ("train", "dev", "test"):
+            archive.writestr(f"trees/{split}.txt", f"(3 (2 {split}) (3 ok))\n")
+    blob = buffer.getvalue()
+    zip_path = tmp_path / "trees.zip"
+    zip_path.write_bytes(blob)
+    url = zip_path.as_uri()
+    with pytest.raises(ValueError, match="sha256"):
+        download_sst(tmp_path / "bad", url=url, sha256="0" * 64)
+    assert not (tmp_path / "bad" / "train.txt").exists()
+    assert list((tmp_path / "bad").iterdir()) == []  # no partial files left
+    root = download_sst(tmp_path / "good", url=url, sha256=hashlib.sha256(blob).hexdigest())
+    assert (root / "dev.txt").read_text() == "(3 (2 dev) (3 ok))\n"
+    assert SST(root, "test").trees[0].leaves() == ["test", "ok"]
+
+
+# ------------------------------------------------------------------ word vectors
+VECTORS = [
+    "the 0.1 0.2 0.3",
+    "Movie 1 2 3",
+    "movie 4 5 6",
+    "bad 1 2",  # wrong field count
+    "good 7 8 9",
+    "8\u00a01/2 -1 -2 -3",
+    "odd x y z",  # only parsed when needed: not in the vocabulary, so not checked
+    "great 1 nan? 3",
+]
+
+
+def write_vectors(path, lines, header=None, gz=False):
+    text = "".join(line + "\n" for line in ([header] if header else []) + lines)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("gz, header", [(False, None), (True, None), (False, "8 3"),
+                                        (True, "8 3")])
+def test_load_word_vectors(tmp_path, gz, header):
+    vocab = Vocab(["the", "Movie", "Good", "missing", "8\u00a01/2", "bad", "great"])
+    path = write_vectors(tmp_path / ("v.txt.gz" if gz else "v.txt"), VECTORS, header, gz)
+    with pytest.warns(UserWarning, match="skipped 2 malformed"):
+        vectors, coverage = load_word_vectors(path, vocab,
+                                              generator=torch.Generator().manual_seed(0))
+    offset = 1 if header else 0
+    assert coverage.bad_lines == [4 + offset, 8 + offset]
+    assert vectors.shape == (len(vocab), 3) and vectors.dtype == torch.float32
+    assert vectors[vocab["the"]].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert vectors[vocab["Movie"]].tolist() == [1, 2, 3]  # exact match beats the lower-case one
+    assert vectors[vocab["Good"]].tolist() == [7, 8, 9]  # lower-case fallback
+    assert vectors[vocab["8\u00a01/2"]].tolist() == [-1, -2, -3]  # no-break space kept
+    assert coverage.found == 4 and coverage.total == 8 and coverage.fraction == 0.5
+    assert sorted(coverage.missing) == sorted(["<unk>", "missing", "bad", "great"])
+    assert coverage.dim == 3
+    rest = vectors[[vocab["missing"], vocab["bad"], 0]]
+    assert 0 < rest.abs().max() < 1  # small random init
+    again, _ = load_word_vectors(path, vocab, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, vectors)
+    assert "4 / 8 vocabulary tokens found (50.0%)" in str(coverage)
+
+
+def test_load_word_vectors_errors(tmp_path):
+    vocab = Vocab(["a"])
+    path = write_vectors(tmp_path / "v.txt", ["a 1 2"], header="1 3")
+    with pytest.raises(ValueError, match="header"):
+        load_word_vectors(path, vocab, dim=2)
+    empty = write_vectors(tmp_path / "e.txt", [])
+    with pytest.raises(ValueError, match="no word vectors"):
+        load_word_vectors(empty, vocab)
+    with pytest.raises(FileNotFoundError):
+        load_word_vectors(tmp_path / "none.txt", vocab)
+
+
+def test_load_shared_vectors(sst_binary):
+    path = sst_binary["train"].root.parent / "vectors" / "sst-en_core_web_md-300d.txt.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    vocab = sst_binary["train"].vocab
+    vectors, coverage = load_word_vectors(path, vocab)
+    assert vectors.shape == (len(vocab), 300) and coverage.bad_lines == []
+    assert coverage.fraction > 0.85
+
+
+# ------------------------------------------------------------------ synthetic treebank
+def evaluate_sentence(words: list[str]) -> int:
+    """Independent reference of the composition rules, on the flat sentence: the last
+    clause after "but" decides; within it, intensifiers strengthen, then negations flip."""
+    clause = words[len(words) - words[::-1].index("but"):] if "but" in words else words
+    value = LEXICON[clause[-1]]
+    if clause[-2] in ("very", "extremely", "really"):
+        value = max(-2, min(2, value + (value > 0) - (value < 0)))
+    return value * (-1) ** clause.count("not")
+
+
+def test_synthetic_composition_and_determinism():
+    trees = generate_sentiment_trees(400, seed=3)
+    assert trees == generate_sentiment_trees(400, seed=3)
+    assert trees != generate_sentiment_trees(400, seed=4)
+    for t in trees:
+        assert int(t.label) - 2 == evaluate_sentence(t.leaves())
+        for node in t.subtrees():
+            assert node.label in {"0", "1", "2", "3", "4"}
+            assert len(node.children) in (0, 2) and (node.token is None) == bool(node.children)
+    roots = Counter(t.label for t in trees)
+    assert all(roots[c] > 20 for c in "01234")
+    # words carry no fixed sentiment: in contrasts the first clause often disagrees with the
+    # whole, and every polar adjective occurs in both positive and negative sentences
+    contrasts = [t for t in trees if "but" in t.leaves()]
+    disagree = [t for t in contrasts if (int(t.label) - 2) * (int(t.children[0].label) - 2) < 0]
+    assert len(contrasts) > 100 and len(disagree) > 0.25 * len(contrasts)
+    polarity: dict[str, set] = {}
+    for t in trees:
+        for word in t.leaves():
+            polarity.setdefault(word, set()).add((int(t.label) > 2) - (int(t.label) < 2))
+    assert all({-1, 1} <= polarity[w] for w, v in LEXICON.items() if v != 0)
+
+
+def test_synthetic_dataset_vocab_binary_and_bag_of_words():
+    a = SyntheticSentiment(50, seed=0)
+    b = SyntheticSentiment(50, seed=1)
+    assert a.vocab == b.vocab and len(a) == 50
+    assert bool((torch.cat([d.x for d in a.data]) != 0).all())  # no unknown tokens
+    counts, y = bag_of_words(a)
+    assert counts.shape == (50, len(a.vocab)) and y.shape == (50,)
+    for i in range(50):
+        leaves = a.trees[i].leaves()
+        assert counts[i].sum() == len(leaves)
+        assert counts[i, a.vocab["not"]] == leaves.count("not")
+        assert y[i] == int(a.trees[i].label)
+    binary = SyntheticSentiment(200, seed=0, binary=True)
+    assert all(t.label != "2" for t in binary.trees)
+    assert set(torch.cat([d.y for d in binary.data]).tolist()) <= {-1, 0, 1}
+    assert binary.num_classes == 2
