@@ -6,6 +6,16 @@ function of a graph network (:class:`GraphNetwork`).
 """
 
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
+from structrnn.graph import GraphNetwork
+from structrnn.graph_models import (
+    MPNN,
+    DeepSets,
+    EncodeProcessDecode,
+    GraphIndependent,
+    InteractionNetwork,
+    NonLocal,
+    RelationNetwork,
+)
 from structrnn.recursive import (
     RNTN,
     BiTreeLSTM,
@@ -28,4 +38,6 @@ __all__ = [
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "tree_schedule", "collate_trees", "TreeLoader",
+    "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
+    "MPNN", "NonLocal", "EncodeProcessDecode",
 ]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatter_sum
 from structrnn.checks import check_shape
+from structrnn.level_store import LevelStore
 from structrnn.schedule import Schedule, TreeSchedule, tree_schedule
 
 __all__ = ["run_schedule", "run_up", "run_down", "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN",
@@ -51,14 +52,14 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
     extra = {}
-    # One buffer holds every state component side by side (h and c for LSTMs), so each level
+    # One store holds every state component side by side (h and c for LSTMs), so each level
     # is one gather and one contiguous write, whatever the cell's state.
-    buffer, widths = None, None
+    store, widths = None, None
     for level in range(s.num_levels):
         n0, n1 = s.node_ptr[level], s.node_ptr[level + 1]
         e0, e1 = s.edge_ptr[level], s.edge_ptr[level + 1]
         if e1 > e0:
-            prev = buffer[s.pred[e0:e1]].split(widths, dim=1)
+            prev = store.read(s.pred[e0:e1]).split(widths, dim=1)
             prev = prev if len(prev) > 1 else prev[0]
             index = s.target[e0:e1]
             if pos_s is not None:
@@ -71,13 +72,13 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         else:
             out = cell(x_level, prev, index=index, size=n1 - n0, **extra)
         out = out if isinstance(out, tuple) else (out,)
-        if buffer is None:
+        if store is None:
             widths = [o.size(1) for o in out]
-            buffer = out[0].new_zeros(num_nodes, sum(widths))
-        buffer[n0:n1] = torch.cat(out, dim=1) if len(out) > 1 else out[0]
-    if buffer is None:  # no nodes at all
+            store = LevelStore(num_nodes, sum(widths), out[0])
+        store.write(n0, torch.cat(out, dim=1) if len(out) > 1 else out[0])
+    if store is None:  # no nodes at all
         return None
-    result = buffer[s.rank].split(widths, dim=1)
+    result = store.read(s.rank).split(widths, dim=1)
     return tuple(result) if len(result) > 1 else result[0]
 
 

@@ -1,0 +1,435 @@
+"""The graph-network block (Battaglia et al. 2018): edges, then nodes, then the global vector.
+
+One round of :class:`GraphNetwork` computes::
+
+    e' = phi_e([e, x[sender], x[receiver], u[graph of edge]])
+    x' = phi_x([x, aggr_e(e' by receiver), u[batch]])
+    u' = phi_u([u, aggr_u(x' by graph), aggr_u(e' by graph)])
+
+An update function ``phi`` is either a plain ``nn.Module``, which gets the concatenation (its own
+old attribute first), or a cell of :mod:`structrnn.cells`, which gets the other parts as its
+input and its own old attribute as its state -- so a GRU update (GG-NN, Li et al. 2016; MPNN,
+Gilmer et al. 2017) or an LSTM update needs no extra code.
+
+LSTM memory. An attribute updated by an LSTM cell is the pair ``(h, c)``, exactly as the state of
+``torch.nn.LSTMCell``: pass ``x`` (or ``edge_attr``, ``u``) as a tensor (the memory starts at
+zero) or as ``(h, c)``; the block returns ``(h, c)``, and the other update functions see only
+``h``. A K-round recurrent use is therefore the plain loop::
+
+    for _ in range(K):
+        x, edge_attr, u = gn(x, edge_index, edge_attr, u, batch)
+
+With a ``Data`` in and out, ``h`` is stored under the attribute's name and ``c`` under the name
+plus ``_c`` (``x_c``, ``edge_attr_c``, ``u_c``), and read back from there on the next call.
+
+Also here: :func:`from_networkx` / :func:`to_networkx`, keeping node, edge and graph attributes
+(graph attributes become ``u``, one row per graph).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Data
+from torch_geometric.data.data import BaseData
+from torch_geometric.nn.aggr import Aggregation
+from torch_geometric.utils import from_networkx as pyg_from_networkx
+from torch_geometric.utils import scatter
+from torch_geometric.utils import to_networkx as pyg_to_networkx
+
+from structrnn.cells import RNNCellBase
+from structrnn.checks import check_shape
+
+__all__ = ["GraphNetwork", "aggregate", "from_networkx", "to_networkx"]
+
+State = Tensor | tuple[Tensor, Tensor]
+AGGREGATIONS = ("sum", "mean", "max", "min")
+EDGE_INPUTS = ("edge", "sender", "receiver", "global")
+NODE_INPUTS = ("node", "edges", "global")
+GLOBAL_INPUTS = ("global", "nodes", "edges")
+
+
+def aggregate(aggr: str | Aggregation, src: Tensor, index: Tensor, size: int) -> Tensor:
+    """Reduce the rows of ``src`` (M, F) into ``size`` rows by ``index`` (M,) -> (size, F).
+
+    ``aggr`` is "sum", "mean", "max", "min" or a ``torch_geometric.nn.aggr.Aggregation``.
+    Rows that receive nothing are zero for every reduction.
+    """
+    if isinstance(aggr, str):
+        return scatter(src, index, dim=0, dim_size=size, reduce=aggr)
+    return aggr(src, index, dim_size=size)
+
+
+def _check_aggr(aggr, name: str) -> None:
+    if isinstance(aggr, str) and aggr in AGGREGATIONS:
+        return
+    if isinstance(aggr, Aggregation):
+        return
+    raise ValueError(f"GraphNetwork: {name} must be one of {AGGREGATIONS} or a "
+                     f"torch_geometric.nn.aggr.Aggregation, got {aggr!r}")
+
+
+def _h(state: State | None) -> Tensor | None:
+    """What other update functions see of an attribute: ``h`` of an LSTM pair."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _first_linear(model: nn.Module) -> nn.Linear | None:
+    """The input layer of ``model`` when it is plainly an ``nn.Linear`` or an ``nn.Sequential``
+    starting with one (no hooks): then the block may apply that layer part by part."""
+    layer = model
+    while type(layer) is nn.Sequential and len(layer) > 0:
+        layer = layer[0]
+    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
+        return None
+    return layer
+
+
+def _input_size(model: nn.Module) -> int | None:
+    """Expected width of the model's input, where the model shows it."""
+    if isinstance(model, RNNCellBase):
+        return model.input_size
+    layer = _first_linear(model)
+    return None if layer is None else layer.in_features
+
+
+class GraphNetwork(nn.Module):
+    """One graph-network block: update every edge, then every node, then every graph's ``u``.
+
+    Args:
+        edge_model, node_model, global_model: the update functions (``nn.Module`` or a
+            :mod:`structrnn.cells` cell); None keeps that attribute unchanged.
+        edge_aggr: reduces the new edges onto their receiving node ("sum", "mean", "max",
+            "min" or a ``torch_geometric.nn.aggr.Aggregation``, e.g. ``SoftmaxAggregation``).
+        global_aggr: reduces the new nodes and the new edges onto their graph (same choices).
+        edge_inputs, node_inputs, global_inputs: which parts each update sees, a subset of
+            ``("edge", "sender", "receiver", "global")``, ``("node", "edges", "global")`` and
+            ``("global", "nodes", "edges")`` (default: all; order is always as listed). This is
+            how the configurations of the paper's Figure 4 are made. A cell always gets its own
+            attribute as its state.
+
+    Speed: when a plain model is an ``nn.Linear`` or an ``nn.Sequential`` starting with one, the
+    columns of that first layer for a gathered part (``x`` for the edges, ``u`` for edges and
+    nodes) are applied before the gather, ``W [a; b[idx]] = W_a a +
+    (W_b b)[idx]``: the same function with fewer multiplications, since a graph has fewer nodes
+    than edges and fewer graphs than nodes. Forward hooks on that layer switch this off.
+    """
+
+    def __init__(self, edge_model: nn.Module | None = None, node_model: nn.Module | None = None,
+                 global_model: nn.Module | None = None, edge_aggr: str | Aggregation = "sum",
+                 global_aggr: str | Aggregation = "mean", *,
+                 edge_inputs: Sequence[str] = EDGE_INPUTS,
+                 node_inputs: Sequence[str] = NODE_INPUTS,
+                 global_inputs: Sequence[str] = GLOBAL_INPUTS) -> None:
+        super().__init__()
+        _check_aggr(edge_aggr, "edge_aggr")
+        _check_aggr(global_aggr, "global_aggr")
+        for name, given, allowed in (("edge_inputs", edge_inputs, EDGE_INPUTS),
+                                     ("node_inputs", node_inputs, NODE_INPUTS),
+                                     ("global_inputs", global_inputs, GLOBAL_INPUTS)):
+            if isinstance(given, str) or not set(given) <= set(allowed):
+                raise ValueError(f"GraphNetwork: {name} must be a subset of {allowed}, "
+                                 f"got {given!r}")
+        self.edge_model, self.node_model, self.global_model = edge_model, node_model, global_model
+        self.edge_aggr, self.global_aggr = edge_aggr, global_aggr
+        self.edge_inputs = tuple(p for p in EDGE_INPUTS if p in edge_inputs)
+        self.node_inputs = tuple(p for p in NODE_INPUTS if p in node_inputs)
+        self.global_inputs = tuple(p for p in GLOBAL_INPUTS if p in global_inputs)
+
+    def extra_repr(self) -> str:
+        return f"edge_aggr={self.edge_aggr!r}, global_aggr={self.global_aggr!r}"
+
+    def forward(self, x: State | BaseData, edge_index: Tensor | None = None,
+                edge_attr: State | None = None, u: State | None = None,
+                batch: Tensor | None = None, num_graphs: int | None = None):
+        """One round.
+
+        Args:
+            x: (N, F_x) node attributes, ``(h, c)`` for an LSTM node model, or a ``Data`` /
+               ``Batch`` holding all the arguments (then a new ``Data`` is returned).
+            edge_index: (2, E) long, row 0 the sender, row 1 the receiver.
+            edge_attr: (E, F_e) or None.
+            u: (G, F_u) global attributes, one row per graph, or None.
+            batch: (N,) graph of each node; None means one graph.
+            num_graphs: G; defaults to ``u.size(0)``, else ``batch.max() + 1`` (one host sync;
+               pass it when graphs at the end of the batch may have no nodes), else 1.
+
+        Returns:
+            ``(x, edge_attr, u)`` after the round, each None where it was None and has no model.
+        """
+        if isinstance(x, BaseData):
+            return self._forward_data(x)
+        h = _h(x)
+        if edge_index is None:
+            raise ValueError("GraphNetwork: edge_index is required (shape (2, E))")
+        check_shape(edge_index, "edge_index", (2, None), "GraphNetwork")
+        check_shape(h, "x", (None, None), "GraphNetwork")
+        n, m = h.size(0), edge_index.size(1)
+        if _h(edge_attr) is not None:
+            check_shape(_h(edge_attr), "edge_attr", (m, None), "GraphNetwork")
+        if batch is not None:
+            check_shape(batch, "batch", (n,), "GraphNetwork")
+        if num_graphs is None:
+            if _h(u) is not None:
+                num_graphs = _h(u).size(0)
+            elif batch is not None:
+                num_graphs = int(batch.max()) + 1 if n > 0 else 0
+            else:
+                num_graphs = 1
+        if batch is None and num_graphs != 1:
+            raise ValueError(f"GraphNetwork: batch is None (one graph) but num_graphs="
+                             f"{num_graphs} (or u has {num_graphs} rows); pass batch")
+        if _h(u) is not None:
+            check_shape(_h(u), "u", (num_graphs, None), "GraphNetwork")
+        sender, receiver = edge_index[0], edge_index[1]
+        edge_graph = None if batch is None else batch[sender]
+
+        if self.edge_model is not None:
+            parts = {"edge": (edge_attr, None), "sender": (h, sender),
+                     "receiver": (h, receiver), "global": (_h(u), edge_graph)}
+            edge_attr = self._update("edge", self.edge_model, self.edge_inputs, parts, m)
+        e = _h(edge_attr)
+
+        if self.node_model is not None:
+            parts = {"node": (x, None), "global": (_h(u), batch)}
+            if e is not None and "edges" in self.node_inputs:
+                parts["edges"] = (aggregate(self.edge_aggr, e, receiver, n), None)
+            x = self._update("node", self.node_model, self.node_inputs, parts, n)
+        h = _h(x)
+
+        if self.global_model is not None:
+            parts = {"global": (u, None)}
+            if "nodes" in self.global_inputs:
+                parts["nodes"] = (self._by_graph(h, batch, num_graphs), None)
+            if e is not None and "edges" in self.global_inputs:
+                parts["edges"] = (self._by_graph(e, edge_graph, num_graphs), None)
+            u = self._update("global", self.global_model, self.global_inputs, parts, num_graphs)
+        return x, edge_attr, u
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _by_graph(self, src: Tensor, graph: Tensor | None, num_graphs: int) -> Tensor:
+        if graph is None:  # one graph and no batch vector: every row belongs to graph 0
+            graph = src.new_zeros(src.size(0), dtype=torch.long)
+        return aggregate(self.global_aggr, src, graph, num_graphs)
+
+    def _forward_data(self, data: BaseData) -> BaseData:
+        batch = getattr(data, "batch", None)
+        num_graphs = getattr(data, "num_graphs", None) if batch is not None else None
+        x, e, u = self(_with_memory(data, "x"), data.edge_index, _with_memory(data, "edge_attr"),
+                       _with_memory(data, "u"), batch, num_graphs)
+        out = copy.copy(data)
+        for key, value in (("x", x), ("edge_attr", e), ("u", u)):
+            _store(out, key, value)
+        return out
+
+    def _update(self, what: str, model: nn.Module, inputs: tuple[str, ...],
+                parts: dict, rows: int) -> State:
+        """Apply ``model`` to the parts named in ``inputs`` (each ``(source, index)``; the part is
+        ``source[index]``, or ``source`` when index is None)."""
+        if isinstance(model, RNNCellBase):  # own attribute ("edge", "node", "global"): the state
+            rest = [(k, parts[k]) for k in inputs if k != what and _present(parts.get(k))]
+            return self._cell_update(what, model, rest, parts[what][0], rows)
+        used = [(k, parts[k]) for k in inputs if _present(parts.get(k))]
+        if not used:
+            raise ValueError(f"GraphNetwork: the {what} model has no input (every part of "
+                             f"{inputs} is absent)")
+        widths = [(k, _h(src).size(1)) for k, (src, _) in used]
+        expected = _input_size(model)
+        if expected is not None and expected != sum(w for _, w in widths):
+            raise ValueError(_size_message(what, model, expected, widths))
+        try:
+            layer = _first_linear(model)
+            if layer is not None and any(idx is not None for _, (_, idx) in used):
+                return _split_linear_apply(model, layer, used, rows)
+            return model(_concat(used, rows))
+        except RuntimeError as err:
+            if "shape" not in str(err) and "size" not in str(err):
+                raise
+            raise ValueError(f"GraphNetwork: the {what} model ({type(model).__name__}) failed on "
+                             f"its input of {sum(w for _, w in widths)} features "
+                             f"{_fmt(widths)}: {err}") from err
+
+    def _cell_update(self, what: str, cell: RNNCellBase, rest: list, old: State | None,
+                     rows: int) -> State:
+        widths = [(k, _h(src).size(1)) for k, (src, _) in rest]
+        if sum(w for _, w in widths) != cell.input_size:
+            raise ValueError(_size_message(what, cell, cell.input_size, widths))
+        h_old = _h(old)
+        if h_old is not None and h_old.shape != (rows, cell.hidden_size):
+            raise ValueError(f"GraphNetwork: the {what} model ({type(cell).__name__}) keeps a "
+                             f"state of {cell.hidden_size} features, but the old {what} "
+                             f"attribute has shape {tuple(h_old.shape)}; expected "
+                             f"({rows}, {cell.hidden_size})")
+        if old is not None and not isinstance(old, tuple):
+            zero = cell.zero_state(rows, old)
+            if isinstance(zero, tuple):  # LSTM: a plain tensor is h, the memory starts at zero
+                old = (old, zero[1])
+        inp = _concat(rest, rows) if rest else None
+        return cell(inp, old, size=None if rest else rows)
+
+
+def _present(part) -> bool:
+    return part is not None and part[0] is not None
+
+
+class _Gather(torch.autograd.Function):
+    """``src[index]`` whose backward is ``torch_geometric.utils.scatter`` (sum): on CPU about
+    twice as fast as ``index_select``'s own backward (``index_add_``)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = src.size(0)
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return scatter(grad, index, dim=0, dim_size=ctx.rows, reduce="sum"), None
+
+
+def _gather(src: Tensor, idx: Tensor | None, rows: int) -> Tensor:
+    if idx is not None:
+        return _Gather.apply(src, idx) if src.requires_grad else src.index_select(0, idx)
+    if src.size(0) != rows:  # one graph without a batch vector: broadcast u to every row
+        return src.expand(rows, -1)
+    return src
+
+
+def _concat(used: list, rows: int) -> Tensor:
+    tensors = [_gather(_h(src), idx, rows) for _, (src, idx) in used]
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, 1)
+
+
+def _split_linear_apply(model: nn.Module, layer: nn.Linear, used: list, rows: int) -> Tensor:
+    """``model(cat(parts))``, where the first Linear's columns for a gathered part are applied
+    before the gather (``(src @ W_k.T)[idx]``): fewer rows to multiply. Other parts go in as
+    one concatenation."""
+    split, raw, raw_w, start = None, [], [], 0
+    for _, (src, idx) in used:
+        src = _h(src)
+        w = layer.weight[:, start:start + src.size(1)]
+        start += src.size(1)
+        if idx is not None:
+            term = _gather(src @ w.t(), idx, rows)
+            split = term if split is None else split + term
+        else:
+            raw.append(_gather(src, idx, rows))
+            raw_w.append(w)
+    if raw:
+        inp = raw[0] if len(raw) == 1 else torch.cat(raw, 1)
+        w = raw_w[0] if len(raw_w) == 1 else torch.cat(raw_w, 1)
+        out = F.linear(inp, w, layer.bias)
+        out = out if split is None else out + split
+    else:
+        out = split if layer.bias is None else split + layer.bias
+    return _rest_of(model, out)
+
+
+def _rest_of(model: nn.Module, out: Tensor) -> Tensor:
+    """Run every layer of ``model`` after its first Linear (nested Sequentials included)."""
+    if type(model) is nn.Linear:
+        return out
+    out = _rest_of(model[0], out)
+    for layer in list(model)[1:]:
+        out = layer(out)
+    return out
+
+
+def _fmt(widths: list) -> str:
+    return "[" + ", ".join(f"{k} {w}" for k, w in widths) + "]"
+
+
+def _size_message(what: str, model: nn.Module, expected: int, widths: list) -> str:
+    got = sum(w for _, w in widths)
+    kind = "input_size" if isinstance(model, RNNCellBase) else "in_features"
+    return (f"GraphNetwork: the {what} model ({type(model).__name__}) expects {expected} input "
+            f"features ({kind}={expected}), but its input has {got} = {_fmt(widths)}")
+
+
+# -- Data in, Data out ------------------------------------------------------------------------
+def _with_memory(data: BaseData, key: str) -> State | None:
+    value = getattr(data, key, None)
+    memory = getattr(data, key + "_c", None)
+    return value if value is None or memory is None else (value, memory)
+
+
+def _store(out: BaseData, key: str, value: State | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, tuple):
+        out[key], out[key + "_c"] = value
+    else:
+        out[key] = value
+
+
+# -- networkx -----------------------------------------------------------------------------------
+def to_networkx(data: Data, node_attrs: Sequence[str] | None = None,
+                edge_attrs: Sequence[str] | None = None, graph_attrs: Sequence[str] | None = None,
+                to_undirected: bool = False):
+    """A ``Data`` (one graph) as a ``networkx.DiGraph`` (``Graph`` with ``to_undirected``).
+
+    By default every node-level tensor (``x``, ``y``, ``pos`` ...) becomes a node attribute,
+    every edge-level tensor (``edge_attr`` ...) an edge attribute and ``u`` (one row) the graph
+    attribute ``G.graph["u"]``; values are Python lists/numbers.
+    """
+    if getattr(data, "num_graphs", 1) != 1 and getattr(data, "batch", None) is not None:
+        raise ValueError(f"to_networkx: data must hold one graph, got num_graphs="
+                         f"{data.num_graphs}; convert batch.to_data_list() one by one")
+    keys = [k for k in data.keys() if k not in ("edge_index", "batch", "ptr")]
+    if node_attrs is None:
+        node_attrs = [k for k in keys if isinstance(data[k], Tensor) and data.is_node_attr(k)
+                      and k != "u"]
+    if edge_attrs is None:
+        edge_attrs = [k for k in keys if isinstance(data[k], Tensor) and data.is_edge_attr(k)
+                      and k not in node_attrs]
+    if graph_attrs is None:
+        graph_attrs = [k for k in keys if k not in node_attrs and k not in edge_attrs]
+    g = pyg_to_networkx(data, node_attrs=list(node_attrs), edge_attrs=list(edge_attrs),
+                        to_undirected=to_undirected)
+    for key in graph_attrs:
+        value = data[key]
+        if key == "u" and isinstance(value, Tensor) and value.dim() == 2:
+            value = value[0]  # one graph: one row
+        g.graph[key] = value.tolist() if isinstance(value, Tensor) else value
+    return g
+
+
+def from_networkx(g, node_attrs: Sequence[str] | None = None,
+                  edge_attrs: Sequence[str] | None = None,
+                  graph_attrs: Sequence[str] | None = None) -> Data:
+    """A networkx graph as a ``Data``; undirected edges become two directed ones.
+
+    Every attribute is kept under its own name (``torch_geometric.utils.from_networkx``); the
+    ones listed in ``node_attrs`` / ``edge_attrs`` / ``graph_attrs`` are instead concatenated,
+    in that order, into ``x`` (N, F), ``edge_attr`` (E, F) and ``u`` (1, F). A graph attribute
+    named ``u`` always becomes one row ``(1, F)``.
+    """
+    graph = dict(g.graph)
+    g = g.copy()
+    g.graph.clear()  # graph attributes are handled here, so that none is renamed
+    data = pyg_from_networkx(g, group_node_attrs=list(node_attrs) if node_attrs else None,
+                             group_edge_attrs=list(edge_attrs) if edge_attrs else None)
+    for key, value in graph.items():
+        if key in ("node_default", "edge_default") or (graph_attrs and key in graph_attrs):
+            continue
+        data[key] = _as_row(value) if key == "u" else _maybe_tensor(value)
+    if graph_attrs:
+        data.u = torch.cat([_as_row(graph[k]) for k in graph_attrs], 1)
+    return data
+
+
+def _maybe_tensor(value):
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        return value
+
+
+def _as_row(value) -> Tensor:
+    t = torch.as_tensor(value)
+    return t.reshape(1, -1)

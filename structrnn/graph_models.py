@@ -1,0 +1,290 @@
+"""The standard graph-network configurations (Battaglia et al. 2018, Figure 4), built on
+:class:`~structrnn.graph.GraphNetwork` by choosing which parts each update function sees.
+
+======================  =========================  =====================  ====================
+configuration           edge update sees            node update sees       global update sees
+======================  =========================  =====================  ====================
+GraphIndependent        edge                        node                   global
+InteractionNetwork      edge, sender, receiver      node, edges            --
+DeepSets                --                          node, global           nodes
+RelationNetwork         sender, receiver            --                     edges
+MPNN                    edge, sender (A(e) x_s)     GRU(edges; node)       readout
+NonLocal                sender, receiver (q.k, v)   node, edges (softmax)  --
+======================  =========================  =====================  ====================
+
+and :class:`EncodeProcessDecode` (encoder, a core block run K rounds with shared weights and
+skip connections, decoder), the model of the graph_nets demos.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data.data import BaseData
+from torch_geometric.nn import aggr as pyg_aggr
+from torch_geometric.utils import scatter, softmax
+
+from structrnn.cells import GRUCell
+from structrnn.graph import GraphNetwork, aggregate
+
+__all__ = ["mlp", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
+           "MPNN", "EdgeNetwork", "NonLocal", "AttentionAggregation", "EncodeProcessDecode"]
+
+Graph = tuple[Tensor | None, Tensor | None, Tensor | None]
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, layer_norm: bool = False,
+        activate_last: bool = False) -> nn.Sequential:
+    """``Linear(sizes[0], sizes[1]), act, ..., Linear(sizes[-2], sizes[-1])``, then optionally
+    the activation and a ``LayerNorm(sizes[-1])`` (as graph_nets' demo MLPs)."""
+    if len(sizes) < 2:
+        raise ValueError(f"mlp: sizes needs at least an input and an output size, got {sizes}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or activate_last:
+            layers.append(activation())
+    if layer_norm:
+        layers.append(nn.LayerNorm(sizes[-1]))
+    return nn.Sequential(*layers)
+
+
+class GraphIndependent(GraphNetwork):
+    """Each attribute updated from itself alone: ``e' = f_e(e)``, ``x' = f_x(x)``, ``u' = f_u(u)``
+    (encoders and decoders)."""
+
+    def __init__(self, edge_model: nn.Module | None = None, node_model: nn.Module | None = None,
+                 global_model: nn.Module | None = None) -> None:
+        super().__init__(edge_model, node_model, global_model, edge_inputs=("edge",),
+                         node_inputs=("node",), global_inputs=("global",))
+
+
+class InteractionNetwork(GraphNetwork):
+    """Battaglia et al. (2016): ``e' = f_e([e, x_s, x_r])``, ``x' = f_x([x, sum e'])``."""
+
+    def __init__(self, edge_model: nn.Module, node_model: nn.Module, edge_aggr="sum") -> None:
+        super().__init__(edge_model, node_model, None, edge_aggr=edge_aggr,
+                         edge_inputs=("edge", "sender", "receiver"), node_inputs=("node", "edges"))
+
+
+class DeepSets(GraphNetwork):
+    """Zaheer et al. (2017): ``x' = f_x([x, u])``, ``u' = f_u(sum x')``; edges are ignored."""
+
+    def __init__(self, node_model: nn.Module, global_model: nn.Module, global_aggr="sum") -> None:
+        super().__init__(None, node_model, global_model, global_aggr=global_aggr,
+                         node_inputs=("node", "global"), global_inputs=("nodes",))
+
+
+class RelationNetwork(GraphNetwork):
+    """Santoro et al. (2017): ``e' = g([x_s, x_r])`` for every pair given as an edge,
+    ``u' = f(sum e')``."""
+
+    def __init__(self, edge_model: nn.Module, global_model: nn.Module, global_aggr="sum") -> None:
+        super().__init__(edge_model, None, global_model, global_aggr=global_aggr,
+                         edge_inputs=("sender", "receiver"), global_inputs=("edges",))
+
+
+# -- MPNN ----------------------------------------------------------------------------------------
+class EdgeNetwork(nn.Module):
+    """Gilmer et al.'s edge network message ``m = A(e) x_sender``, ``A(e)`` a (C, C) matrix.
+
+    Input: the concatenation ``[A(e) flattened (C*C), x_sender (C)]`` -- ``A(e)`` depends on
+    the edge only, so :class:`MPNN` computes it once, not once per round.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, inp: Tensor) -> Tensor:
+        c = self.channels
+        a, xs = inp.split([c * c, c], 1)
+        return torch.bmm(a.view(-1, c, c), xs.unsqueeze(-1)).squeeze(-1)
+
+
+class MPNN(nn.Module):
+    """Message passing neural network (Gilmer et al. 2017): edge-network messages, a GRU node
+    update, ``steps`` rounds with shared weights, then a Set2Set (or sum/mean) readout.
+
+    ``forward(x (N, node_in), edge_index, edge_attr (E, edge_in), batch=None, num_graphs=None)``
+    returns (G, out_channels), or the node states (N, hidden) with ``readout=None``.
+    """
+
+    def __init__(self, node_in: int, edge_in: int, hidden: int = 64, out_channels: int = 1,
+                 steps: int = 3, readout: str | None = "set2set", aggr="sum",
+                 edge_hidden: int = 128) -> None:
+        super().__init__()
+        if readout not in ("set2set", "sum", "mean", None):
+            raise ValueError(f"MPNN: readout must be 'set2set', 'sum', 'mean' or None, "
+                             f"got {readout!r}")
+        self.steps, self.readout = steps, readout
+        self.embed = nn.Sequential(nn.Linear(node_in, hidden), nn.ReLU())
+        self.edge_net = mlp([edge_in, edge_hidden, hidden * hidden])
+        self.gn = GraphNetwork(EdgeNetwork(hidden), GRUCell(hidden, hidden), edge_aggr=aggr,
+                               edge_inputs=("edge", "sender"), node_inputs=("node", "edges"))
+        if readout == "set2set":
+            self.set2set = pyg_aggr.Set2Set(hidden, processing_steps=3)
+        if readout is not None:
+            width = 2 * hidden if readout == "set2set" else hidden
+            self.head = mlp([width, hidden, out_channels])
+
+    def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
+                edge_attr: Tensor | None = None, batch: Tensor | None = None,
+                num_graphs: int | None = None) -> Tensor:
+        if isinstance(x, BaseData):
+            x, edge_index, edge_attr, batch, num_graphs = _unpack(x)[:5]
+        h = self.embed(x)
+        a = self.edge_net(edge_attr)  # (E, C*C), once for all rounds
+        for _ in range(self.steps):
+            h, _, _ = self.gn(h, edge_index, a, batch=batch, num_graphs=num_graphs)
+        if self.readout is None:
+            return h
+        if batch is None:
+            batch, num_graphs = h.new_zeros(h.size(0), dtype=torch.long), 1
+        elif num_graphs is None:
+            num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        if self.readout == "set2set":
+            g = self.set2set(h, batch, dim_size=num_graphs)
+        else:
+            g = aggregate(self.readout, h, batch, num_graphs)
+        return self.head(g)
+
+
+# -- Non-local / self-attention --------------------------------------------------------------------
+class AttentionAggregation(pyg_aggr.Aggregation):
+    """Softmax attention over the incoming rows of each target: the input rows are
+    ``[logits (heads), values (heads * D)]``; the output is ``sum_j softmax_j(logit) * value_j``
+    per head, concatenated (heads * D)."""
+
+    def __init__(self, heads: int = 1) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x: Tensor, index: Tensor | None = None, ptr: Tensor | None = None,
+                dim_size: int | None = None, dim: int = -2) -> Tensor:
+        logits, values = x[:, :self.heads], x[:, self.heads:]
+        a = softmax(logits, index, num_nodes=dim_size, dim=0)  # (E, heads)
+        # explicit width, not -1: a batch with no edges has no rows to infer it from
+        weighted = values.view(values.size(0), self.heads, values.size(1) // self.heads)
+        weighted = weighted * a.unsqueeze(-1)
+        return scatter(weighted.flatten(1), index, dim=0, dim_size=dim_size, reduce="sum")
+
+
+class _QueryKeyValue(nn.Module):
+    """Edge update of :class:`NonLocal`: ``[q(x_r) . k(x_s) / sqrt(d) per head, v(x_s)]``."""
+
+    def __init__(self, channels: int, heads: int, key_channels: int) -> None:
+        super().__init__()
+        self.channels, self.heads, self.key_channels = channels, heads, key_channels
+        self.query = nn.Linear(channels, heads * key_channels)
+        self.key = nn.Linear(channels, heads * key_channels)
+        self.value = nn.Linear(channels, channels)
+
+    def forward(self, inp: Tensor) -> Tensor:
+        xs, xr = inp.split(self.channels, 1)
+        q = self.query(xr).view(-1, self.heads, self.key_channels)
+        k = self.key(xs).view(-1, self.heads, self.key_channels)
+        logits = (q * k).sum(-1) / math.sqrt(self.key_channels)
+        return torch.cat([logits, self.value(xs)], 1)
+
+
+class _Residual(nn.Module):
+    """Node update of :class:`NonLocal`: ``x + W [attended]`` (Wang et al. 2018, eq. 6)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.out = nn.Linear(channels, channels)
+
+    def forward(self, inp: Tensor) -> Tensor:
+        x, attended = inp.split(self.channels, 1)
+        return x + self.out(attended)
+
+
+class NonLocal(GraphNetwork):
+    """Non-local network / multi-head self-attention over the given edges (Wang et al. 2018;
+    Vaswani et al. 2017): each node attends over its senders with softmax weights computed
+    from (sender, receiver). Use a complete edge set for attention over all nodes.
+
+    The new ``edge_attr`` holds ``[logits (heads), values (channels)]`` per edge.
+    """
+
+    def __init__(self, channels: int, heads: int = 1, key_channels: int | None = None) -> None:
+        if channels % heads:
+            raise ValueError(f"NonLocal: channels ({channels}) must be divisible by heads "
+                             f"({heads})")
+        key_channels = key_channels or channels // heads
+        super().__init__(_QueryKeyValue(channels, heads, key_channels), _Residual(channels),
+                         edge_aggr=AttentionAggregation(heads),
+                         edge_inputs=("sender", "receiver"), node_inputs=("node", "edges"))
+
+
+# -- Encode-process-decode -----------------------------------------------------------------------
+class EncodeProcessDecode(nn.Module):
+    """Encoder -> core block run ``steps`` rounds (shared weights) -> decoder after every round
+    (Battaglia et al. 2018, Figure 6c; the graph_nets demos).
+
+    The core sees ``[encoded input, previous core output]`` for each attribute (skip
+    connection); the first round starts from the encoded input twice. ``forward`` returns a list
+    of ``steps`` tuples ``(x, edge_attr, u)`` of decoded outputs, one per round, for per-step
+    losses (the last one is the prediction). An output size of None leaves that attribute out
+    (None in the tuples). With ``global_in=None`` the latent global starts at zero.
+    """
+
+    def __init__(self, node_in: int, edge_in: int, global_in: int | None = None,
+                 node_out: int | None = None, edge_out: int | None = None,
+                 global_out: int | None = None, hidden: int = 16, layers: int = 2,
+                 steps: int = 10, layer_norm: bool = True) -> None:
+        super().__init__()
+        self.hidden, self.steps = hidden, steps
+
+        def latent(n_in: int) -> nn.Sequential:
+            return mlp([n_in] + [hidden] * layers, layer_norm=layer_norm, activate_last=True)
+
+        def head(n_out: int | None) -> nn.Module | None:
+            return None if n_out is None else mlp([hidden] * layers + [n_out])
+
+        self.encoder = GraphIndependent(latent(edge_in), latent(node_in),
+                                        None if global_in is None else latent(global_in))
+        h2 = 2 * hidden  # every attribute enters the core as [encoded, previous]
+        self.core = GraphNetwork(latent(4 * h2), latent(h2 + hidden + h2),
+                                 latent(h2 + hidden + hidden))
+        self.decoder = GraphIndependent(head(edge_out), head(node_out), head(global_out))
+        self._outputs = (node_out is not None, edge_out is not None, global_out is not None)
+
+    def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
+                edge_attr: Tensor | None = None, u: Tensor | None = None,
+                batch: Tensor | None = None, num_graphs: int | None = None,
+                steps: int | None = None) -> list[Graph]:
+        """x (N, node_in), edge_index (2, E), edge_attr (E, edge_in), u (G, global_in) or None
+        -> ``steps`` tuples of (N, node_out), (E, edge_out), (G, global_out)."""
+        if isinstance(x, BaseData):
+            x, edge_index, edge_attr, batch, num_graphs, u = _unpack(x)
+        if edge_attr is None:
+            raise ValueError("EncodeProcessDecode: edge_attr (E, edge_in) is required")
+        if num_graphs is None:
+            num_graphs = u.size(0) if u is not None else (
+                1 if batch is None else int(batch.max()) + 1 if batch.numel() else 0)
+        x0, e0, u0 = self.encoder(x, edge_index, edge_attr, u, batch, num_graphs)
+        if u0 is None or self.encoder.global_model is None:
+            u0 = x0.new_zeros(num_graphs, self.hidden)
+        x_, e_, u_ = x0, e0, u0
+        outputs = []
+        for _ in range(self.steps if steps is None else steps):
+            x_, e_, u_ = self.core(torch.cat([x0, x_], 1), edge_index, torch.cat([e0, e_], 1),
+                                   torch.cat([u0, u_], 1), batch, num_graphs)
+            xo, eo, uo = self.decoder(x_, edge_index, e_, u_, batch, num_graphs)
+            keep_x, keep_e, keep_u = self._outputs
+            outputs.append((xo if keep_x else None, eo if keep_e else None,
+                            uo if keep_u else None))
+        return outputs
+
+
+def _unpack(data: BaseData) -> tuple:
+    batch = getattr(data, "batch", None)
+    num_graphs = getattr(data, "num_graphs", None) if batch is not None else None
+    return (data.x, data.edge_index, getattr(data, "edge_attr", None), batch, num_graphs,
+            getattr(data, "u", None))
