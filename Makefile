@@ -17,16 +17,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) examples/binary_addition.py
+	$(VENV)/bin/structrnn demo
 
 test: setup
 	$(PY) -m pytest -q
 
 fuzz: setup
-	$(PY) -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m slow
 
 bench: setup
 	$(PY) benchmarks/bench_sequence.py
+	$(PY) benchmarks/bench_trees.py
+	$(PY) benchmarks/bench_graphs.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

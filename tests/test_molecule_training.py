@@ -1,0 +1,129 @@
+"""Short runs of `structrnn train molecules|tu`: files, metrics keys, learning, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("rdkit")
+from structrnn.tasks import molecules as task  # noqa: E402
+from tests.conftest import require_dataset  # noqa: E402
+
+TINY = ["--hidden", "16", "--steps", "2", "--batch-size", "16", "--lr", "3e-3", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _cache_and_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny graphs: threads only add overhead on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_builtin_trains_and_writes_files(tmp_path):
+    out = tmp_path / "run"
+    metrics = task.main(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "5",
+                         "--seeds", "0,1", "--out", str(out), *TINY])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test_r2"] == metrics["test_r2"]
+    for key in ("test_rmse", "test_mae", "test_r2", "epoch_seconds", "best_epoch", "units"):
+        assert key in saved
+    assert set(saved["test_rmse"]["tpsa"]) == {"mean", "std"}
+    assert len(saved["units"]) == 2 and saved["readout"] == "atom-sum"
+    for unit in saved["units"]:
+        assert unit["train_loss_last"] < unit["train_loss_first"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"] == "builtin" and config["epochs"] == 5
+    assert (out / "scatter.png").stat().st_size > 0
+    assert (out / "atom_contributions.png").stat().st_size > 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["seed0.pt", "seed1.pt"]
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 10
+
+
+def test_atom_sum_is_a_sum_of_atom_contributions():
+    from torch_geometric.data import Batch
+
+    from structrnn.datasets.molecules import from_smiles
+
+    model = task.MoleculeModel(58, 18, 1, hidden=8, steps=2, readout="atom-sum").double()
+    batch = Batch.from_data_list([from_smiles(s) for s in ("CCO", "c1ccccc1", "[Na+].[Cl-]")])
+    batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
+    per_atom = model.atom_contributions(batch)
+    expected = torch.stack([per_atom[batch.batch == g].sum(0) for g in range(3)])
+    torch.testing.assert_close(model(batch), expected)
+
+
+def test_resume_gives_identical_results(tmp_path, monkeypatch):
+    args = ["--dataset", "builtin", "--max-molecules", "60", "--epochs", "4", "--seeds", "0",
+            *TINY]
+    straight = task.main([*args, "--out", str(tmp_path / "a")])
+
+    real_save, calls = task.save_checkpoint, []
+
+    def interrupted(path, **state):
+        real_save(path, **state)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped after the second epoch's checkpoint
+
+    monkeypatch.setattr(task, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        task.main([*args, "--out", str(tmp_path / "b")])
+    monkeypatch.setattr(task, "save_checkpoint", real_save)
+    resumed = task.main([*args, "--out", str(tmp_path / "b"), "--resume"])
+    assert resumed["test_rmse"] == straight["test_rmse"]
+    assert resumed["units"][0]["train_loss_last"] == straight["units"][0]["train_loss_last"]
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    # a finished run resumes to the same metrics without training (--resume RUN form)
+    assert task.main([*args, "--resume", str(tmp_path / "b")])["test_rmse"] == \
+        straight["test_rmse"]
+    with pytest.raises(ValueError, match="hidden"):
+        task.main([*args, "--out", str(tmp_path / "b"), "--resume", "--hidden", "8"])
+
+
+def test_esol_slice(tmp_path):
+    root = require_dataset("esol")
+    metrics = task.main(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
+                         "80", "--epochs", "3", "--seeds", "0", "--split", "scaffold",
+                         "--out", str(tmp_path / "esol"), *TINY])
+    name = task.ESOL_TARGET
+    assert metrics["targets"] == [name] and metrics["test_rmse"][name]["mean"] > 0
+    assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]
+
+
+def test_mutag_cross_validation(tmp_path):
+    root = require_dataset("mutag")
+    metrics = task.main(["--data", str(root.parent), "--dataset", "mutag", "--max-molecules",
+                         "60", "--folds", "3", "--epochs", "2", "--seeds", "0", "--out",
+                         str(tmp_path / "mutag"), *TINY])
+    assert metrics["kind"] == "classification" and len(metrics["units"]) == 3
+    assert 0.0 <= metrics["test_accuracy"]["mean"] <= 1.0
+    tested = sum(u["sizes"][2] for u in metrics["units"])
+    assert tested == 60  # every graph tested exactly once
+    assert "0" in json.loads((tmp_path / "mutag" / "metrics.json").read_text())[
+        "test_accuracy_gin_protocol"]
+
+
+def test_bad_flags(tmp_path):
+    with pytest.raises(ValueError, match="--data"):
+        task.main(["--dataset", "esol", "--data", "", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        task.main(["--dataset", "nope"])
+
+
+def test_example_script_runs_tiny(tmp_path):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("example_molecules",
+                                                  REPO / "examples" / "molecules.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    metrics = example.main(["--max-molecules", "40", "--epochs", "2", "--seeds", "0",
+                            "--out", str(tmp_path / "ex"), *TINY])
+    assert "test_r2" in metrics and (tmp_path / "ex" / "metrics.json").is_file()
