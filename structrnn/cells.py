@@ -95,6 +95,13 @@ class RNNCellBase(nn.Module):
     def zero_state(self, n: int, like: Tensor):
         raise NotImplementedError
 
+    def _input_gates(self, x_proj: Tensor | None, size: int) -> Tensor:
+        """``x_proj``, or what no input contributes (the input bias) as (size, chunks * H)."""
+        if x_proj is not None:
+            return x_proj
+        gates = self.weight_hh.new_zeros(size, self.num_chunks * self.hidden_size)
+        return gates if self.bias_ih is None else gates + self.bias_ih
+
     def _torch_step(self, x: Tensor, prev):
         raise NotImplementedError
 
@@ -177,10 +184,6 @@ def _map_state(state, fn):
     return fn(state)
 
 
-def _add_input(gates: Tensor, x_proj: Tensor | None) -> Tensor:
-    return gates if x_proj is None else gates + x_proj
-
-
 class RNNCell(RNNCellBase):
     """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` as ``torch.nn.RNNCell``
     (``weight_ih`` (H, I), ``weight_hh`` (H, H)); with many predecessors ``h`` is their sum."""
@@ -208,14 +211,9 @@ class RNNCell(RNNCellBase):
         return fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
-        ref = x_proj if x_proj is not None else self.weight_hh
-        if prev is None:
-            h_sum = ref.new_zeros(size, self.hidden_size)
-        else:
-            h_sum = scatter_sum(prev, index, size)
-        if x_proj is None and self.bias_ih is not None:
-            x_proj = self.bias_ih  # no input still adds the input bias, as GRU and LSTM do
-        pre = _add_input(F.linear(h_sum, self.weight_hh, self.bias_hh), x_proj)
+        x_proj = self._input_gates(x_proj, size)
+        h_sum = self.zero_state(size, x_proj) if prev is None else scatter_sum(prev, index, size)
+        pre = x_proj + F.linear(h_sum, self.weight_hh, self.bias_hh)
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
 
@@ -234,12 +232,9 @@ class GRUCell(RNNCellBase):
 
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
-        ref = x_proj if x_proj is not None else self.weight_hh
-        h = ref.new_zeros(size, H) if prev is None else scatter_sum(prev, index, size)
+        gx = self._input_gates(x_proj, size)
+        h = self.zero_state(size, gx) if prev is None else scatter_sum(prev, index, size)
         gh = F.linear(h, self.weight_hh, self.bias_hh)
-        gx = x_proj if x_proj is not None else gh.new_zeros(size, 3 * H)
-        if x_proj is None and self.bias_ih is not None:
-            gx = gx + self.bias_ih
         r = torch.sigmoid(gx[:, :H] + gh[:, :H])
         z = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
         n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
@@ -268,11 +263,7 @@ class LSTMCell(RNNCellBase):
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
         w_hh, b_hh = self.weight_hh, self.bias_hh
-        ref = x_proj if x_proj is not None else w_hh
-        if x_proj is None:
-            x_proj = ref.new_zeros(size, 4 * H)
-            if self.bias_ih is not None:
-                x_proj = x_proj + self.bias_ih
+        x_proj = self._input_gates(x_proj, size)
         if prev is None:
             gates = x_proj + (0 if b_hh is None else b_hh)
             i, _, g, o = gates.chunk(4, 1)
@@ -340,14 +331,10 @@ class NaryLSTMCell(RNNCellBase):
     def combine(self, x_proj, prev, index, size, pos=None):
         H, A = self.hidden_size, self.arity
         w_hh, b_hh = self.weight_hh, self.bias_hh
-        ref = x_proj if x_proj is not None else w_hh
-        if x_proj is None:
-            x_proj = ref.new_zeros(size, 4 * H)
-            if self.bias_ih is not None:
-                x_proj = x_proj + self.bias_ih
+        x_proj = self._input_gates(x_proj, size)
         if prev is None:
-            h_cat = ref.new_zeros(size, A * H)
-            c_slots = ref.new_zeros(size, A, H)
+            h_cat = x_proj.new_zeros(size, A * H)
+            c_slots = x_proj.new_zeros(size, A, H)
         else:
             h_prev, c_prev = prev
             if index is None:

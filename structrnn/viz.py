@@ -25,6 +25,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curves(history: Sequence[dict], path: str | os.PathLike,
                          keys: Sequence[str] | None = None) -> Path:
     """One line per metric over epochs; ``history`` is a list of per-epoch dicts with ``epoch``."""
@@ -42,12 +51,7 @@ def plot_learning_curves(history: Sequence[dict], path: str | os.PathLike,
         if ax.lines:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Tensor | None = None,
@@ -95,12 +99,7 @@ def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Te
     ax.set_ylim(-max(depth) - 1.6, 0.6)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_confusion(true: torch.Tensor, pred: torch.Tensor, path: str | os.PathLike,
@@ -123,9 +122,4 @@ def plot_confusion(true: torch.Tensor, pred: torch.Tensor, path: str | os.PathLi
         for j in range(k):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > top / 2 else "black")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
