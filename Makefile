@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/structrnn demo
 
+# small models run fastest on one thread, and a shared CPU is not oversubscribed
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -m slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,8 @@ def cmd_train(parser, args, argv) -> int:
         metrics = module.run(args)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
-    print(json.dumps(metrics, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(json.dumps(metrics, indent=2, default=str))
     return 0
 
 

@@ -5,27 +5,38 @@ and pictures.
 Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (last epoch, for ``--resume``),
 ``best.pt`` (best dev root accuracy), ``vocab.json``, ``learning_curves.png``,
-``confusion.png``, ``example_tree.png``.
+``confusion.png``, ``example_tree.png``, and with ``--tensorboard`` a ``tensorboard/`` folder.
+
+Many processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every
+global batch with ``DistributedDataParallel`` (:mod:`structrnn.distributed`); ``--batch-size`` is
+the global batch size and the weights after each step equal those of one process on the same
+global batch. Rank 0 alone evaluates and writes files. One process iterates the same batches
+(``DistributedSampler`` order with one replica), so a run's figures do not depend on the number
+of processes (except for dropout masks, drawn per process).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from structrnn import distributed
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.schedule import TreeLoader
 from structrnn.tasks.sentiment import MODELS, TreeSentiment, evaluate, node_loss
 from structrnn.train import (
     append_jsonl,
+    atomic_write,
     check_finite,
     load_checkpoint,
-    resolve_device,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -49,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=MODELS, default="tree-lstm",
                    help="tree-lstm is the constituency (binary N-ary) Tree-LSTM of Tai et al.")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--batch-size", type=int, default=25,
+                   help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--lr", type=float, default=0.05, help="Adagrad learning rate")
     p.add_argument("--embed-lr", type=float, default=0.1, help="learning rate of the embeddings")
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -66,7 +78,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-trees", type=int, default=2000,
                    help="training trees of the synthetic treebank")
     p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (float16 autocast + GradScaler) on CUDA; ignored, with a "
+                        "warning, on the CPU")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--out", default="runs/sst", help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
@@ -119,20 +137,103 @@ def _summary(prefix: str, result: dict) -> dict:
     return {f"{prefix}_{short}": result[k] for k, short in keep.items() if k in result}
 
 
+def amp_enabled(requested: bool, device: torch.device) -> bool:
+    """Mixed precision runs on CUDA only; elsewhere ``--amp`` is ignored with a warning."""
+    if requested and device.type != "cuda":
+        if distributed.is_main():
+            print(f"warning: --amp needs a CUDA device; training on {device} in float32",
+                  file=sys.stderr)
+        return False
+    return requested
+
+
+def summary_writer_class():
+    """``torch.utils.tensorboard.SummaryWriter``; a ValueError naming the fix if the
+    ``tensorboard`` package (not a dependency of structrnn) is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ValueError("--tensorboard: the tensorboard package is not installed "
+                         "(pip install tensorboard), or leave out --tensorboard") from err
+    return SummaryWriter
+
+
+def train_loader(train, args, epoch: int):
+    """This process's batches for ``epoch``: a ``DistributedSampler`` permutation seeded by
+    ``seed`` and ``epoch``, so one process and many see the same global batches."""
+    seed = args.seed * 100_003
+    return distributed.distributed_loader(
+        train, args.batch_size, shuffle=True, seed=seed, epoch=epoch,
+        # the loader's own seed draw comes from here, not from the global stream (dropout)
+        generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def batch_loss(model, batch, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to back-propagate and the global batch's mean node loss (for logging).
+
+    One process: the mean cross-entropy over labelled nodes. Many: this process's sum divided
+    by the global number of labelled nodes, times the number of processes, so that DDP's
+    gradient average is the single-process gradient of the global batch.
+    """
+    with torch.autocast(batch.y.device.type, dtype=torch.float16, enabled=amp):
+        logits = model(batch)
+    if not distributed.is_distributed():
+        loss = node_loss(logits.float(), batch.y)
+        return loss, loss.detach()
+    loss_sum = F.cross_entropy(logits.float(), batch.y, ignore_index=-1, reduction="sum")
+    return distributed.global_mean_loss(loss_sum, (batch.y >= 0).sum())
+
+
+def load_resume_state(path: Path) -> dict:
+    """Rank 0 reads the checkpoint and sends it to every process (no shared disk needed);
+    a missing file raises on every process."""
+    state, error = None, None
+    if distributed.is_main():
+        try:
+            state = load_checkpoint(path)
+        except FileNotFoundError as err:
+            error = str(err)
+    state, error = distributed.broadcast_object((state, error))
+    if error:
+        raise FileNotFoundError(error)
+    return state
+
+
 def run(args) -> dict:
-    """Train, select on dev root accuracy, evaluate on test; returns the final metrics."""
+    """Train, select on dev root accuracy, evaluate on test; returns the final metrics.
+
+    Under torchrun every process calls this; all of them return rank 0's metrics.
+    """
+    device = distributed.device_for_rank(args.device)
+    launched = distributed.init_from_env(device)
+    try:
+        return _run(args, device)
+    finally:
+        if launched:
+            distributed.cleanup()
+
+
+def _run(args, device: torch.device) -> dict:
     out = Path(args.out)
     config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    device = resolve_device(args.device)
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    if args.batch_size < 1 or args.batch_size % world:
+        raise ValueError(f"--batch-size: the global batch size must be a multiple of the "
+                         f"number of processes ({world}), got {args.batch_size}")
+    amp = amp_enabled(getattr(args, "amp", False), device)
+    writer_class = summary_writer_class() if getattr(args, "tensorboard", False) else None
     seed_everything(args.seed)
     train, dev, test = load_splits(args)
     num_classes = train.num_classes
     model = build_model(args, train.vocab, num_classes).to(device)
     optimizer = make_optimizer(model, args)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    if rank:  # the same initial weights everywhere (DDP broadcasts rank 0's), other dropout
+        torch.manual_seed(args.seed * 1_000_003 + rank)
     start_epoch, best, history = 1, {"dev_root": -1.0, "epoch": 0}, []
     checkpoint_path = out / "checkpoint.pt"
     if args.resume:
-        state = load_checkpoint(checkpoint_path)
+        state = load_resume_state(checkpoint_path)
         # everything but the number of epochs must match: resuming may extend a run
         changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
         if changed:
@@ -140,42 +241,66 @@ def run(args) -> dict:
                              "pass the same arguments or a new --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        write_json(out / "config.json", config)
-        set_rng_state(state["rng"])
-        print(f"resuming {out} after epoch {state['epoch']}")
-    else:
+        ranks = state.get("rng_ranks")
+        set_rng_state(ranks[rank] if ranks and len(ranks) == world else state["rng"])
+        if main:
+            write_json(out / "config.json", config)
+            # the log as of the checkpoint: a crash after an epoch's line but before its
+            # checkpoint would otherwise log that epoch twice
+            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode()
+            atomic_write(out / "metrics.jsonl", lambda f: f.write(lines))
+            print(f"resuming {out} after epoch {state['epoch']}")
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config)
         train.vocab.save(out / "vocab.json")
         (out / "metrics.jsonl").unlink(missing_ok=True)
+    writer = writer_class(log_dir=str(out / "tensorboard")) if writer_class and main else None
+    ddp_model = distributed.wrap(model, device)
     eval_loaders = {name: TreeLoader(ds, batch_size=256) for name, ds in
                     (("dev", dev), ("test", test))}
     for epoch in range(start_epoch, args.epochs + 1):
-        model.train()
-        shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
-        loader = TreeLoader(train, batch_size=args.batch_size, shuffle=True, generator=shuffle)
+        ddp_model.train()
+        loader = train_loader(train, args, epoch)
         began, total_loss, steps = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", disable=args.no_progress,
-                   leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}",
+                   disable=args.no_progress or not main, leave=False)
         for step, batch in enumerate(bar, 1):
             batch = batch.to(device)
-            loss = node_loss(model(batch), batch.y)
-            check_finite(loss, "the training loss", epoch, step)
+            loss, shown = batch_loss(ddp_model, batch, amp)
+            check_finite(shown, "the training loss", epoch, step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # the scaler is a no-op without --amp
             if args.clip_grad:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            optimizer.step()
-            total_loss += float(loss.detach())
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += float(shown)
             steps += 1
             bar.set_postfix(loss=f"{total_loss / steps:.3f}")
+            if writer:
+                writer.add_scalar("train/step_loss", float(shown), (epoch - 1) * len(loader) + step)
         seconds = time.perf_counter() - began
-        dev_result = evaluate(model, eval_loaders["dev"], device)
+        if main:
+            dev_result = evaluate(model, eval_loaders["dev"], device)
+        # after evaluating (its loaders draw from the global generator), for an exact resume;
+        # a collective: every process calls it
+        rngs = distributed.all_gather_object(rng_state())
+        if not main:
+            continue
         record = {"epoch": epoch, "train_loss": total_loss / max(steps, 1),
                   "epoch_seconds": seconds, **_summary("dev", dev_result)}
         history.append(record)
         append_jsonl(out / "metrics.jsonl", record)
+        if writer:
+            for key, value in record.items():
+                if key != "epoch":
+                    writer.add_scalar(f"epoch/{key}", value, epoch)
+            writer.flush()
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, dev root acc "
               f"{dev_result['root_acc']:.4f} ({seconds:.1f} s)")
         if dev_result["root_acc"] > best["dev_root"]:
@@ -183,9 +308,14 @@ def run(args) -> dict:
             save_checkpoint(out / "best.pt", model=model.state_dict(), config=config,
                             epoch=epoch)
         save_checkpoint(checkpoint_path, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch, best=best,
-                        history=history, config=config, rng=rng_state())
-    return finish(model, out, config, best, history, eval_loaders, test, device)
+                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        epoch=epoch, best=best, history=history, config=config, rng=rngs[0],
+                        rng_ranks=rngs if world > 1 else None)
+    if writer:
+        writer.close()
+    metrics = finish(model, out, config, best, history, eval_loaders, test, device) if main \
+        else None
+    return distributed.broadcast_object(metrics)
 
 
 def finish(model, out: Path, config: dict, best: dict, history: list, eval_loaders: dict,
