@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as err:
         print(f"structrnn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # NonFiniteError: the message names epoch and step
+        print(f"structrnn {args.command}: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

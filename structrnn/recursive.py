@@ -51,6 +51,14 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     xp = cell.project_input(xs) if fast else xs
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
+    arity = getattr(cell, "arity", None)
+    if pos_s is not None and arity is not None and pos_s.numel() and not pos_s.is_meta:
+        # once per call, outside the level loop: a slot >= arity would silently land in the
+        # next parent's slots
+        top = int(pos_s.max())
+        if top >= arity:
+            raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
+                             f"most arity={arity} children (binarize the tree: Tree.binarize())")
     extra = {}
     # One store holds every state component side by side (h and c for LSTMs), so each level
     # is one gather and one contiguous write, whatever the cell's state.
@@ -76,8 +84,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
             widths = [o.size(1) for o in out]
             store = LevelStore(num_nodes, sum(widths), out[0])
         store.write(n0, torch.cat(out, dim=1) if len(out) > 1 else out[0])
-    if store is None:  # no nodes at all
-        return None
+    if store is None:  # no nodes at all: an empty step gives the state's shape (0 rows)
+        empty = xp[:0] if xp is not None else None
+        return cell.combine(empty, None, None, 0) if fast else cell(empty, None, size=0)
     result = store.read(s.rank).split(widths, dim=1)
     return tuple(result) if len(result) > 1 else result[0]
 

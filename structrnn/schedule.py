@@ -161,6 +161,8 @@ def tree_schedule(edge_index: Tensor, num_nodes: int, height: Tensor | None = No
 def collate_trees(data_list: list[Data]) -> Batch:
     """``Batch.from_data_list`` plus the batch's :class:`TreeSchedule` as ``batch.schedule``,
     computed here on the CPU (in DataLoader workers when ``num_workers > 0``)."""
+    if len(data_list) == 0:
+        raise ValueError("data_list: expected at least one tree, got an empty list")
     batch = Batch.from_data_list(data_list)
     height = batch.height if "height" in batch else None
     batch.schedule = tree_schedule(batch.edge_index, batch.num_nodes, height)

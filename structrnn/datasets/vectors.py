@@ -106,6 +106,9 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocab, dim: int | None = N
             except ValueError:
                 bad.append(number)
                 continue
+            if not np.isfinite(vector).all():  # a NaN/Inf row would poison training
+                bad.append(number)
+                continue
             for j in targets:
                 rows[j] = vector
             if i is not None:
@@ -121,7 +124,7 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocab, dim: int | None = N
     if bad:
         shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
         warnings.warn(f"{path}: skipped {len(bad)} malformed line(s) (expected {dim + 1} fields "
-                      f"per line): lines {shown}", stacklevel=2)
+                      f"per line, finite numbers): lines {shown}", stacklevel=2)
     log.info("%s", coverage)
     if verbose:
         print(coverage)
