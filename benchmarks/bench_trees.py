@@ -8,8 +8,8 @@ over the N trees; the median pass gives trees/s. Collation is inside the timed l
 
 Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
   structrnn  level-batched: structrnn.TreeLSTM on PyG batches (one cell call per tree level)
-  per-node   one cell call per node, Python recursion over children, one tree at a time, one
-             backward per tree (treelstm.pytorch style), with the same parameters
+  per-node   treelstm.pytorch's node_forward: plain ops per node on the same weights, Python
+             recursion over children, one tree at a time, one backward per tree
   dgl        ../shared/peers/dgl_treelstm.py in its own venv (--dgl-python), when present
 
     python benchmarks/bench_trees.py --trees 1000 --batch 25,256 --rounds 2
@@ -82,29 +82,38 @@ def structrnn_step(parts, opt, batch):
 
 
 def per_node_tree(parts, data):
-    """One tree, one cell call per node, recursion over the children (treelstm.pytorch)."""
+    """One tree, one node at a time, recursion over the children: treelstm.pytorch's
+    node_forward written with plain ops on the shared cell's weights (gate order i, f, g, o)."""
     import torch
+    import torch.nn.functional as F
 
     embedding, cell, classifier = parts
     H = cell.hidden_size
+    w_ih, w_hh, b_ih, b_hh = cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+    iog = torch.cat([torch.arange(0, H), torch.arange(2 * H, 4 * H)])
+    w_iog, b_iog = w_hh[iog], b_hh[iog]
+    w_f, b_f = w_hh[H:2 * H], b_hh[H:2 * H]
     children: list[list[int]] = [[] for _ in range(data.num_nodes)]
     for c, p in data.edge_index.t().tolist():
         children[p].append(c)
-    tokens = data.x.tolist()
+    x_all = embedding(data.x.clamp(min=0)) * (data.x >= 0).unsqueeze(1)
     states: dict[int, tuple] = {}
 
     def visit(v):
         for c in children[v]:
             visit(c)
-        x = (embedding.weight[tokens[v]] if tokens[v] >= 0
-             else embedding.weight.new_zeros(300)).unsqueeze(0)
         if children[v]:
-            h = torch.cat([states[c][0] for c in children[v]])
-            c_ = torch.cat([states[c][1] for c in children[v]])
-            states[v] = cell(x, (h, c_), index=torch.zeros(len(children[v]), dtype=torch.long),
-                             size=1)
+            child_h = torch.cat([states[c][0] for c in children[v]])
+            child_c = torch.cat([states[c][1] for c in children[v]])
         else:
-            states[v] = cell(x, (x.new_zeros(1, H), x.new_zeros(1, H)))
+            child_h = child_c = x_all.new_zeros(1, H)
+        gx = F.linear(x_all[v:v + 1], w_ih, b_ih)
+        gi, gf, gg, go = gx.split(H, dim=1)
+        i, g, o = (torch.cat([gi, gg, go], 1)
+                   + F.linear(child_h.sum(0, keepdim=True), w_iog, b_iog)).split(H, dim=1)
+        f = torch.sigmoid(F.linear(child_h, w_f, b_f) + gf)
+        c = torch.sigmoid(i) * torch.tanh(g) + (f * child_c).sum(0, keepdim=True)
+        states[v] = (torch.sigmoid(o) * torch.tanh(c), c)
 
     visit(0)
     h = torch.cat([states[v][0] for v in range(data.num_nodes)])
