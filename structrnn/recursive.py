@@ -59,6 +59,10 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         if top >= arity:
             raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
                              f"most arity={arity} children (binarize the tree: Tree.binarize())")
+    # Split once: a slice per level would make backward build and add a full-size gradient of
+    # xp at every level (O(nodes x levels)); split's backward is one concatenation.
+    sizes = [s.node_ptr[i + 1] - s.node_ptr[i] for i in range(s.num_levels)]
+    xp_levels = xp.split(sizes) if xp is not None else [None] * s.num_levels
     extra = {}
     # One store holds every state component side by side (h and c for LSTMs), so each level
     # is one gather and one contiguous write, whatever the cell's state.
@@ -74,7 +78,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
                 extra = {"pos": pos_s[e0:e1]}
         else:
             prev, index = None, None
-        x_level = xp[n0:n1] if xp is not None else None
+        x_level = xp_levels[level]
         if fast:
             out = cell.combine(x_level, prev, index, n1 - n0, **extra)
         else:
