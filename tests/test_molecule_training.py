@@ -127,3 +127,25 @@ def test_example_script_runs_tiny(tmp_path):
     metrics = example.main(["--max-molecules", "40", "--epochs", "2", "--seeds", "0",
                             "--out", str(tmp_path / "ex"), *TINY])
     assert "test_r2" in metrics and (tmp_path / "ex" / "metrics.json").is_file()
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from structrnn.train import NonFiniteError, load_checkpoint
+
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    original = task.Trainer.loss
+
+    def loss(self, pred, batch):
+        calls["n"] += 1
+        value = original(self, pred, batch)
+        return value * float("nan") if self.epoch == 1 and calls["n"] > 2 else value
+
+    monkeypatch.setattr(task.Trainer, "loss", loss)
+    with pytest.raises(NonFiniteError, match=r"epoch 2, step \d+"):
+        task.main(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "3",
+                   "--seeds", "0", "--out", str(out), *TINY])
+    state = load_checkpoint(out / "checkpoints" / "seed0.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if torch.is_tensor(v) and v.is_floating_point())

@@ -51,6 +51,7 @@ from structrnn.graph import GraphNetwork, aggregate
 from structrnn.graph_models import MPNN, mlp
 from structrnn.train import (
     append_jsonl,
+    check_finite,
     load_checkpoint,
     resolve_device,
     rng_state,
@@ -415,13 +416,12 @@ class Trainer:
             start = time.perf_counter()
             self.model.train()
             total, count = 0.0, 0
-            for batch in train_loader:
+            for step, batch in enumerate(train_loader, 1):
                 batch = batch.to(self.device)
                 self.opt.zero_grad()
                 loss = self.loss(self.model(batch), batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.unit['name']}: loss is not finite at epoch "
-                                             f"{self.epoch}; try a smaller --lr")
+                # stops with the epoch and step named; the last epoch's checkpoint stays
+                check_finite(loss, f"{self.unit['name']}: the training loss", self.epoch + 1, step)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
                 self.opt.step()
