@@ -49,6 +49,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     ``path``: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a writer killed mid-write leaves its temporary file behind: the next write clears it
+    # (one writer per path, as in a run folder where only rank 0 writes)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -185,6 +185,7 @@ def test_kill_in_the_middle_of_a_checkpoint_write(tmp_path, straight):
     assert state["epoch"] == 1 and finite_weights(state)
     resume_or_restart(out)
     check_run_folder(out, straight)
+    assert not list(out.glob(".checkpoint.pt.*.tmp"))  # the next write cleared it
 
 
 def kill_at_a_random_moment(out: Path, seed: int) -> int | None:
