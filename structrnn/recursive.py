@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatter_sum
 from structrnn.checks import check_shape
+from structrnn.child_sum_kernel import child_sum_lstm
 from structrnn.level_store import LevelStore
 from structrnn.schedule import Schedule, TreeSchedule, tree_schedule
 
@@ -28,8 +29,37 @@ def _to(schedule: Schedule, device: torch.device) -> Schedule:
                                 for k in ("order", "rank", "pred", "target", "edge_perm")})
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return (torch.is_autocast_enabled() if device_type == "cuda"
+                else torch.is_autocast_cpu_enabled())
+    except RuntimeError:  # a device autocast does not know (meta)
+        return False
+
+
+def _fusable(cell: nn.Module, num_nodes: int, device: torch.device) -> bool:
+    """Whether the Child-Sum kernel computes exactly what ``cell.combine`` would: a plain
+    :class:`LSTMCell` (a subclass may change the step), nodes to run, no autocast (the kernel
+    keeps one dtype throughout)."""
+    return (isinstance(cell, LSTMCell) and type(cell).combine is LSTMCell.combine
+            and num_nodes > 0 and not _autocast_on(device.type))
+
+
+def _lstm_pre_activations(cell: LSTMCell, x: Tensor | None, n: int) -> Tensor:
+    """(n, 4H) ``x @ W_ih.T + b_ih + b_hh``: both biases folded into the one input product."""
+    bias = None
+    if cell.bias_ih is not None:
+        bias = cell.bias_ih + cell.bias_hh
+    if x is not None:
+        return F.linear(x, cell.weight_ih, bias)
+    zeros = cell.weight_hh.new_zeros(n, 4 * cell.hidden_size)
+    return zeros if bias is None else zeros + bias
+
+
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
-                 pos: Tensor | None = None):
+                 pos: Tensor | None = None, fused: bool = True):
     """Run ``cell`` over the levels of ``schedule``.
 
     Args:
@@ -40,6 +70,8 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         schedule: the pass's :class:`~structrnn.schedule.Schedule`.
         num_nodes: N.
         pos: (N,) each node's slot under its parent (N-ary cells), as on tree ``Data``.
+        fused: run a plain :class:`LSTMCell` with :func:`~structrnn.child_sum_kernel.
+            child_sum_lstm` (one autograd node for the whole pass); False runs it op by op.
 
     Returns:
         The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
@@ -48,6 +80,10 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     s = _to(schedule, device)
     xs = x[s.order] if x is not None else None
     fast = isinstance(cell, RNNCellBase)
+    if fused and _fusable(cell, num_nodes, device):
+        h, c = child_sum_lstm(_lstm_pre_activations(cell, xs, num_nodes), cell.weight_hh,
+                              s.pred, s.target, s.node_ptr, s.edge_ptr)
+        return h[s.rank], c[s.rank]
     xp = cell.project_input(xs) if fast else xs
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None

@@ -68,7 +68,8 @@ ESOL_TARGET = "measured log solubility in mols per litre"
 QM9_TARGETS = ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "u0", "u298", "h298",
                "g298", "cv")
 # Settings that change what a checkpoint means: a resumed run must use the same ones.
-_RESUME_KEYS = ("dataset", "target", "tu_name", "csv", "split", "model", "readout", "hidden",
+_RESUME_KEYS = ("dataset", "target", "tu_name", "csv", "split", "model", "readout",
+                "global_features", "hidden",
                 "steps", "lr", "batch_size", "max_molecules", "dropout", "weight_decay",
                 "epochs")
 
@@ -104,13 +105,16 @@ class GNGRU(nn.Module):
 class MoleculeModel(nn.Module):
     """A node model (``gn-gru`` or ``mpnn``) and a graph readout.
 
+    With ``global_in > 0`` the batch carries ``u`` (num_graphs, global_in), whole-molecule
+    features concatenated to the readout (as Chemprop does with RDKit descriptors).
+
     ``forward(batch)`` -> (num_graphs, out_channels); ``atom_contributions(batch)`` ->
     (num_nodes, out_channels) for the ``atom-sum`` readout, whose graph output is their sum.
     """
 
     def __init__(self, node_in: int, edge_in: int, out_channels: int, hidden: int = 64,
                  steps: int = 3, model: str = "gn-gru", readout: str = "set2set",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, global_in: int = 0) -> None:
         super().__init__()
         if model == "gn-gru":
             self.body: nn.Module = GNGRU(node_in, edge_in, hidden, steps)
@@ -120,10 +124,12 @@ class MoleculeModel(nn.Module):
             raise ValueError(f"model: expected 'gn-gru' or 'mpnn', got {model!r}")
         if readout not in ("set2set", "sum", "mean", "atom-sum"):
             raise ValueError(f"readout: expected set2set, sum, mean or atom-sum, got {readout!r}")
-        self.readout = readout
+        if global_in and readout == "atom-sum":
+            raise ValueError("global features need a graph readout, not 'atom-sum'")
+        self.readout, self.global_in = readout, global_in
         if readout == "set2set":
             self.set2set = pyg_aggr.Set2Set(hidden, processing_steps=3)
-        width = 2 * hidden if readout == "set2set" else hidden
+        width = (2 * hidden if readout == "set2set" else hidden) + global_in
         self.dropout = nn.Dropout(dropout)
         self.head = mlp([width, hidden, out_channels])
 
@@ -142,6 +148,8 @@ class MoleculeModel(nn.Module):
         h = self.node_states(batch)
         g = (self.set2set(h, index, dim_size=size) if self.readout == "set2set"
              else aggregate(self.readout, h, index, size))
+        if self.global_in:  # the molecule's descriptors join the learned graph vector
+            g = torch.cat([g, batch.u], dim=1)
         return self.head(self.dropout(g))
 
 
@@ -178,6 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser,
     p.add_argument("--model", choices=("gn-gru", "mpnn"), default="gn-gru")
     p.add_argument("--readout", choices=("set2set", "sum", "mean", "atom-sum"), default=None,
                    help="default atom-sum for builtin, set2set otherwise")
+    p.add_argument("--global-features", choices=("none", "rdkit"), default="none",
+                   help="rdkit: RDKit's 2-D descriptors of each molecule, CDF-normalised on the "
+                        "training set, join the readout (Chemprop's rdkit_2d_normalized)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--steps", type=int, default=3, help="message-passing rounds")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -215,6 +226,7 @@ class Prepared:
     out_channels: int
     smiles: list[str] | None
     labels: np.ndarray | None = None  # classification
+    descriptors: Tensor | None = None  # (num_graphs, D) raw RDKit descriptors
 
 
 def _root(args) -> Path:
@@ -238,6 +250,9 @@ def prepare(args) -> Prepared:
         ds = tu_dataset(_root(args), args.tu_name)
         if args.max_molecules:
             ds = ds[:args.max_molecules]
+        if args.global_features != "none":
+            raise ValueError("--global-features rdkit needs molecules given as SMILES; "
+                             f"the TU set {args.tu_name} has none")
         if ds.num_edge_features == 0:
             raise ValueError(f"TU set {args.tu_name} has no edge labels; these models need them")
         labels = ds.y.numpy()
@@ -262,8 +277,13 @@ def prepare(args) -> Prepared:
             ds.graphs, ds.smiles, ds.y = (ds.graphs[:args.max_molecules],
                                           ds.smiles[:args.max_molecules],
                                           ds.y[:args.max_molecules])
+    descriptors = None
+    if args.global_features == "rdkit":
+        from structrnn.datasets.descriptors import rdkit_descriptors
+
+        descriptors, _ = rdkit_descriptors(ds.smiles, progress=not args.no_progress)
     return Prepared(ds, "regression", ds.target_names, NUM_ATOM_FEATURES, NUM_BOND_FEATURES,
-                    len(ds.target_names), ds.smiles)
+                    len(ds.target_names), ds.smiles, descriptors=descriptors)
 
 
 def units(args, prep: Prepared) -> list[dict]:
@@ -289,8 +309,16 @@ def units(args, prep: Prepared) -> list[dict]:
     return out
 
 
-def _subset(graphs, idx: np.ndarray) -> list:
-    return [graphs[int(i)] for i in idx]
+def _subset(graphs, idx: np.ndarray, u: Tensor | None = None) -> list:
+    """The graphs at ``idx``; with ``u`` (num_graphs, D), copies carrying their row as ``u``."""
+    if u is None:
+        return [graphs[int(i)] for i in idx]
+    out = []
+    for i in idx:
+        g = copy.copy(graphs[int(i)])  # shallow: the stored graph keeps no ``u``
+        g.u = u[int(i)].unsqueeze(0)
+        out.append(g)
+    return out
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -332,16 +360,23 @@ class Trainer:
         self.ckpt = run_dir / "checkpoints" / f"{unit['name']}.pt"
         self.history_path = run_dir / "history.jsonl"
         seed_everything(unit["seed"] * 1000 + unit.get("fold", 0))
-        self.train_set = _subset(prep.graphs, unit["train"])
-        self.val_set = _subset(prep.graphs, unit["val"])
-        self.test_set = _subset(prep.graphs, unit["test"])
+        u = None
+        if prep.descriptors is not None:
+            from structrnn.datasets.descriptors import cdf_normalise
+
+            # the distribution comes from the training molecules only
+            u = cdf_normalise(prep.descriptors, prep.descriptors[unit["train"]])
+        self.train_set = _subset(prep.graphs, unit["train"], u)
+        self.val_set = _subset(prep.graphs, unit["val"], u)
+        self.test_set = _subset(prep.graphs, unit["test"], u)
         if prep.kind == "regression":
             y = torch.cat([g.y for g in self.train_set])
             self.mean = torch.nanmean(y, 0)
             std = torch.sqrt(torch.nanmean((y - self.mean) ** 2, 0))
             self.std = torch.where(std > 0, std, torch.ones_like(std))
         self.model = MoleculeModel(prep.node_in, prep.edge_in, prep.out_channels, args.hidden,
-                                   args.steps, args.model, args.readout, args.dropout).to(device)
+                                   args.steps, args.model, args.readout, args.dropout,
+                                   0 if u is None else u.size(1)).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr,
                                     weight_decay=args.weight_decay)
         # cosine decay to a tenth of the learning rate over the run
