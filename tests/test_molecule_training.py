@@ -149,3 +149,30 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path,
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_rdkit_global_features_join_the_readout(tmp_path):
+    root = require_dataset("esol")
+    metrics = task.main(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
+                         "60", "--epochs", "3", "--seeds", "0", "--global-features", "rdkit",
+                         "--readout", "sum", "--out", str(tmp_path / "esol"), *TINY])
+    assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]
+    state = torch.load(tmp_path / "esol" / "checkpoints" / "seed0.pt", weights_only=True)
+    from rdkit.Chem import Descriptors
+
+    # sum readout (hidden 16) followed by one column per RDKit descriptor
+    assert state["model"]["head.0.weight"].shape[1] == 16 + len(Descriptors._descList)
+
+
+def test_global_features_refused_where_they_make_no_sense(tmp_path):
+    with pytest.raises(ValueError, match="the answer"):
+        task.main(["--dataset", "builtin", "--global-features", "rdkit", "--out",
+                   str(tmp_path / "b"), *TINY])
+    root = require_dataset("mutag")
+    with pytest.raises(ValueError, match="SMILES"):
+        task.main(["--data", str(root.parent), "--dataset", "mutag", "--global-features",
+                   "rdkit", "--out", str(tmp_path / "m"), *TINY])
+    from structrnn.tasks.molecules import MoleculeModel
+
+    with pytest.raises(ValueError, match="atom-sum"):
+        MoleculeModel(58, 18, 1, readout="atom-sum", global_in=4)

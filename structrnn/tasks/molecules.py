@@ -261,6 +261,10 @@ def prepare(args) -> Prepared:
     if args.dataset == "builtin":
         from structrnn.datasets.builtin_molecules import builtin_molecules
 
+        if args.global_features != "none":
+            raise ValueError("--global-features rdkit: the builtin targets are RDKit "
+                             "descriptors themselves, so the model would be handed the answer")
+
         ds = builtin_molecules(args.target or "tpsa", max_molecules=args.max_molecules)
     else:
         if args.dataset == "esol":

@@ -43,6 +43,8 @@ class TreeSentiment(nn.Module):
         model: one of :data:`MODELS`.
         embed_dim, hidden, dropout: sizes and the dropout rate (on embeddings and node states).
         vectors: optional (vocab_size, embed_dim) pretrained embedding rows.
+        embed_init: without ``vectors``, draw the embedding from U(-embed_init, embed_init)
+            (Tai et al.'s code uses 0.05) instead of ``nn.Embedding``'s N(0, 1).
 
     ``forward(batch)`` takes a tree ``Batch`` (``x`` token ids, -1 on nodes without a token)
     and returns logits (N, num_classes), one row per node.
@@ -50,11 +52,13 @@ class TreeSentiment(nn.Module):
 
     def __init__(self, vocab_size: int, num_classes: int = 5, model: str = "tree-lstm",
                  embed_dim: int = 300, hidden: int = 150, dropout: float = 0.5,
-                 vectors: Tensor | None = None) -> None:
+                 vectors: Tensor | None = None, embed_init: float | None = None) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         if vectors is not None:
             self.embedding.weight.data.copy_(vectors)
+        elif embed_init is not None:
+            nn.init.uniform_(self.embedding.weight, -embed_init, embed_init)
         self.model_name = model
         self.encoder, width = build_encoder(model, embed_dim, hidden)
         # Recursive nets compose vectors of the hidden size: project the words to it.

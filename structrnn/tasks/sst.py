@@ -46,8 +46,8 @@ from structrnn.train import (
 from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
-               "weight_decay", "dropout", "hidden", "embed_dim", "binary", "vectors", "seed",
-               "max_trees", "synthetic_trees", "clip_grad")
+               "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
+               "vectors", "seed", "max_trees", "synthetic_trees", "clip_grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--embed-dim", type=int, default=300)
+    p.add_argument("--embed-init", type=float, default=None, metavar="S",
+                   help="random embeddings from U(-S, S) (Tai et al.'s code: 0.05) instead of "
+                        "N(0, 1); no effect on words --vectors covers")
     p.add_argument("--binary", action="store_true",
                    help="train on the binary task (neutral roots dropped, 0-1 vs 3-4)")
     p.add_argument("--vectors", default=None,
@@ -128,7 +131,7 @@ def build_model(args, vocab: Vocab, num_classes: int) -> TreeSentiment:
         vectors, coverage = load_word_vectors(args.vectors, vocab, dim=args.embed_dim)
         print(f"word vectors: {coverage}")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
-                         args.dropout, vectors)
+                         args.dropout, vectors, getattr(args, "embed_init", None))
 
 
 def _summary(prefix: str, result: dict) -> dict:
