@@ -9,7 +9,7 @@ its backward walks the levels in reverse with the derivatives written out. The r
 weights' gradient is two matrix products over all nodes at the end instead of two per level.
 
 Checked against the op-by-op path (``run_schedule(..., fused=False)``) and by
-``torch.autograd.gradcheck`` in ``tests/test_child_sum_kernel.py``.
+``torch.autograd.gradcheck`` in ``tests/test_tree_kernels.py``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatte
 from structrnn.checks import check_shape
 from structrnn.child_sum_kernel import child_sum_lstm
 from structrnn.level_store import LevelStore
+from structrnn.nary_kernel import nary_lstm
 from structrnn.schedule import Schedule, TreeSchedule, tree_schedule
 
 __all__ = ["run_schedule", "run_up", "run_down", "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN",
@@ -39,23 +40,38 @@ def _autocast_on(device_type: str) -> bool:
         return False
 
 
-def _fusable(cell: nn.Module, num_nodes: int, device: torch.device) -> bool:
-    """Whether the Child-Sum kernel computes exactly what ``cell.combine`` would: a plain
-    :class:`LSTMCell` (a subclass may change the step), nodes to run, no autocast (the kernel
-    keeps one dtype throughout)."""
-    return (isinstance(cell, LSTMCell) and type(cell).combine is LSTMCell.combine
-            and num_nodes > 0 and not _autocast_on(device.type))
+def _run_fused(cell: nn.Module, xs: Tensor | None, s: Schedule, n: int,
+               pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """The pass through a fused kernel (one autograd node, hand-written backward) when one
+    computes exactly what ``cell.combine`` would, else None.
 
-
-def _lstm_pre_activations(cell: LSTMCell, x: Tensor | None, n: int) -> Tensor:
-    """(n, 4H) ``x @ W_ih.T + b_ih + b_hh``: both biases folded into the one input product."""
-    bias = None
-    if cell.bias_ih is not None:
-        bias = cell.bias_ih + cell.bias_hh
-    if x is not None:
-        return F.linear(x, cell.weight_ih, bias)
-    zeros = cell.weight_hh.new_zeros(n, 4 * cell.hidden_size)
-    return zeros if bias is None else zeros + bias
+    Fused: a plain :class:`LSTMCell` (Child-Sum) or :class:`NaryLSTMCell` (a subclass may
+    change the step), with nodes to run and no autocast (the kernels keep one dtype).
+    """
+    kind = type(cell)
+    if getattr(kind, "combine", None) not in (LSTMCell.combine, NaryLSTMCell.combine) or n == 0:
+        return None
+    device = cell.weight_hh.device
+    if _autocast_on(device.type):
+        return None
+    H = cell.hidden_size
+    if isinstance(cell, LSTMCell):
+        # both biases fold into the one input product
+        bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
+        pre = (F.linear(xs, cell.weight_ih, bias) if xs is not None
+               else cell.weight_hh.new_zeros(n, 4 * H) + (0 if bias is None else bias))
+        h, c = child_sum_lstm(pre, cell.weight_hh, s.pred, s.target, s.node_ptr, s.edge_ptr)
+    else:
+        A = cell.arity
+        xp = cell._input_gates(cell.project_input(xs), n)
+        # the input's forget block feeds every slot's forget gate
+        pre = torch.cat([xp[:, :H], xp[:, H:2 * H].repeat(1, A), xp[:, 2 * H:]], dim=1)
+        if cell.bias_hh is not None:
+            pre = pre + cell.bias_hh
+        slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
+        h, c = nary_lstm(pre, cell.weight_hh, s.pred, s.target, slot, s.node_ptr, s.edge_ptr,
+                         A)
+    return h[s.rank], c[s.rank]
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
@@ -70,8 +86,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         schedule: the pass's :class:`~structrnn.schedule.Schedule`.
         num_nodes: N.
         pos: (N,) each node's slot under its parent (N-ary cells), as on tree ``Data``.
-        fused: run a plain :class:`LSTMCell` with :func:`~structrnn.child_sum_kernel.
-            child_sum_lstm` (one autograd node for the whole pass); False runs it op by op.
+        fused: run a plain :class:`LSTMCell` or :class:`NaryLSTMCell` through its kernel
+            (:mod:`structrnn.child_sum_kernel`, :mod:`structrnn.nary_kernel`: one autograd
+            node for the whole pass); False runs every cell op by op.
 
     Returns:
         The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
@@ -80,11 +97,6 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     s = _to(schedule, device)
     xs = x[s.order] if x is not None else None
     fast = isinstance(cell, RNNCellBase)
-    if fused and _fusable(cell, num_nodes, device):
-        h, c = child_sum_lstm(_lstm_pre_activations(cell, xs, num_nodes), cell.weight_hh,
-                              s.pred, s.target, s.node_ptr, s.edge_ptr)
-        return h[s.rank], c[s.rank]
-    xp = cell.project_input(xs) if fast else xs
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
     arity = getattr(cell, "arity", None)
@@ -95,6 +107,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         if top >= arity:
             raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
                              f"most arity={arity} children (binarize the tree: Tree.binarize())")
+    if fused and (states := _run_fused(cell, xs, s, num_nodes, pos_s)) is not None:
+        return states
+    xp = cell.project_input(xs) if fast else xs
     # Split once: a slice per level would make backward build and add a full-size gradient of
     # xp at every level (O(nodes x levels)); split's backward is one concatenation.
     sizes = [s.node_ptr[i + 1] - s.node_ptr[i] for i in range(s.num_levels)]

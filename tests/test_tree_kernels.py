@@ -1,5 +1,5 @@
-"""The fused Child-Sum Tree-LSTM pass (structrnn.child_sum_kernel) against the op-by-op path
-(autograd through LSTMCell.combine) and torch.autograd.gradcheck."""
+"""The fused Tree-LSTM passes (structrnn.child_sum_kernel, structrnn.nary_kernel) against the
+op-by-op path (autograd through the cells' combine) and torch.autograd.gradcheck."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch_geometric.data import Batch, Data
 
 import structrnn as sr
 from structrnn.child_sum_kernel import child_sum_lstm
+from structrnn.nary_kernel import nary_lstm
 from structrnn.recursive import run_schedule
 from structrnn.schedule import make_schedule, tree_schedule
 from tests.test_recursive import random_tree
@@ -16,14 +17,17 @@ from tests.test_recursive import random_tree
 DT = torch.double
 
 
-def forest(sizes, seed=0):
+def forest(sizes, seed=0, max_children=None):
     gen = torch.Generator().manual_seed(seed)
-    return Batch.from_data_list([Data(edge_index=random_tree(n, gen)[0], num_nodes=n)
-                                 for n in sizes])
+    data = []
+    for n in sizes:
+        edge_index, pos = random_tree(n, gen, max_children)
+        data.append(Data(edge_index=edge_index, pos=pos, num_nodes=n))
+    return Batch.from_data_list(data)
 
 
-def states_and_grads(cell, x, schedule, n, fused):
-    h, c = run_schedule(cell, x, schedule, n, fused=fused)
+def states_and_grads(cell, x, schedule, n, fused, pos=None):
+    h, c = run_schedule(cell, x, schedule, n, pos=pos, fused=fused)
     gen = torch.Generator().manual_seed(1)
     w_h = torch.randn(h.shape, generator=gen, dtype=h.dtype)
     w_c = torch.randn(c.shape, generator=gen, dtype=c.dtype)
@@ -51,6 +55,35 @@ def test_fused_equals_op_by_op(bias, with_x, direction):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_x", [True, False])
+@pytest.mark.parametrize("arity", [1, 2, 3])
+def test_fused_nary_equals_op_by_op(bias, with_x, arity):
+    batch = forest([1, 2, 9, 30, 17], seed=arity, max_children=arity)
+    n = batch.num_nodes
+    schedule = tree_schedule(batch.edge_index, n).up
+    cell = sr.NaryLSTMCell(5, 4, arity=arity, bias=bias).to(DT)
+    x = torch.randn(n, 5, dtype=DT, requires_grad=True) if with_x else None
+    h1, c1, g1 = states_and_grads(cell, x, schedule, n, fused=True, pos=batch.pos)
+    h0, c0, g0 = states_and_grads(cell, x, schedule, n, fused=False, pos=batch.pos)
+    torch.testing.assert_close(h1, h0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(c1, c0, atol=1e-12, rtol=0)
+    for a, b in zip(g1, g0, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_fused_nary_without_pos_puts_every_child_in_slot_zero():
+    batch = forest([7, 5], seed=9)
+    schedule = tree_schedule(batch.edge_index, batch.num_nodes).up
+    cell = sr.NaryLSTMCell(3, 2, arity=2).to(DT)
+    x = torch.randn(batch.num_nodes, 3, dtype=DT)
+    h1, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=True)
+    h0, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=False)
+    torch.testing.assert_close(h1, h0)
+
+
 def test_fused_on_a_dag_where_a_node_feeds_two_nodes():
     # node 0 feeds both 2 and 3; levels 0, 0, 1, 1, 2
     level = torch.tensor([0, 0, 1, 1, 2])
@@ -74,6 +107,19 @@ def test_kernel_passes_gradcheck():
 
     def f(pre, w_hh):
         return child_sum_lstm(pre, w_hh, s.pred, s.target, s.node_ptr, s.edge_ptr)
+
+    assert torch.autograd.gradcheck(f, (pre, w_hh))
+
+
+def test_nary_kernel_passes_gradcheck():
+    batch = forest([5, 7, 1], seed=5, max_children=2)
+    s = tree_schedule(batch.edge_index, batch.num_nodes).up
+    slot = batch.pos[s.order][s.pred]
+    pre = torch.randn(batch.num_nodes, 15, dtype=DT, requires_grad=True)  # (3 + 2) * H
+    w_hh = torch.randn(15, 6, dtype=DT, requires_grad=True)
+
+    def f(pre, w_hh):
+        return nary_lstm(pre, w_hh, s.pred, s.target, slot, s.node_ptr, s.edge_ptr, 2)
 
     assert torch.autograd.gradcheck(f, (pre, w_hh))
 

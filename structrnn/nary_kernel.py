@@ -1,0 +1,117 @@
+"""The N-ary Tree-LSTM over a whole schedule as one autograd node, with a hand-written backward.
+
+The constituency Tree-LSTM of Tai et al. (2015, section 3.2) run the way
+:mod:`structrnn.child_sum_kernel` runs the Child-Sum one: level by level into preallocated
+buffers with no autograd graph, and a backward that walks the levels in reverse. Each node's
+children are laid side by side by slot (``h_cat`` (N, arity * H), ``c_cat`` likewise), which
+is what :meth:`structrnn.cells.NaryLSTMCell.combine` builds per level.
+
+Checked against the op-by-op path and by ``torch.autograd.gradcheck`` in
+``tests/test_tree_kernels.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+__all__ = ["nary_lstm"]
+
+
+class _NaryLSTM(Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, w_hh: Tensor, pred: Tensor, target: Tensor, slot: Tensor,
+                node_ptr: list[int], edge_ptr: list[int], arity: int):
+        N, A = pre.size(0), arity
+        H = w_hh.size(1) // A
+        act = torch.empty_like(pre)  # sigmoid(i), sigmoid(f_0 .. f_A-1), tanh(g), sigmoid(o)
+        h, c, tanh_c = (pre.new_empty(N, H) for _ in range(3))
+        h_cat, c_cat = pre.new_empty(N, A * H), pre.new_empty(N, A * H)  # children by slot
+        w_t = w_hh.t()
+        i_, f_, g_, o_ = slice(0, H), slice(H, (1 + A) * H), slice((1 + A) * H, (2 + A) * H), \
+            slice((2 + A) * H, (3 + A) * H)
+        for level in range(len(node_ptr) - 1):
+            n0, n1 = node_ptr[level], node_ptr[level + 1]
+            e0, e1 = edge_ptr[level], edge_ptr[level + 1]
+            gates, a, c_l = pre[n0:n1], act[n0:n1], c[n0:n1]
+            if e1 > e0:
+                src = pred[e0:e1]
+                rows = target[e0:e1] * A + slot[e0:e1]  # (parent, slot) in a (n * A, H) table
+                hc, cc = h_cat[n0:n1].zero_(), c_cat[n0:n1].zero_()
+                hc.view(-1, H).index_add_(0, rows, h.index_select(0, src))
+                cc.view(-1, H).index_add_(0, rows, c.index_select(0, src))
+                gates = torch.addmm(gates, hc, w_t)
+            elif level:
+                h_cat[n0:n1].zero_()  # read by the weight gradient (level 0 is not)
+            torch.sigmoid(gates[:, :(1 + A) * H], out=a[:, :(1 + A) * H])
+            torch.tanh(gates[:, g_], out=a[:, g_])
+            torch.sigmoid(gates[:, o_], out=a[:, o_])
+            torch.mul(a[:, i_], a[:, g_], out=c_l)
+            if e1 > e0:
+                c_l.add_((a[:, f_] * c_cat[n0:n1]).view(-1, A, H).sum(1))
+            torch.tanh(c_l, out=tanh_c[n0:n1])
+            torch.mul(a[:, o_], tanh_c[n0:n1], out=h[n0:n1])
+        ctx.save_for_backward(act, h, c, tanh_c, h_cat, c_cat, w_hh, pred, target, slot)
+        ctx.node_ptr, ctx.edge_ptr, ctx.arity = node_ptr, edge_ptr, A
+        return h, c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: Tensor | None, grad_c: Tensor | None):
+        act, h, c, tanh_c, h_cat, c_cat, w_hh, pred, target, slot = ctx.saved_tensors
+        node_ptr, edge_ptr, A = ctx.node_ptr, ctx.edge_ptr, ctx.arity
+        N, H = h.shape
+        i_, f_, g_, o_ = slice(0, H), slice(H, (1 + A) * H), slice((1 + A) * H, (2 + A) * H), \
+            slice((2 + A) * H, (3 + A) * H)
+        dh = h.new_zeros(N, H) if grad_h is None else grad_h.clone()
+        dc = c.new_zeros(N, H) if grad_c is None else grad_c.clone()
+        d_gates = act.new_empty(act.shape)
+        for level in reversed(range(len(node_ptr) - 1)):
+            n0, n1 = node_ptr[level], node_ptr[level + 1]
+            e0, e1 = edge_ptr[level], edge_ptr[level + 1]
+            a, tc, dg = act[n0:n1], tanh_c[n0:n1], d_gates[n0:n1]
+            i, f, g, o = a[:, i_], a[:, f_], a[:, g_], a[:, o_]
+            dh_l, dc_l = dh[n0:n1], dc[n0:n1]
+            dh_o = dh_l * o
+            dc_l.addcmul_(dh_o, 1 - tc * tc)  # through h = o * tanh(c)
+            torch.mul(dh_o, tc * (1 - o), out=dg[:, o_])
+            torch.mul(dc_l, g * i * (1 - i), out=dg[:, i_])
+            torch.mul(dc_l, i * (1 - g * g), out=dg[:, g_])
+            if e1 > e0:
+                n = n1 - n0
+                dc_rep = dc_l.repeat(1, A)  # dc against every slot
+                torch.mul(dc_rep, c_cat[n0:n1] * f * (1 - f), out=dg[:, f_])
+                src = pred[e0:e1]
+                rows = target[e0:e1] * A + slot[e0:e1]
+                dc.index_add_(0, src, (dc_rep * f).view(n * A, H).index_select(0, rows))
+                dh_cat = (dg @ w_hh).view(n * A, H)
+                dh.index_add_(0, src, dh_cat.index_select(0, rows))
+            else:
+                dg[:, f_] = 0  # no children: c_k = 0, so the forget gates had no effect
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            n1 = node_ptr[1]  # level 0 has no children: h_cat = 0 there
+            grad_w = d_gates[n1:].t() @ h_cat[n1:]
+        return d_gates, grad_w, None, None, None, None, None, None
+
+
+def nary_lstm(pre: Tensor, weight_hh: Tensor, pred: Tensor, target: Tensor, slot: Tensor,
+              node_ptr: list[int], edge_ptr: list[int], arity: int) -> tuple[Tensor, Tensor]:
+    """N-ary Tree-LSTM states of every node of a schedule, in the schedule's order.
+
+    Args:
+        pre: (N, (3 + arity) H) gate pre-activations before the recurrence, in
+            :class:`~structrnn.cells.NaryLSTMCell`'s ``weight_hh`` row order (i, f_0 ..
+            f_arity-1, g, o): the input projection (its f block repeated per slot) plus
+            ``bias_hh``; rows in the sorted order of the schedule.
+        weight_hh: ((3 + arity) H, arity H).
+        pred, target, node_ptr, edge_ptr: as on :class:`~structrnn.schedule.Schedule`; level 0
+            must have no incoming edges.
+        slot: (E,) each scheduled edge's child slot (``pos``), each < ``arity``.
+
+    Returns:
+        ``(h, c)``, each (N, H) in the sorted order. Double backward is not supported.
+    """
+    return _NaryLSTM.apply(pre, weight_hh, pred, target, slot, node_ptr, edge_ptr, arity)
