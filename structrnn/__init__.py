@@ -23,6 +23,7 @@ from structrnn.recursive import (
     TreeGRU,
     TreeLSTM,
     run_down,
+    run_schedule,
     run_up,
 )
 from structrnn.schedule import TreeLoader, collate_trees, tree_schedule
@@ -37,6 +38,7 @@ __all__ = [
     "RNN", "GRU", "LSTM",
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
+    "run_schedule",
     "tree_schedule", "collate_trees", "TreeLoader",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
     "MPNN", "NonLocal", "EncodeProcessDecode",

@@ -155,7 +155,7 @@ def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
 
 def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor | None = None,
            pos: Tensor | None = None, schedule: TreeSchedule | None = None,
-           num_nodes: int | None = None):
+           num_nodes: int | None = None, fused: bool = True):
     """Run ``cell`` bottom-up: each node's predecessors are its children.
 
     Args:
@@ -165,18 +165,20 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
         pos: (N,) each node's position under its parent (needed by N-ary cells).
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
             :func:`~structrnn.schedule.collate_trees`); built on the CPU when None.
+        fused: as in :func:`run_schedule`.
     """
     n = x.size(0) if num_nodes is None else num_nodes
     sched = _schedule_for(edge_index, n, height, schedule)
-    return run_schedule(cell, x, sched.up, n, pos)
+    return run_schedule(cell, x, sched.up, n, pos, fused=fused)
 
 
 def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
-             schedule: TreeSchedule | None = None, num_nodes: int | None = None):
+             schedule: TreeSchedule | None = None, num_nodes: int | None = None,
+           fused: bool = True):
     """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero)."""
     n = x.size(0) if num_nodes is None else num_nodes
     sched = _schedule_for(edge_index, n, None, schedule)
-    return run_schedule(cell, x, sched.down, n)
+    return run_schedule(cell, x, sched.down, n, fused=fused)
 
 
 class _TreeModel(nn.Module):

@@ -20,6 +20,10 @@ Readouts (``--readout``): ``set2set`` (Vinyals et al. 2016), ``sum``, ``mean`` o
 ``atom-sum`` (an MLP per atom, summed: the prediction is a sum of per-atom contributions, which
 are drawn on a molecule).
 
+Global features (``--global-features rdkit``, SMILES sets other than ``builtin``): RDKit's 2-D
+descriptors of each molecule, mapped through their empirical distribution on the training split,
+are concatenated to the graph readout, as Chemprop does with ``rdkit_2d_normalized``.
+
 Regression targets are standardised with the training statistics; the model of the epoch with
 the best validation score is the one tested. ``RUN/`` receives ``config.json``, ``metrics.json``,
 ``history.jsonl``, one checkpoint per seed (and fold) written atomically every epoch
