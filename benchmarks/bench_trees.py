@@ -7,7 +7,10 @@ nodes, hidden 150, a 5-way classifier on every node, summed cross-entropy, backw
 over the N trees; the median pass gives trees/s. Collation is inside the timed loop.
 
 Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
-  structrnn  level-batched: structrnn.TreeLSTM on PyG batches (one cell call per tree level)
+  structrnn  level-batched: structrnn.TreeLSTM on PyG batches, the whole pass one autograd node
+             (structrnn.child_sum_kernel)
+  op-by-op   the same, with fused=False: one batched LSTMCell.combine per level, autograd
+             recording every operation (what a user-defined cell gets)
   per-node   treelstm.pytorch's node_forward: plain ops per node on the same weights, Python
              recursion over children, one tree at a time, one backward per tree
   dgl        ../shared/peers/dgl_treelstm.py in its own venv (--dgl-python), when present
@@ -33,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "peers"
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst"
 DEFAULT_DGL_PYTHON = Path.home() / ".cache" / "peer-venv-dgl" / "bin" / "python"
+IMPLS = ("structrnn", "op-by-op", "per-node")
 
 
 def rss_mb() -> float:
@@ -67,14 +71,14 @@ def make_parts(vocab_size: int, hidden: int):
     return embedding, cell, classifier
 
 
-def structrnn_step(parts, opt, batch):
+def structrnn_step(parts, opt, batch, fused=True):
     import torch.nn.functional as F
 
     from structrnn.recursive import run_up
 
     embedding, cell, classifier = parts
     x = embedding(batch.x.clamp(min=0)) * (batch.x >= 0).unsqueeze(1)
-    h, _ = run_up(cell, x, batch.edge_index, schedule=batch.schedule)
+    h, _ = run_up(cell, x, batch.edge_index, schedule=batch.schedule, fused=fused)
     loss = F.cross_entropy(classifier(h), batch.y, reduction="sum")
     opt.zero_grad()
     loss.backward()
@@ -145,9 +149,9 @@ def run_one(args) -> None:
     params = [p for m in parts for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adagrad(params, lr=0.05)
     chunks = [data[i:i + bs] for i in range(0, len(data), bs)]
-    if args.impl == "structrnn":
+    if args.impl in ("structrnn", "op-by-op"):
         def step(c):
-            structrnn_step(parts, opt, collate_trees(c))
+            structrnn_step(parts, opt, collate_trees(c), fused=args.impl == "structrnn")
     else:
         def step(c):
             per_node_step(parts, opt, c)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="trees for the slow per-node peer (default: --trees)")
     p.add_argument("--dgl-python", default=str(DEFAULT_DGL_PYTHON),
                    help="python of a venv with dgl (../shared/peers/setup_dgl.sh makes one)")
-    p.add_argument("--impl", choices=["structrnn", "per-node"], help=argparse.SUPPRESS)
+    p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.impl:
@@ -216,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     for rnd in range(1, args.rounds + 1):
         for bs in [int(b) for b in args.batch.split(",")]:
-            for impl in ("structrnn", "per-node"):
-                n = args.trees if impl == "structrnn" else (args.per_node_trees or args.trees)
+            for impl in IMPLS:
+                n = args.trees if impl != "per-node" else (args.per_node_trees or args.trees)
                 cmd = [sys.executable, __file__, "--impl", impl, "--batch-size", str(bs),
                        "--trees", str(n), *common]
                 for rec in run_child(cmd):
@@ -231,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(results[-1]), flush=True)
 
     print("\nmedian over rounds, trees/s (forward + backward + Adagrad step):")
-    print(f"{'batch':>6} {'structrnn':>10} {'per-node':>10} {'dgl':>8} {'vs per-node':>12} "
-          f"{'vs dgl':>8}")
+    print(f"{'batch':>6} {'structrnn':>10} {'op-by-op':>9} {'per-node':>10} {'dgl':>8} "
+          f"{'vs per-node':>12} {'vs dgl':>8} {'vs op-by-op':>12}")
 
     def med(impl, bs, key="trees_per_s"):
         vals = [r[key] for r in results if r["impl"] == impl and r["batch"] == bs]
@@ -241,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(b) for b in args.batch.split(",")]
     for bs in sizes:
         ours, naive, dgl = med("structrnn", bs), med("per-node", bs), med("dgl", bs)
-        print(f"{bs:>6} {ours:>10.1f} {naive:>10.1f} {dgl:>8.1f} {ours / naive:>11.1f}x "
-              f"{ours / dgl:>7.2f}x")
+        ops = med("op-by-op", bs)
+        print(f"{bs:>6} {ours:>10.1f} {ops:>9.1f} {naive:>10.1f} {dgl:>8.1f} "
+              f"{ours / naive:>11.1f}x {ours / dgl:>7.2f}x {ours / ops:>11.2f}x")
     if len(sizes) > 1:
         # peak RSS grows with the largest batch; the slope between two batch sizes removes the
         # fixed cost (libraries, allocator arenas, optimizer state)

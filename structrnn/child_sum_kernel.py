@@ -19,14 +19,17 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from structrnn.schedule import Schedule
+
 __all__ = ["child_sum_lstm"]
 
 
 class _ChildSumLSTM(Function):
     @staticmethod
-    def forward(ctx, pre: Tensor, w_hh: Tensor, pred: Tensor, target: Tensor,
-                node_ptr: list[int], edge_ptr: list[int]):
+    def forward(ctx, pre: Tensor, w_hh: Tensor, order: Tensor, rank: Tensor, pred: Tensor,
+                target: Tensor, node_ptr: list[int], edge_ptr: list[int]):
         N, H = pre.size(0), w_hh.size(1)
+        pre = pre.index_select(0, order)  # sorted: each level a contiguous block of rows
         act = torch.empty_like(pre)  # sigmoid(i), (unused), tanh(g), sigmoid(o)
         h, c, tanh_c, h_sum = (pre.new_empty(N, H) for _ in range(4))
         f = pre.new_empty(pred.numel(), H)  # forget gate of every (child, parent) edge
@@ -51,18 +54,27 @@ class _ChildSumLSTM(Function):
                 c_l.index_add_(0, idx, f[e0:e1] * c.index_select(0, src))
             torch.tanh(c_l, out=tanh_c[n0:n1])
             torch.mul(a[:, 3 * H:], tanh_c[n0:n1], out=h[n0:n1])
-        ctx.save_for_backward(act, f, h, c, tanh_c, h_sum, w_hh, pred, target)
+        ctx.save_for_backward(act, f, h, c, tanh_c, h_sum, w_hh, order, rank, pred, target)
         ctx.node_ptr, ctx.edge_ptr = node_ptr, edge_ptr
-        return h, c
+        return h.index_select(0, rank), c.index_select(0, rank)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Tensor | None, grad_c: Tensor | None):
-        act, f, h, c, tanh_c, h_sum, w_hh, pred, target = ctx.saved_tensors
+        act, f, h, c, tanh_c, h_sum, w_hh, order, rank, pred, target = ctx.saved_tensors
         node_ptr, edge_ptr = ctx.node_ptr, ctx.edge_ptr
         N, H = h.shape
-        dh = h.new_zeros(N, H) if grad_h is None else grad_h.clone()
-        dc = c.new_zeros(N, H) if grad_c is None else grad_c.clone()
+        # the outputs were h[rank]: their gradient in sorted order is a gather by order
+        dh = h.new_zeros(N, H) if grad_h is None else grad_h.index_select(0, order)
+        dc = c.new_zeros(N, H) if grad_c is None else grad_c.index_select(0, order)
+        # local derivatives of every node and edge at once, so each level below is a few
+        # multiplications rather than a dozen small ops
+        i, g, o = act[:, :H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        dc_dh = o * (1 - tanh_c * tanh_c)  # c -> h
+        do_dh = tanh_c * o * (1 - o)  # o's pre-activation -> h
+        di_dc = g * i * (1 - i)
+        dg_dc = i * (1 - g * g)
+        df_dc = c.index_select(0, pred) * f * (1 - f)  # per edge: f's pre-activation -> c
         d_gates = act.new_empty(N, 4 * H)  # i, g, o per level; the f block from the edges
         d_gates[:, H:2 * H].zero_()
         d_f = f.new_empty(f.shape)  # per edge
@@ -70,24 +82,19 @@ class _ChildSumLSTM(Function):
         for level in reversed(range(len(node_ptr) - 1)):
             n0, n1 = node_ptr[level], node_ptr[level + 1]
             e0, e1 = edge_ptr[level], edge_ptr[level + 1]
-            a, tc = act[n0:n1], tanh_c[n0:n1]
-            i, g, o = a[:, :H], a[:, 2 * H:3 * H], a[:, 3 * H:]
             dh_l, dc_l, dg = dh[n0:n1], dc[n0:n1], d_gates[n0:n1]
-            dh_o = dh_l * o
-            dc_l.addcmul_(dh_o, 1 - tc * tc)  # through h = o * tanh(c)
-            torch.mul(dh_o, tc * (1 - o), out=dg[:, 3 * H:])
-            torch.mul(dc_l, g * i * (1 - i), out=dg[:, :H])
-            torch.mul(dc_l, i * (1 - g * g), out=dg[:, 2 * H:3 * H])
+            dc_l.addcmul_(dh_l, dc_dh[n0:n1])
+            torch.mul(dh_l, do_dh[n0:n1], out=dg[:, 3 * H:])
+            torch.mul(dc_l, di_dc[n0:n1], out=dg[:, :H])
+            torch.mul(dc_l, dg_dc[n0:n1], out=dg[:, 2 * H:3 * H])
             if e1 > e0:
                 src, idx = pred[e0:e1], target[e0:e1]
-                f_l, df = f[e0:e1], d_f[e0:e1]
                 dc_parent = dc_l.index_select(0, idx)
-                torch.mul(dc_parent, c.index_select(0, src), out=df)
-                df.mul_(f_l * (1 - f_l))
-                dc.index_add_(0, src, dc_parent * f_l)
+                torch.mul(dc_parent, df_dc[e0:e1], out=d_f[e0:e1])
+                dc.index_add_(0, src, dc_parent * f[e0:e1])
                 # each child's h fed its parent's h_sum (i, g, o) and its own forget gate
                 dh_child = (dg @ w_hh).index_select(0, idx)
-                dh_child.addmm_(df, w_f)
+                dh_child.addmm_(d_f[e0:e1], w_f)
                 dh.index_add_(0, src, dh_child)
         grad_pre = grad_w = None
         if ctx.needs_input_grad[1]:
@@ -98,8 +105,8 @@ class _ChildSumLSTM(Function):
         if ctx.needs_input_grad[0]:
             parent = _edge_parent_rows(target, node_ptr, edge_ptr)
             d_gates[:, H:2 * H].index_add_(0, parent, d_f)
-            grad_pre = d_gates
-        return grad_pre, grad_w, None, None, None, None
+            grad_pre = d_gates.index_select(0, rank)
+        return grad_pre, grad_w, None, None, None, None, None, None
 
 
 def _edge_parent_rows(target: Tensor, node_ptr: list[int], edge_ptr: list[int]) -> Tensor:
@@ -110,19 +117,21 @@ def _edge_parent_rows(target: Tensor, node_ptr: list[int], edge_ptr: list[int]) 
     return target + torch.repeat_interleave(starts, counts, output_size=target.numel())
 
 
-def child_sum_lstm(pre: Tensor, weight_hh: Tensor, pred: Tensor, target: Tensor,
-                   node_ptr: list[int], edge_ptr: list[int]) -> tuple[Tensor, Tensor]:
-    """Child-Sum Tree-LSTM states of every node of a schedule, in the schedule's order.
+def child_sum_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule) -> tuple[Tensor, Tensor]:
+    """Child-Sum Tree-LSTM states of every node, run over the levels of ``schedule``.
 
     Args:
-        pre: (N, 4H) ``x @ weight_ih.T + bias_ih + bias_hh`` (gate order i, f, g, o), rows in
-            the sorted order of the schedule. Both biases enter here, so autograd gives their
-            gradients (a node's f block only counts through the edges from its children).
+        pre: (N, 4H) ``x @ weight_ih.T + bias_ih + bias_hh`` (gate order i, f, g, o). Both
+            biases enter here, so autograd gives their gradients (a node's f block only counts
+            through the edges from its children).
         weight_hh: (4H, H).
-        pred, target, node_ptr, edge_ptr: as on :class:`~structrnn.schedule.Schedule`; level 0
-            must have no incoming edges (true of every schedule ``make_schedule`` builds).
+        schedule: a :class:`~structrnn.schedule.Schedule` whose level 0 has no incoming edges
+            (true of every schedule ``make_schedule`` builds).
 
     Returns:
-        ``(h, c)``, each (N, H) in the sorted order. Double backward is not supported.
+        ``(h, c)``, each (N, H), rows in the original node order. Double backward is not
+        supported.
     """
-    return _ChildSumLSTM.apply(pre, weight_hh, pred, target, node_ptr, edge_ptr)
+    s = schedule
+    return _ChildSumLSTM.apply(pre, weight_hh, s.order, s.rank, s.pred, s.target, s.node_ptr,
+                               s.edge_ptr)

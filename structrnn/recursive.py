@@ -40,7 +40,7 @@ def _autocast_on(device_type: str) -> bool:
         return False
 
 
-def _run_fused(cell: nn.Module, xs: Tensor | None, s: Schedule, n: int,
+def _run_fused(cell: nn.Module, x: Tensor | None, s: Schedule, n: int,
                pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """The pass through a fused kernel (one autograd node, hand-written backward) when one
     computes exactly what ``cell.combine`` would, else None.
@@ -56,22 +56,19 @@ def _run_fused(cell: nn.Module, xs: Tensor | None, s: Schedule, n: int,
         return None
     H = cell.hidden_size
     if isinstance(cell, LSTMCell):
-        # both biases fold into the one input product
+        # both biases fold into the one input product; the kernel sorts the rows itself
         bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
-        pre = (F.linear(xs, cell.weight_ih, bias) if xs is not None
+        pre = (F.linear(x, cell.weight_ih, bias) if x is not None
                else cell.weight_hh.new_zeros(n, 4 * H) + (0 if bias is None else bias))
-        h, c = child_sum_lstm(pre, cell.weight_hh, s.pred, s.target, s.node_ptr, s.edge_ptr)
-    else:
-        A = cell.arity
-        xp = cell._input_gates(cell.project_input(xs), n)
-        # the input's forget block feeds every slot's forget gate
-        pre = torch.cat([xp[:, :H], xp[:, H:2 * H].repeat(1, A), xp[:, 2 * H:]], dim=1)
-        if cell.bias_hh is not None:
-            pre = pre + cell.bias_hh
-        slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
-        h, c = nary_lstm(pre, cell.weight_hh, s.pred, s.target, slot, s.node_ptr, s.edge_ptr,
-                         A)
-    return h[s.rank], c[s.rank]
+        return child_sum_lstm(pre, cell.weight_hh, s)
+    A = cell.arity
+    xp = cell._input_gates(cell.project_input(x), n)
+    # the input's forget block feeds every slot's forget gate
+    pre = torch.cat([xp[:, :H], xp[:, H:2 * H].repeat(1, A), xp[:, 2 * H:]], dim=1)
+    if cell.bias_hh is not None:
+        pre = pre + cell.bias_hh
+    slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
+    return nary_lstm(pre, cell.weight_hh, s, slot, A)
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
@@ -95,7 +92,6 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     """
     device = x.device if x is not None else next(cell.parameters()).device
     s = _to(schedule, device)
-    xs = x[s.order] if x is not None else None
     fast = isinstance(cell, RNNCellBase)
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
@@ -107,8 +103,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         if top >= arity:
             raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
                              f"most arity={arity} children (binarize the tree: Tree.binarize())")
-    if fused and (states := _run_fused(cell, xs, s, num_nodes, pos_s)) is not None:
+    if fused and (states := _run_fused(cell, x, s, num_nodes, pos_s)) is not None:
         return states
+    xs = x[s.order] if x is not None else None
     xp = cell.project_input(xs) if fast else xs
     # Split once: a slice per level would make backward build and add a full-size gradient of
     # xp at every level (O(nodes x levels)); split's backward is one concatenation.

@@ -106,7 +106,7 @@ def test_kernel_passes_gradcheck():
     w_hh = torch.randn(12, 3, dtype=DT, requires_grad=True)
 
     def f(pre, w_hh):
-        return child_sum_lstm(pre, w_hh, s.pred, s.target, s.node_ptr, s.edge_ptr)
+        return child_sum_lstm(pre, w_hh, s)
 
     assert torch.autograd.gradcheck(f, (pre, w_hh))
 
@@ -119,7 +119,7 @@ def test_nary_kernel_passes_gradcheck():
     w_hh = torch.randn(15, 6, dtype=DT, requires_grad=True)
 
     def f(pre, w_hh):
-        return nary_lstm(pre, w_hh, s.pred, s.target, slot, s.node_ptr, s.edge_ptr, 2)
+        return nary_lstm(pre, w_hh, s, slot, 2)
 
     assert torch.autograd.gradcheck(f, (pre, w_hh))
 
