@@ -114,3 +114,31 @@ def test_cli_predict_and_show(tmp_path, capsys):
             == json.loads((run / "metrics.json").read_text()) | {
                 "epoch_seconds": json.loads(
                     (tmp_path / "replay" / "metrics.json").read_text())["epoch_seconds"]})
+
+
+def test_init_from_a_fine_grained_run_copies_words_by_token(tmp_path):
+    common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+              "--embed-dim", "6", "--no-progress", "--epochs", "1"]
+    sst.run(parse(common + ["--out", str(tmp_path / "fine")]))
+    fine = torch.load(tmp_path / "fine" / "best.pt", weights_only=True)["model"]
+    fine_vocab = sst.Vocab.load(tmp_path / "fine" / "vocab.json")
+
+    args = parse(common + ["--binary", "--out", str(tmp_path / "bin")])
+    train, _, _ = sst.load_splits(args)
+    model = sst.build_model(args, train.vocab, 2)
+    message = sst.init_from_run(model, tmp_path / "fine", train.vocab)
+    shared = [t for t in train.vocab if t in fine_vocab]
+    assert f"{len(shared)}/{len(train.vocab)} word vectors" in message
+    assert "classifier.weight" in message  # 5 classes there, 2 here: kept fresh
+    for token in shared:
+        torch.testing.assert_close(model.embedding.weight[train.vocab[token]],
+                                   fine["embedding.weight"][fine_vocab[token]])
+    for name, value in model.encoder.state_dict().items():
+        torch.testing.assert_close(value, fine[f"encoder.{name}"])
+    assert model.classifier.weight.shape == (2, 8)
+    # and the command line takes it
+    metrics = sst.run(parse(common + ["--binary", "--init-from", str(tmp_path / "fine"),
+                                      "--out", str(tmp_path / "bin")]))
+    assert json.loads((tmp_path / "bin" / "config.json").read_text())["init_from"] == str(
+        tmp_path / "fine")
+    assert metrics["test_binary_root"] is not None

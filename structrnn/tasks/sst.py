@@ -47,7 +47,7 @@ from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "seed", "max_trees", "synthetic_trees", "clip_grad")
+               "vectors", "init_from", "seed", "max_trees", "synthetic_trees", "clip_grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,6 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on the binary task (neutral roots dropped, 0-1 vs 3-4)")
     p.add_argument("--vectors", default=None,
                    help="GloVe/word2vec text file (gz or plain) to initialise the embeddings")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from RUN's best model (e.g. a fine-grained run for --binary): the "
+                        "embedding rows of shared words, the encoder and, when the classes "
+                        "match, the classifier")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-trees", type=int, default=None,
                    help="use only the first N trees of each split (quick runs)")
@@ -132,6 +136,26 @@ def build_model(args, vocab: Vocab, num_classes: int) -> TreeSentiment:
         print(f"word vectors: {coverage}")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None))
+
+
+def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
+    """Copy a trained run's weights into ``model``: embedding rows by word (the vocabularies
+    of two tasks differ), every other tensor whose name and shape match. Returns a summary."""
+    run = Path(run)
+    state = dict(load_checkpoint(run / "best.pt")["model"])
+    old_vocab = Vocab.load(run / "vocab.json")
+    old_rows = state.pop("embedding.weight")
+    pairs = [(i, old_vocab[t]) for i, t in enumerate(vocab) if t in old_vocab]
+    if pairs:
+        new_ids, old_ids = (torch.tensor(p) for p in zip(*pairs))
+        with torch.no_grad():
+            model.embedding.weight[new_ids] = old_rows[old_ids].to(model.embedding.weight)
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    skipped = sorted(set(own) - set(kept) - {"embedding.weight"})
+    return (f"initialised from {run}: {len(pairs)}/{len(vocab)} word vectors, "
+            f"{len(kept)} tensors" + (f", kept fresh: {', '.join(skipped)}" if skipped else ""))
 
 
 def _summary(prefix: str, result: dict) -> dict:
@@ -228,7 +252,12 @@ def _run(args, device: torch.device) -> dict:
     seed_everything(args.seed)
     train, dev, test = load_splits(args)
     num_classes = train.num_classes
-    model = build_model(args, train.vocab, num_classes).to(device)
+    model = build_model(args, train.vocab, num_classes)
+    if getattr(args, "init_from", None) and not args.resume:
+        message = init_from_run(model, args.init_from, train.vocab)
+        if main:
+            print(message)
+    model = model.to(device)
     optimizer = make_optimizer(model, args)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     if rank:  # the same initial weights everywhere (DDP broadcasts rank 0's), other dropout
