@@ -36,6 +36,17 @@ def states_and_grads(cell, x, schedule, n, fused, pos=None):
     return h, c, grads
 
 
+def assert_fused_equals_op_by_op(cell, x, schedule, n, pos=None):
+    h1, c1, g1 = states_and_grads(cell, x, schedule, n, fused=True, pos=pos)
+    h0, c0, g0 = states_and_grads(cell, x, schedule, n, fused=False, pos=pos)
+    torch.testing.assert_close(h1, h0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(c1, c0, atol=1e-12, rtol=0)
+    for a, b in zip(g1, g0, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_x", [True, False])
 @pytest.mark.parametrize("direction", ["up", "down"])
@@ -45,14 +56,7 @@ def test_fused_equals_op_by_op(bias, with_x, direction):
     schedule = getattr(tree_schedule(batch.edge_index, n), direction)
     cell = sr.LSTMCell(5, 4, bias=bias).to(DT)
     x = torch.randn(n, 5, dtype=DT, requires_grad=True) if with_x else None
-    h1, c1, g1 = states_and_grads(cell, x, schedule, n, fused=True)
-    h0, c0, g0 = states_and_grads(cell, x, schedule, n, fused=False)
-    torch.testing.assert_close(h1, h0, atol=1e-12, rtol=0)
-    torch.testing.assert_close(c1, c0, atol=1e-12, rtol=0)
-    for a, b in zip(g1, g0, strict=True):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert_fused_equals_op_by_op(cell, x, schedule, n)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -64,14 +68,7 @@ def test_fused_nary_equals_op_by_op(bias, with_x, arity):
     schedule = tree_schedule(batch.edge_index, n).up
     cell = sr.NaryLSTMCell(5, 4, arity=arity, bias=bias).to(DT)
     x = torch.randn(n, 5, dtype=DT, requires_grad=True) if with_x else None
-    h1, c1, g1 = states_and_grads(cell, x, schedule, n, fused=True, pos=batch.pos)
-    h0, c0, g0 = states_and_grads(cell, x, schedule, n, fused=False, pos=batch.pos)
-    torch.testing.assert_close(h1, h0, atol=1e-12, rtol=0)
-    torch.testing.assert_close(c1, c0, atol=1e-12, rtol=0)
-    for a, b in zip(g1, g0, strict=True):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert_fused_equals_op_by_op(cell, x, schedule, n, pos=batch.pos)
 
 
 def test_fused_nary_without_pos_puts_every_child_in_slot_zero():
@@ -91,12 +88,7 @@ def test_fused_on_a_dag_where_a_node_feeds_two_nodes():
     schedule = make_schedule(level, src, dst)
     cell = sr.LSTMCell(3, 2).to(DT)
     x = torch.randn(5, 3, dtype=DT, requires_grad=True)
-    h1, c1, g1 = states_and_grads(cell, x, schedule, 5, fused=True)
-    h0, c0, g0 = states_and_grads(cell, x, schedule, 5, fused=False)
-    torch.testing.assert_close(h1, h0)
-    torch.testing.assert_close(c1, c0)
-    for a, b in zip(g1, g0, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_fused_equals_op_by_op(cell, x, schedule, 5)
 
 
 def test_kernel_passes_gradcheck():
