@@ -176,3 +176,12 @@ def test_global_features_refused_where_they_make_no_sense(tmp_path):
 
     with pytest.raises(ValueError, match="atom-sum"):
         MoleculeModel(58, 18, 1, readout="atom-sum", global_in=4)
+
+
+def test_qm9_defaults_to_a_sum_readout_and_reports_every_target(tmp_path):
+    root = require_dataset("qm9")
+    metrics = task.main(["--data", str(root.parent), "--dataset", "qm9", "--max-molecules", "60",
+                         "--epochs", "1", "--seeds", "0", "--out", str(tmp_path / "qm9"),
+                         *TINY])
+    assert metrics["readout"] == "sum"
+    assert set(metrics["test_mae"]) == set(task.QM9_TARGETS)

@@ -18,7 +18,8 @@ with shared weights (Gilmer et al.'s MPNN with a pair message function); ``mpnn`
 :class:`structrnn.graph_models.MPNN`'s edge network (``A(e) x_sender``) with the GRU update.
 Readouts (``--readout``): ``set2set`` (Vinyals et al. 2016), ``sum``, ``mean`` or
 ``atom-sum`` (an MLP per atom, summed: the prediction is a sum of per-atom contributions, which
-are drawn on a molecule).
+are drawn on a molecule). Defaults: ``atom-sum`` for ``builtin``, ``sum`` for ``qm9`` (its
+energies scale with the molecule's size), ``set2set`` otherwise.
 
 Global features (``--global-features rdkit``, SMILES sets other than ``builtin``): RDKit's 2-D
 descriptors of each molecule, mapped through their empirical distribution on the training split,
@@ -189,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser,
                    help="default: 30 (builtin), 100 (esol), 60 (qm9), 100 (mutag)")
     p.add_argument("--model", choices=("gn-gru", "mpnn"), default="gn-gru")
     p.add_argument("--readout", choices=("set2set", "sum", "mean", "atom-sum"), default=None,
-                   help="default atom-sum for builtin, set2set otherwise")
+                   help="default atom-sum for builtin, sum for qm9, set2set otherwise")
     p.add_argument("--global-features", choices=("none", "rdkit"), default="none",
                    help="rdkit: RDKit's 2-D descriptors of each molecule, CDF-normalised on the "
                         "training set, join the readout (Chemprop's rdkit_2d_normalized)")
@@ -644,7 +645,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.epochs is None:
         args.epochs = defaults[args.dataset]
     if args.readout is None:
-        args.readout = "atom-sum" if args.dataset == "builtin" else "set2set"
+        # QM9's energies grow with the molecule: a sum keeps that, set2set (mean-like) loses it
+        args.readout = {"builtin": "atom-sum", "qm9": "sum"}.get(args.dataset, "set2set")
     if args.epochs < 1:
         raise ValueError(f"--epochs: expected >= 1, got {args.epochs}")
     if not args.seeds:
