@@ -142,3 +142,33 @@ def test_init_from_a_fine_grained_run_copies_words_by_token(tmp_path):
     assert json.loads((tmp_path / "bin" / "config.json").read_text())["init_from"] == str(
         tmp_path / "fine")
     assert metrics["test_binary_root"] is not None
+
+
+def test_ema_is_the_model_selected_saved_and_resumed(tmp_path):
+    common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+              "--embed-dim", "6", "--no-progress", "--batch-size", "10", "--ema", "0.9"]
+    straight = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert int(ckpt["ema"]["n_averaged"]) == 12  # 60 trees / 10 per step, 2 epochs
+    # the average, reached through AveragedModel's own update: not the trained weights
+    average = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
+    name = "encoder.cell.weight_hh"
+    assert not torch.equal(average[name], ckpt["model"][name])
+    # best.pt holds the average of its epoch: the last one here, or else the one-epoch run's
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    if best["epoch"] == 1:
+        sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "c")]))
+        average = {k.removeprefix("module."): v for k, v in torch.load(
+            tmp_path / "c" / "checkpoint.pt", weights_only=True)["ema"].items()
+            if k != "n_averaged"}
+    assert all(torch.equal(best["model"][k], average[k]) for k in average)
+
+    sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
+    resumed = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
+                                      "--resume"]))
+    for key in ("dev_fine_root", "test_fine_root", "best_epoch"):
+        assert resumed[key] == straight[key], key
+    again = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["ema"]
+    assert all(torch.equal(again[k], ckpt["ema"][k]) for k in again)
+    with pytest.raises(ValueError, match="--ema"):
+        sst.make_ema(torch.nn.Linear(2, 2), 1.5)

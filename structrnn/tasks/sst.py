@@ -47,7 +47,8 @@ from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "init_from", "seed", "max_trees", "synthetic_trees", "clip_grad")
+               "vectors", "init_from", "ema", "seed", "max_trees", "synthetic_trees",
+               "clip_grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-trees", type=int, default=2000,
                    help="training trees of the synthetic treebank")
     p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999 per "
+                        "step); it is the model evaluated, selected and saved")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--amp", action="store_true",
@@ -136,6 +140,18 @@ def build_model(args, vocab: Vocab, num_classes: int) -> TreeSentiment:
         print(f"word vectors: {coverage}")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None))
+
+
+def make_ema(model: TreeSentiment, decay: float | None):
+    """An exponential moving average of ``model``'s weights (PyTorch's ``AveragedModel``), or
+    None without ``decay``."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"--ema: expected a decay in (0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
@@ -259,6 +275,8 @@ def _run(args, device: torch.device) -> dict:
             print(message)
     model = model.to(device)
     optimizer = make_optimizer(model, args)
+    ema = make_ema(model, getattr(args, "ema", None))
+    scored = ema.module if ema is not None else model  # what dev selects and best.pt holds
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     if rank:  # the same initial weights everywhere (DDP broadcasts rank 0's), other dropout
         torch.manual_seed(args.seed * 1_000_003 + rank)
@@ -273,6 +291,8 @@ def _run(args, device: torch.device) -> dict:
                              "pass the same arguments or a new --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if amp and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
@@ -311,6 +331,8 @@ def _run(args, device: torch.device) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             total_loss += float(shown)
             steps += 1
             bar.set_postfix(loss=f"{total_loss / steps:.3f}")
@@ -318,7 +340,7 @@ def _run(args, device: torch.device) -> dict:
                 writer.add_scalar("train/step_loss", float(shown), (epoch - 1) * len(loader) + step)
         seconds = time.perf_counter() - began
         if main:
-            dev_result = evaluate(model, eval_loaders["dev"], device)
+            dev_result = evaluate(scored, eval_loaders["dev"], device)
         # after evaluating (its loaders draw from the global generator), for an exact resume;
         # a collective: every process calls it
         rngs = distributed.all_gather_object(rng_state())
@@ -337,15 +359,16 @@ def _run(args, device: torch.device) -> dict:
               f"{dev_result['root_acc']:.4f} ({seconds:.1f} s)")
         if dev_result["root_acc"] > best["dev_root"]:
             best = {"dev_root": dev_result["root_acc"], "epoch": epoch}
-            save_checkpoint(out / "best.pt", model=model.state_dict(), config=config,
+            save_checkpoint(out / "best.pt", model=scored.state_dict(), config=config,
                             epoch=epoch)
         save_checkpoint(checkpoint_path, model=model.state_dict(),
                         optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        ema=ema.state_dict() if ema is not None else None,
                         epoch=epoch, best=best, history=history, config=config, rng=rngs[0],
                         rng_ranks=rngs if world > 1 else None)
     if writer:
         writer.close()
-    metrics = finish(model, out, config, best, history, eval_loaders, test, device) if main \
+    metrics = finish(scored, out, config, best, history, eval_loaders, test, device) if main \
         else None
     return distributed.broadcast_object(metrics)
 
