@@ -172,3 +172,44 @@ def test_ema_is_the_model_selected_saved_and_resumed(tmp_path):
     assert all(torch.equal(again[k], ckpt["ema"][k]) for k in again)
     with pytest.raises(ValueError, match="--ema"):
         sst.make_ema(torch.nn.Linear(2, 2), 1.5)
+
+
+def test_sparse_embedding_gradients_train_as_dense_ones():
+    from structrnn.schedule import TreeLoader
+    from structrnn.tasks.sentiment import node_loss
+
+    args = parse(["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+                  "--embed-dim", "6", "--dropout", "0"])
+    train = sst.load_splits(args)[0]
+    trained = []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        model = sst.build_model(args, train.vocab, 5, sparse=sparse)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = sst.make_optimizer(model, args)
+        for batch in TreeLoader(train, batch_size=10):
+            opt.zero_grad()
+            node_loss(model(batch), batch.y).backward()
+            opt.step()
+        assert model.embedding.weight.grad.is_sparse == sparse
+        trained.append(model.state_dict())
+    dense, sparse_ = trained
+    assert max(float((dense[k] - start[k]).abs().max()) for k in dense) > 1e-2
+    for key in dense:
+        torch.testing.assert_close(sparse_[key], dense[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_runs_use_sparse_embeddings_unless_clipping(tmp_path, monkeypatch):
+    seen = []
+    build = sst.build_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("sparse"))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(sst, "build_model", spy)
+    common = ["--dataset", "synthetic", "--synthetic-trees", "40", "--hidden", "6",
+              "--embed-dim", "4", "--no-progress", "--epochs", "1"]
+    sst.run(parse(common + ["--out", str(tmp_path / "a")]))
+    sst.run(parse(common + ["--clip-grad", "1.0", "--out", str(tmp_path / "b")]))
+    assert seen == [True, False]

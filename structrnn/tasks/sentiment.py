@@ -45,6 +45,8 @@ class TreeSentiment(nn.Module):
         vectors: optional (vocab_size, embed_dim) pretrained embedding rows.
         embed_init: without ``vectors``, draw the embedding from U(-embed_init, embed_init)
             (Tai et al.'s code uses 0.05) instead of ``nn.Embedding``'s N(0, 1).
+        sparse_embedding: sparse gradients for the embedding (optimizers that take them, such
+            as Adagrad, then update only the rows used).
 
     ``forward(batch)`` takes a tree ``Batch`` (``x`` token ids, -1 on nodes without a token)
     and returns logits (N, num_classes), one row per node.
@@ -52,9 +54,10 @@ class TreeSentiment(nn.Module):
 
     def __init__(self, vocab_size: int, num_classes: int = 5, model: str = "tree-lstm",
                  embed_dim: int = 300, hidden: int = 150, dropout: float = 0.5,
-                 vectors: Tensor | None = None, embed_init: float | None = None) -> None:
+                 vectors: Tensor | None = None, embed_init: float | None = None,
+                 sparse_embedding: bool = False) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.embedding = nn.Embedding(vocab_size, embed_dim, sparse=sparse_embedding)
         if vectors is not None:
             self.embedding.weight.data.copy_(vectors)
         elif embed_init is not None:
