@@ -3,7 +3,10 @@
 A batch of trees is a PyG ``Batch`` whose ``edge_index`` points child -> parent (DESIGN.md
 section 2). :func:`run_up` runs any cell bottom-up: every level (all nodes of one height, across
 all trees of the batch) is one batched cell call, so the Python loop is over levels, never over
-nodes or trees. :func:`run_down` does the same root-to-leaves.
+nodes or trees. :func:`run_down` does the same root-to-leaves. The stock Tree-LSTM cells take
+a faster route over the same levels: the whole pass as one autograd node with a hand-written
+backward (:mod:`structrnn.child_sum_kernel`, :mod:`structrnn.nary_kernel`; ``fused=False``
+runs them op by op like any other cell).
 """
 
 from __future__ import annotations
