@@ -213,3 +213,50 @@ def test_runs_use_sparse_embeddings_unless_clipping(tmp_path, monkeypatch):
     sst.run(parse(common + ["--out", str(tmp_path / "a")]))
     sst.run(parse(common + ["--clip-grad", "1.0", "--out", str(tmp_path / "b")]))
     assert seen == [True, False]
+
+
+def test_word_dropout_replaces_words_by_unk_in_training_only():
+    from structrnn.tasks.sentiment import TreeSentiment
+
+    model = TreeSentiment(50, 5, "tree-lstm", embed_dim=4, hidden=5, dropout=0.0,
+                          word_dropout=0.3, unk_id=0)
+    seen = []
+    model.embedding.register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
+    torch.manual_seed(0)
+    x = torch.randint(1, 50, (20_000,))
+    x[::7] = -1  # nodes without a word: no input either way
+    edge_index = torch.empty(2, 0, dtype=torch.long)  # 20,000 one-node trees
+    model.train()
+    model.encode(x, edge_index, pos=torch.zeros_like(x))
+    model.eval()
+    model.encode(x, edge_index, pos=torch.zeros_like(x))
+    trained_ids, eval_ids = seen
+    words = x >= 0
+    dropped = trained_ids[words] != x[words]
+    assert bool((trained_ids[words][dropped] == 0).all())
+    # Binomial(17143, 0.3): the fraction lies within 0.3 +- 0.02 (over 5 standard deviations)
+    assert abs(float(dropped.float().mean()) - 0.3) < 0.02
+    assert torch.equal(eval_ids[words], x[words])
+    with pytest.raises(ValueError, match="word_dropout"):
+        TreeSentiment(50, word_dropout=1.0)
+    with pytest.raises(ValueError, match="unk_id"):
+        TreeSentiment(50, word_dropout=0.1, unk_id=None)
+
+
+def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
+    common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "6",
+              "--embed-dim", "4", "--no-progress", "--epochs", "1"]
+    unk_rows = []
+    for rate in ("0", "0.25"):
+        out = tmp_path / rate
+        sst.run(parse(common + ["--word-dropout", rate, "--out", str(out)]))
+        assert json.loads((out / "config.json").read_text())["word_dropout"] == float(rate)
+        start = torch.load(out / "checkpoint.pt", weights_only=True)
+        unk_rows.append(start["model"]["embedding.weight"][0])
+    # every synthetic training word is in the vocabulary: only word dropout reaches row 0
+    args = parse(common + ["--out", str(tmp_path / "x")])
+    sst.seed_everything(args.seed)  # as the run does, before it loads and builds
+    train = sst.load_splits(args)[0]
+    fresh = sst.build_model(args, train.vocab, 5).embedding.weight[0]
+    torch.testing.assert_close(unk_rows[0], fresh)
+    assert float((unk_rows[1] - fresh).abs().max()) > 1e-3

@@ -47,6 +47,10 @@ class TreeSentiment(nn.Module):
             (Tai et al.'s code uses 0.05) instead of ``nn.Embedding``'s N(0, 1).
         sparse_embedding: sparse gradients for the embedding (optimizers that take them, such
             as Adagrad, then update only the rows used).
+        word_dropout: in training, the probability that a token is replaced by ``unk_id``.
+            Without it the unknown word's row is never trained (every training word is in the
+            vocabulary), yet dev and test words outside the vocabulary all read it.
+        unk_id: row of the unknown word (None: the vocabulary has none).
 
     ``forward(batch)`` takes a tree ``Batch`` (``x`` token ids, -1 on nodes without a token)
     and returns logits (N, num_classes), one row per node.
@@ -55,8 +59,15 @@ class TreeSentiment(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int = 5, model: str = "tree-lstm",
                  embed_dim: int = 300, hidden: int = 150, dropout: float = 0.5,
                  vectors: Tensor | None = None, embed_init: float | None = None,
-                 sparse_embedding: bool = False) -> None:
+                 sparse_embedding: bool = False, word_dropout: float = 0.0,
+                 unk_id: int | None = 0) -> None:
         super().__init__()
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout: expected a probability in [0, 1), got {word_dropout}")
+        if word_dropout > 0 and unk_id is None:
+            raise ValueError("word_dropout needs an unknown word to drop to (unk_id is None)")
+        self.word_dropout = word_dropout
+        self.unk_id = unk_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, sparse=sparse_embedding)
         if vectors is not None:
             self.embedding.weight.data.copy_(vectors)
@@ -74,7 +85,11 @@ class TreeSentiment(nn.Module):
                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
         """Node states (N, width) from token ids ``x`` (N,) (-1 = no token: zero input)."""
         has_token = (x >= 0).unsqueeze(1)
-        emb = self.embedding(x.clamp(min=0)) * has_token
+        x = x.clamp(min=0)
+        if self.training and self.word_dropout > 0:
+            dropped = torch.rand(x.shape, device=x.device) < self.word_dropout
+            x = x.masked_fill(dropped, self.unk_id)
+        emb = self.embedding(x) * has_token
         emb = self.dropout(emb)
         if self.project is not None:
             emb = torch.tanh(self.project(emb)) * has_token

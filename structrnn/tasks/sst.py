@@ -48,7 +48,7 @@ from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "init_from", "ema", "seed", "max_trees", "synthetic_trees",
+               "vectors", "init_from", "ema", "word_dropout", "seed", "max_trees", "synthetic_trees",
                "clip_grad")
 
 
@@ -68,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed-lr", type=float, default=0.1, help="learning rate of the embeddings")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--word-dropout", type=float, default=0.0, metavar="P",
+                   help="in training, replace each word by the unknown word with probability P, "
+                        "so that the unknown word's vector (read by every dev/test word outside "
+                        "the training vocabulary) is trained")
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--embed-dim", type=int, default=300)
     p.add_argument("--embed-init", type=float, default=None, metavar="S",
@@ -141,7 +145,8 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
         vectors, coverage = load_word_vectors(args.vectors, vocab, dim=args.embed_dim)
         print(f"word vectors: {coverage}")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
-                         args.dropout, vectors, getattr(args, "embed_init", None), sparse)
+                         args.dropout, vectors, getattr(args, "embed_init", None), sparse,
+                         getattr(args, "word_dropout", 0.0), vocab.unk_id)
 
 
 def make_ema(model: TreeSentiment, decay: float | None):
