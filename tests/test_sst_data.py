@@ -90,10 +90,6 @@ def test_tree_dataset_binary_drops_neutral_roots():
     ds = TreeDataset(trees, binary=True)
     assert len(ds) == 2 and ds.trees == trees[1:]
     assert ds[0].y.tolist() == [1, -1, 1] and ds[1].y.tolist() == [0, 0, -1]
-    kept = TreeDataset(trees, binary=True, neutral_roots=True)
-    assert kept.trees == trees
-    assert [d.y.tolist() for d in kept] == [[-1, 0, 1], [1, -1, 1], [0, 0, -1]]
-    assert "c" in kept.vocab and "b" in kept.vocab
 
 
 def test_sst_missing_root_and_bad_split(tmp_path):

@@ -260,17 +260,3 @@ def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
     fresh = sst.build_model(args, train.vocab, 5).embedding.weight[0]
     torch.testing.assert_close(unk_rows[0], fresh)
     assert float((unk_rows[1] - fresh).abs().max()) > 1e-3
-
-
-def test_neutral_trees_join_binary_training_only():
-    args = parse(["--dataset", "synthetic", "--synthetic-trees", "200", "--binary",
-                  "--neutral-trees"])
-    train, dev, test = sst.load_splits(args)
-    plain_train, plain_dev, _ = sst.load_splits(parse(["--dataset", "synthetic",
-                                                       "--synthetic-trees", "200", "--binary"]))
-    neutral = [t for t in train.trees if t.label == "2"]
-    assert neutral and len(train) == len(plain_train) + len(neutral)
-    assert all(int(d.y[0]) == -1 for d, t in zip(train, train.trees) if t.label == "2")
-    assert all(t.label != "2" for t in dev.trees + test.trees) and len(dev) == len(plain_dev)
-    with pytest.raises(ValueError, match="--neutral-trees: only with --binary"):
-        sst.load_splits(parse(["--dataset", "synthetic", "--neutral-trees"]))

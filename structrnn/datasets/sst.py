@@ -60,14 +60,12 @@ class TreeDataset(Dataset):
     ``dataset[i]`` is a ``Data``; ``dataset[a:b]`` or ``dataset[[i, j]]`` a smaller
     ``TreeDataset``; PyG's ``DataLoader`` batches it as it is. With ``binary=True`` trees with a
     neutral root (label 2) are dropped and ``y`` is mapped by :func:`to_binary`; ``.trees`` keep
-    their original labels. With ``binary=True, neutral_roots=True`` those trees are kept, their
-    root unlabelled (-1) like every neutral phrase: more training phrases, the same task.
-    ``vocab`` defaults to one built from these trees.
+    their original labels. ``vocab`` defaults to one built from these trees.
     """
 
     def __init__(self, trees: Sequence[Tree], vocab: Vocab | None = None, binary: bool = False,
-                 min_count: int = 1, lower: bool = False, neutral_roots: bool = False):
-        if binary and not neutral_roots:
+                 min_count: int = 1, lower: bool = False):
+        if binary:
             trees = [t for t in trees if t.label != "2"]
         if vocab is None:
             vocab = Vocab.build(trees, min_count=min_count, lower=lower)
@@ -120,16 +118,13 @@ class SST(TreeDataset):
             ``.vocab`` to dev and test).
         download: fetch and unpack the official archive when the files are missing.
         min_count, lower: options of the vocabulary built when ``vocab`` is None.
-        neutral_roots: with ``binary``, keep the trees whose root is neutral (root unlabelled);
-            for training only, since the binary task scores non-neutral roots.
         on_error: ``"raise"`` or ``"skip"`` malformed lines (skipped ones are reported in
             ``.skipped_lines`` and by a warning).
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train",
                  binary: bool = False, vocab: Vocab | None = None, download: bool = False,
-                 min_count: int = 1, lower: bool = False, on_error: str = "raise",
-                 neutral_roots: bool = False):
+                 min_count: int = 1, lower: bool = False, on_error: str = "raise"):
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         root = Path(root) if root is not None else default_data_root() / "sst"
@@ -143,7 +138,7 @@ class SST(TreeDataset):
                 f"download=True to fetch {SST_URL}")
         read: PTBFile = read_ptb_file(path, on_error=on_error)
         super().__init__(read.trees, vocab=vocab, binary=binary, min_count=min_count,
-                         lower=lower, neutral_roots=neutral_roots)
+                         lower=lower)
         self.root = root
         self.split = split
         self.skipped_lines = read.skipped_lines

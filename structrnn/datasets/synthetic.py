@@ -128,14 +128,13 @@ class SyntheticSentiment(TreeDataset):
     """A generated SST-like treebank (see the module docstring) as tree ``Data``.
 
     ``vocab`` defaults to the grammar's whole lexicon, so sets made with different seeds share
-    it (e.g. train ``seed=0``, test ``seed=1``). ``binary=True`` applies the SST binary mapping
-    (``neutral_roots`` as in :class:`~structrnn.datasets.sst.TreeDataset`).
+    it (e.g. train ``seed=0``, test ``seed=1``). ``binary=True`` applies the SST binary mapping.
     Remaining keyword arguments go to :func:`generate_sentiment_trees`.
     """
 
     def __init__(self, n_trees: int = 1000, seed: int = 0, vocab: Vocab | None = None,
-                 binary: bool = False, neutral_roots: bool = False, **grammar):
+                 binary: bool = False, **grammar):
         trees = generate_sentiment_trees(n_trees, seed, **grammar)
         super().__init__(trees, vocab=vocab if vocab is not None else lexicon_vocab(),
-                         binary=binary, neutral_roots=neutral_roots)
+                         binary=binary)
         self.seed = seed

@@ -48,8 +48,8 @@ from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "init_from", "ema", "word_dropout", "neutral_trees", "seed",
-               "max_trees", "synthetic_trees", "clip_grad")
+               "vectors", "init_from", "ema", "word_dropout", "seed", "max_trees", "synthetic_trees",
+               "clip_grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,10 +79,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "N(0, 1); no effect on words --vectors covers")
     p.add_argument("--binary", action="store_true",
                    help="train on the binary task (neutral roots dropped, 0-1 vs 3-4)")
-    p.add_argument("--neutral-trees", action="store_true",
-                   help="with --binary, also train on the training trees whose root is neutral "
-                        "(their root unlabelled, their other phrases labelled 0-1 vs 3-4); dev "
-                        "and test keep the binary task's trees")
     p.add_argument("--vectors", default=None,
                    help="GloVe/word2vec text file (gz or plain) to initialise the embeddings")
     p.add_argument("--init-from", default=None, metavar="RUN",
@@ -113,20 +109,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_splits(args) -> tuple[SST, SST, SST]:
     """Train, dev and test sets, sharing the training vocabulary."""
-    neutral = getattr(args, "neutral_trees", False)
-    if neutral and not args.binary:
-        raise ValueError("--neutral-trees: only with --binary (the 5-class task keeps them)")
     if args.dataset == "synthetic":
         n = args.synthetic_trees
-        train = SyntheticSentiment(n, seed=args.seed, binary=args.binary, neutral_roots=neutral)
+        train = SyntheticSentiment(n, seed=args.seed, binary=args.binary)
         dev = SyntheticSentiment(max(n // 5, 50), seed=args.seed + 1, vocab=train.vocab,
                                  binary=args.binary)
         test = SyntheticSentiment(max(n // 5, 50), seed=args.seed + 2, vocab=train.vocab,
                                   binary=args.binary)
     else:
         root = Path(args.data) if args.data else default_data_root() / "sst"
-        train = SST(root, "train", binary=args.binary, download=args.download,
-                    neutral_roots=neutral)
+        train = SST(root, "train", binary=args.binary, download=args.download)
         dev = SST(root, "dev", binary=args.binary, vocab=train.vocab)
         test = SST(root, "test", binary=args.binary, vocab=train.vocab)
     if args.max_trees:
