@@ -48,8 +48,8 @@ from structrnn.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "init_from", "ema", "word_dropout", "seed", "max_trees", "synthetic_trees",
-               "clip_grad")
+               "vectors", "init_from", "ema", "word_dropout", "seed", "max_trees",
+               "synthetic_trees", "clip_grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
