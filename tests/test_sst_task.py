@@ -234,7 +234,7 @@ def test_word_dropout_replaces_words_by_unk_in_training_only():
     words = x >= 0
     dropped = trained_ids[words] != x[words]
     assert bool((trained_ids[words][dropped] == 0).all())
-    # Binomial(17143, 0.3): the fraction lies within 0.3 +- 0.02 (over 5 standard deviations)
+    # Binomial(17142, 0.3): the fraction lies within 0.3 +- 0.02 (over 5 standard deviations)
     assert abs(float(dropped.float().mean()) - 0.3) < 0.02
     assert torch.equal(eval_ids[words], x[words])
     with pytest.raises(ValueError, match="word_dropout"):
