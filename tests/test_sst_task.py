@@ -251,8 +251,8 @@ def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
         out = tmp_path / rate
         sst.run(parse(common + ["--word-dropout", rate, "--out", str(out)]))
         assert json.loads((out / "config.json").read_text())["word_dropout"] == float(rate)
-        start = torch.load(out / "checkpoint.pt", weights_only=True)
-        unk_rows.append(start["model"]["embedding.weight"][0])
+        trained = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+        unk_rows.append(trained["embedding.weight"][0])
     # every synthetic training word is in the vocabulary: only word dropout reaches row 0
     args = parse(common + ["--out", str(tmp_path / "x")])
     sst.seed_everything(args.seed)  # as the run does, before it loads and builds
