@@ -24,8 +24,8 @@ from torch import nn
 from torch_geometric.nn import MetaLayer
 from torch_geometric.utils import scatter
 
-from structrnn.graph import GraphNetwork
-from structrnn.graph_models import mlp
+from structrnn.graphs.models import mlp
+from structrnn.graphs.network import GraphNetwork
 
 
 class PeerEdge(nn.Module):

@@ -4,7 +4,7 @@
    ``torch_geometric.utils.from_smiles``, side by side on the same SMILES (ESOL's when
    ``--data`` has it, else RDKit's shipped NCI molecules), alternating rounds.
 2. Training, graphs/s: one epoch of the ESOL model (``gn-gru``, and ``mpnn``: the edge-network
-   MPNN of structrnn.graph_models) forward+backward+Adam at batch 32, with PyG's ``NNConv`` +
+   MPNN of structrnn.graphs.models) forward+backward+Adam at batch 32, with PyG's ``NNConv`` +
    ``torch.nn.GRU`` MPNN (the PyG QM9 example) as the peer.
 
     python benchmarks/bench_molecules.py [--data ../shared/datasets] [--rounds 3] [--threads 1]
@@ -38,7 +38,7 @@ def load_smiles(data: str | None) -> tuple[str, list[str]]:
 
             with open(path, newline="") as f:
                 return "ESOL", [row["smiles"].strip() for row in csv.DictReader(f)]
-    from structrnn.datasets.builtin_molecules import builtin_smiles_path
+    from structrnn.datasets.molecules.builtin import builtin_smiles_path
 
     lines = builtin_smiles_path().read_text().splitlines()
     from rdkit import Chem, rdBase
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     from torch_geometric.utils import from_smiles as pyg_from_smiles
 
     from structrnn.datasets.molecules import from_smiles
-    from structrnn.tasks.molecules import MoleculeModel
+    from structrnn.tasks.molecules.task import MoleculeModel
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print("machine:", machine())

@@ -8,7 +8,7 @@ over the N trees; the median pass gives trees/s. Collation is inside the timed l
 
 Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
   structrnn  level-batched: structrnn.TreeLSTM on PyG batches, the whole pass one autograd node
-             (structrnn.child_sum_kernel)
+             (structrnn.levels.kernels.child_sum)
   op-by-op   the same, with fused=False: one batched LSTMCell.combine per level, autograd
              recording every operation (what a user-defined cell gets)
   per-node   treelstm.pytorch's node_forward: plain ops per node on the same weights, Python
@@ -47,8 +47,8 @@ def rss_mb() -> float:
 def load(args):
     import torch
 
-    from structrnn.tree import read_ptb_file
-    from structrnn.vocab import Vocab
+    from structrnn.trees.ptb import read_ptb_file
+    from structrnn.trees.vocab import Vocab
 
     trees = read_ptb_file(Path(args.data) / "train.txt").trees
     vocab = Vocab.build(trees)  # all of train, <unk> first
@@ -74,7 +74,7 @@ def make_parts(vocab_size: int, hidden: int):
 def structrnn_step(parts, opt, batch, fused=True):
     import torch.nn.functional as F
 
-    from structrnn.recursive import run_up
+    from structrnn.levels.run import run_up
 
     embedding, cell, classifier = parts
     x = embedding(batch.x.clamp(min=0)) * (batch.x >= 0).unsqueeze(1)
@@ -136,7 +136,7 @@ def per_node_step(parts, opt, chunk):
 def run_one(args) -> None:
     import torch
 
-    from structrnn.schedule import collate_trees
+    from structrnn.trees.loader import collate_trees
 
     torch.set_num_threads(args.threads)
     sys.setrecursionlimit(10_000)

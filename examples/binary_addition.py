@@ -23,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 from structrnn.sequence import RNN  # noqa: E402
-from structrnn.train import seed_everything  # noqa: E402
+from structrnn.training.checkpoint import seed_everything  # noqa: E402
 
 BITS = 8
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 from structrnn.sequence import LSTM  # noqa: E402
-from structrnn.train import (  # noqa: E402
+from structrnn.training.checkpoint import (  # noqa: E402
     load_checkpoint,
     rng_state,
     save_checkpoint,

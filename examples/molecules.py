@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from structrnn.tasks.molecules import main as task_main
+from structrnn.tasks.molecules.task import main as task_main
 
 # A fresh clone on a CPU should finish in a few minutes: one seed, a slice of the built-in set.
 QUICK = ["--seeds", "0", "--epochs", "15", "--max-molecules", "1500"]

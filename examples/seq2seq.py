@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 from structrnn.sequence import GRU, LSTM  # noqa: E402
-from structrnn.train import seed_everything  # noqa: E402
+from structrnn.training.checkpoint import seed_everything  # noqa: E402
 
 PAD, BOS, EOS = 10, 11, 12  # tokens 0-9 are the digits
 VOCAB = 13

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 from structrnn.sequence import LSTM  # noqa: E402
-from structrnn.train import seed_everything  # noqa: E402
+from structrnn.training.checkpoint import seed_everything  # noqa: E402
 
 TAGS = "BMES"
 ONSETS = ["", "k", "t", "p", "s", "m", "n", "l", "r", "h", "g", "d", "b"]

@@ -2,12 +2,12 @@
 
 Random geometric graphs (networkx); nodes and edges on the shortest path between two marked
 nodes are labelled; the model is tested on graphs larger than it was trained on. The code is in
-``structrnn.tasks.shortest_path`` (also ``structrnn train shortest-path``).
+``structrnn.tasks.shortest_path.task`` (also ``structrnn train shortest-path``).
 
     python examples/shortest_path.py --out runs/shortest_path
 """
 
-from structrnn.tasks.shortest_path import main
+from structrnn.tasks.shortest_path.task import main
 
 if __name__ == "__main__":
     main()

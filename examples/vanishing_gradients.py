@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
 import structrnn as sr  # noqa: E402
-from structrnn.train import seed_everything  # noqa: E402
+from structrnn.training.checkpoint import seed_everything  # noqa: E402
 
 
 def gradient_norms(cell: sr.RNNCellBase, xs: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,7 @@ function of a graph network (:class:`GraphNetwork`).
 """
 
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
-from structrnn.graph import GraphNetwork
-from structrnn.graph_models import (
+from structrnn.graphs.models import (
     MPNN,
     DeepSets,
     EncodeProcessDecode,
@@ -16,20 +15,15 @@ from structrnn.graph_models import (
     NonLocal,
     RelationNetwork,
 )
-from structrnn.recursive import (
-    RNTN,
-    BiTreeLSTM,
-    RecursiveNN,
-    TreeGRU,
-    TreeLSTM,
-    run_down,
-    run_schedule,
-    run_up,
-)
-from structrnn.schedule import TreeLoader, collate_trees, tree_schedule
+from structrnn.graphs.network import GraphNetwork
+from structrnn.levels.run import run_down, run_schedule, run_up
+from structrnn.levels.schedule import tree_schedule
 from structrnn.sequence import GRU, LSTM, RNN
-from structrnn.tree import ParseError, PTBFile, Tree, read_ptb_file, write_ptb_file
-from structrnn.vocab import Vocab
+from structrnn.trees.loader import TreeLoader, collate_trees
+from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
+from structrnn.trees.ptb import ParseError, PTBFile, read_ptb_file, write_ptb_file
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 __version__ = "0.1.0"
 

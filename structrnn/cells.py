@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 
-from structrnn.checks import check_index, check_rows, check_shape
+from structrnn._checks import check_index, check_rows, check_shape
 
 __all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
 

@@ -29,10 +29,10 @@ EXAMPLES = """examples:
 
 # task name -> (module, fixed defaults); modules are imported only when used
 TASKS = {
-    "sst": ("structrnn.tasks.sst", {}),
-    "molecules": ("structrnn.tasks.molecules", {}),
-    "tu": ("structrnn.tasks.molecules", {"dataset": "mutag"}),
-    "shortest-path": ("structrnn.tasks.shortest_path", {}),
+    "sst": ("structrnn.tasks.sentiment.task", {}),
+    "molecules": ("structrnn.tasks.molecules.task", {}),
+    "tu": ("structrnn.tasks.molecules.task", {"dataset": "mutag"}),
+    "shortest-path": ("structrnn.tasks.shortest_path.task", {}),
 }
 
 
@@ -122,9 +122,9 @@ def cmd_train(parser, args, argv) -> int:
 
 
 def _load_run(run: str):
-    from structrnn.tasks.sentiment import TreeSentiment
-    from structrnn.train import load_checkpoint
-    from structrnn.vocab import Vocab
+    from structrnn.tasks.sentiment.model import TreeSentiment
+    from structrnn.training.checkpoint import load_checkpoint
+    from structrnn.trees.vocab import Vocab
 
     folder = Path(run)
     for name in ("config.json", "vocab.json", "best.pt"):
@@ -142,8 +142,8 @@ def _load_run(run: str):
 
 def cmd_eval(args) -> int:
     from structrnn.datasets.sst import SST, default_data_root
-    from structrnn.schedule import TreeLoader
-    from structrnn.tasks.sentiment import evaluate
+    from structrnn.tasks.sentiment.model import evaluate
+    from structrnn.trees.loader import TreeLoader
 
     config, vocab, model = _load_run(args.run)
     if config["dataset"] != "sst":
@@ -165,7 +165,7 @@ def cmd_eval(args) -> int:
 def sentence_tree(text: str):
     """A PTB tree as given, or a balanced binary tree over a sentence's tokens (no parser
     ships with structrnn; a real parse gives better predictions)."""
-    from structrnn.tree import Tree
+    from structrnn.trees.tree import Tree
 
     if text.lstrip().startswith("("):
         return Tree.from_ptb(text)
@@ -180,8 +180,8 @@ def sentence_tree(text: str):
 
 
 def cmd_predict(args) -> int:
-    from structrnn.schedule import collate_trees
-    from structrnn.tree import ParseError
+    from structrnn.trees.loader import collate_trees
+    from structrnn.trees.ptb import ParseError
 
     config, vocab, model = _load_run(args.run)
     try:
@@ -214,7 +214,8 @@ def cmd_show(args) -> int:
     text = args.text.strip()
     if text.startswith("("):
         from structrnn import viz
-        from structrnn.tree import ParseError, Tree
+        from structrnn.trees.ptb import ParseError
+        from structrnn.trees.tree import Tree
 
         try:
             tree = Tree.from_ptb(text)

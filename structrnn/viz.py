@@ -62,7 +62,7 @@ def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Te
     the tree's own labels are used. Leaves show their tokens.
     """
     plt = _pyplot()
-    nodes, parents, _ = tree._flatten()
+    nodes, parents, _ = tree.flatten()
     n = len(nodes)
     labels = [int(v) for v in predicted] if predicted is not None else [
         int(node.label) if str(node.label).isdigit() else 2 for node in nodes]

@@ -12,13 +12,15 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from structrnn.cells import NaryLSTMCell
-from structrnn.graph import GraphNetwork
-from structrnn.graph_models import MPNN, InteractionNetwork, mlp
-from structrnn.recursive import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
-from structrnn.schedule import TreeLoader, collate_trees, tree_schedule
-from structrnn.tasks.sentiment import TreeSentiment, evaluate
-from structrnn.tree import ParseError, Tree
-from structrnn.vocab import Vocab
+from structrnn.graphs.models import MPNN, InteractionNetwork, mlp
+from structrnn.graphs.network import GraphNetwork
+from structrnn.levels.schedule import tree_schedule
+from structrnn.tasks.sentiment.model import TreeSentiment, evaluate
+from structrnn.trees.loader import TreeLoader, collate_trees
+from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
+from structrnn.trees.ptb import ParseError
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 DT = torch.float64
 EMPTY_EDGES = torch.zeros(2, 0, dtype=torch.long)

@@ -10,7 +10,7 @@ pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import Crippen, rdMolDescriptors  # noqa: E402
 
-from structrnn.datasets.descriptors import cdf_normalise, rdkit_descriptors  # noqa: E402
+from structrnn.datasets.molecules.descriptors import cdf_normalise, rdkit_descriptors  # noqa: E402
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCCCC1N", "O=C(O)CCl"]
 

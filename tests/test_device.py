@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import structrnn as sr
-from structrnn.graph import GraphNetwork
-from structrnn.tasks import sst
-from structrnn.tasks.sentiment import MODELS, TreeSentiment, node_loss
+from structrnn.graphs.network import GraphNetwork
+from structrnn.tasks.sentiment import task as sst
+from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, node_loss
 
 DEVICE = torch.device(os.environ.get("STRUCTRNN_TEST_DEVICE", "meta"))
 TEXTS = ["(3 (2 It) (4 (3 works) (2 .)))", "(1 (2 not) (1 (2 very) (1 bad)))", "(2 x)"]

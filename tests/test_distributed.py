@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from structrnn import distributed
 from structrnn.datasets.synthetic import SyntheticSentiment
-from structrnn.schedule import collate_trees
-from structrnn.tasks import sst
-from structrnn.tasks.sentiment import TreeSentiment
-from structrnn.train import seed_everything
+from structrnn.tasks.sentiment import task as sst
+from structrnn.tasks.sentiment.model import TreeSentiment
+from structrnn.training import distributed
+from structrnn.training.checkpoint import seed_everything
+from structrnn.trees.loader import collate_trees
 
 ROOT = Path(__file__).resolve().parents[1]
 # 48 trees in global batches of 8: six steps, every batch full (no sampler padding)

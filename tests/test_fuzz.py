@@ -23,8 +23,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn.aggr import SoftmaxAggregation
 
 from structrnn.cells import GRUCell, LSTMCell, RNNCell
-from structrnn.graph import GraphNetwork
-from structrnn.graph_models import (
+from structrnn.graphs.models import (
     MPNN,
     DeepSets,
     EncodeProcessDecode,
@@ -34,10 +33,12 @@ from structrnn.graph_models import (
     RelationNetwork,
     mlp,
 )
-from structrnn.recursive import TreeLSTM
-from structrnn.schedule import TreeLoader
-from structrnn.tree import ParseError, Tree
-from structrnn.vocab import Vocab
+from structrnn.graphs.network import GraphNetwork
+from structrnn.trees.loader import TreeLoader
+from structrnn.trees.models import TreeLSTM
+from structrnn.trees.ptb import ParseError
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 # -- budget --------------------------------------------------------------------------------------
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]

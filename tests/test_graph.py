@@ -12,8 +12,8 @@ from torch_geometric.nn.aggr import SoftmaxAggregation
 from torch_geometric.utils import scatter
 
 from structrnn.cells import GRUCell, LSTMCell
-from structrnn.graph import GraphNetwork, from_networkx, to_networkx
-from structrnn.graph_models import (
+from structrnn.graphs.convert import from_networkx, to_networkx
+from structrnn.graphs.models import (
     MPNN,
     DeepSets,
     EncodeProcessDecode,
@@ -23,6 +23,7 @@ from structrnn.graph_models import (
     RelationNetwork,
     mlp,
 )
+from structrnn.graphs.network import GraphNetwork
 
 D = 5  # feature width of x, edge_attr and u in the random batches
 

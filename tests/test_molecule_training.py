@@ -8,7 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip("rdkit")
-from structrnn.tasks import molecules as task  # noqa: E402
+from structrnn.tasks.molecules import task  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
 
 TINY = ["--hidden", "16", "--steps", "2", "--batch-size", "16", "--lr", "3e-3", "--no-progress"]
@@ -130,7 +130,7 @@ def test_example_script_runs_tiny(tmp_path):
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    from structrnn.train import NonFiniteError, load_checkpoint
+    from structrnn.training.checkpoint import NonFiniteError, load_checkpoint
 
     out = tmp_path / "run"
     calls = {"n": 0}
@@ -172,7 +172,7 @@ def test_global_features_refused_where_they_make_no_sense(tmp_path):
     with pytest.raises(ValueError, match="SMILES"):
         task.main(["--data", str(root.parent), "--dataset", "mutag", "--global-features",
                    "rdkit", "--out", str(tmp_path / "m"), *TINY])
-    from structrnn.tasks.molecules import MoleculeModel
+    from structrnn.tasks.molecules.task import MoleculeModel
 
     with pytest.raises(ValueError, match="atom-sum"):
         MoleculeModel(58, 18, 1, readout="atom-sum", global_in=4)

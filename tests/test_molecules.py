@@ -14,8 +14,8 @@ from rdkit import Chem  # noqa: E402
 from rdkit.Chem import rdMolDescriptors  # noqa: E402
 from rdkit.Chem.Scaffolds import MurckoScaffold  # noqa: E402
 
-from structrnn.datasets import molecules as M  # noqa: E402
-from structrnn.datasets.builtin_molecules import builtin_molecules  # noqa: E402
+from structrnn.datasets.molecules import graphs as M  # noqa: E402
+from structrnn.datasets.molecules.builtin import builtin_molecules  # noqa: E402
 from structrnn.datasets.splits import (  # noqa: E402
     random_split,
     scaffold_split,

@@ -8,16 +8,10 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 import structrnn as sr
-from structrnn.recursive import (
-    RNTN,
-    BiTreeLSTM,
-    RecursiveNN,
-    TreeGRU,
-    TreeLSTM,
-    run_down,
-    run_up,
-)
-from structrnn.schedule import TreeLoader, compute_depth, compute_height, tree_schedule
+from structrnn.levels.run import run_down, run_up
+from structrnn.levels.schedule import compute_depth, compute_height, tree_schedule
+from structrnn.trees.loader import TreeLoader
+from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 
 DT = torch.float64
 

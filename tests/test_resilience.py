@@ -23,17 +23,16 @@ import pytest
 import torch
 
 from structrnn import cli
-from structrnn.tasks import sst
-from structrnn.train import (
+from structrnn._io import atomic_write, write_json
+from structrnn.tasks.sentiment import task as sst
+from structrnn.training.checkpoint import (
     NonFiniteError,
-    atomic_write,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    write_json,
 )
-from structrnn.tree import ParseError, read_ptb_file
+from structrnn.trees.ptb import ParseError, read_ptb_file
 
 EPOCHS = 2
 # 40 synthetic trees in batches of 10: 4 steps an epoch
@@ -142,7 +141,7 @@ def test_clip_grad_bounds_every_step(tmp_path, monkeypatch):
 KILL_MID_WRITE = textwrap.dedent("""
     # SIGKILL in the middle of writing the N-th checkpoint.pt (half its bytes on disk)
     import io, os, signal, sys
-    import structrnn.train as train
+    import structrnn.training.checkpoint as train
     original, calls, kill_at = train.atomic_write, [0], int(sys.argv[1])
 
     def killing(path, write):
@@ -418,7 +417,7 @@ def test_missing_files_are_one_clear_error(tmp_path):
         read_ptb_file(tmp_path / "nowhere.txt")
     with pytest.raises(ValueError, match="on_error"):
         read_ptb_file(tmp_path / "nowhere.txt", on_error="ignore")
-    from structrnn.vocab import Vocab
+    from structrnn.trees.vocab import Vocab
 
     with pytest.raises(FileNotFoundError, match="no vocabulary file"):
         Vocab.load(tmp_path / "vocab.json")
@@ -446,7 +445,7 @@ def test_cli_resume_without_a_checkpoint_is_one_clear_line(tmp_path, capsys):
 
 def test_word_vectors_with_nan_or_inf_are_reported_not_loaded(tmp_path):
     from structrnn.datasets.vectors import load_word_vectors
-    from structrnn.vocab import Vocab
+    from structrnn.trees.vocab import Vocab
 
     path = tmp_path / "vectors.txt"
     path.write_text("good 0.1 nan\nbad inf 0.2\nugly 0.3 0.4\nshort 0.5\n")

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sp():
-    from structrnn.tasks import shortest_path
+    from structrnn.tasks.shortest_path import task as shortest_path
 
     return shortest_path
 

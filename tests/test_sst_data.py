@@ -22,8 +22,8 @@ from structrnn.datasets.synthetic import (
     generate_sentiment_trees,
 )
 from structrnn.datasets.vectors import load_word_vectors
-from structrnn.tree import Tree
-from structrnn.vocab import Vocab
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 
 # ------------------------------------------------------------------ SST

@@ -11,7 +11,7 @@ import torch
 
 from structrnn import cli
 from structrnn.datasets.synthetic import SyntheticSentiment, bag_of_words
-from structrnn.tasks import sst
+from structrnn.tasks.sentiment import task as sst
 from tests.conftest import require_dataset
 
 METRIC_KEYS = {"dev_fine_root", "test_fine_root", "test_binary_root", "test_fine_all_nodes",
@@ -175,8 +175,8 @@ def test_ema_is_the_model_selected_saved_and_resumed(tmp_path):
 
 
 def test_sparse_embedding_gradients_train_as_dense_ones():
-    from structrnn.schedule import TreeLoader
-    from structrnn.tasks.sentiment import node_loss
+    from structrnn.tasks.sentiment.model import node_loss
+    from structrnn.trees.loader import TreeLoader
 
     args = parse(["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
                   "--embed-dim", "6", "--dropout", "0"])
@@ -216,7 +216,7 @@ def test_runs_use_sparse_embeddings_unless_clipping(tmp_path, monkeypatch):
 
 
 def test_word_dropout_replaces_words_by_unk_in_training_only():
-    from structrnn.tasks.sentiment import TreeSentiment
+    from structrnn.tasks.sentiment.model import TreeSentiment
 
     model = TreeSentiment(50, 5, "tree-lstm", embed_dim=4, hidden=5, dropout=0.0,
                           word_dropout=0.3, unk_id=0)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from structrnn.tasks import sst
+from structrnn.tasks.sentiment import task as sst
 
 ARGS = ["--dataset", "synthetic", "--synthetic-trees", "40", "--batch-size", "10",
         "--epochs", "2", "--hidden", "6", "--embed-dim", "6", "--no-progress", "--tensorboard"]

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from structrnn import tree as tree_module
-from structrnn.tree import ParseError, Tree, read_ptb_file, write_ptb_file
-from structrnn.vocab import Vocab
+from structrnn.trees import ptb as tree_module
+from structrnn.trees.ptb import ParseError, read_ptb_file, write_ptb_file
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 EXAMPLE = "(3 (2 It) (4 (3 works) (2 .)))"
 

@@ -1,4 +1,4 @@
-"""The fused Tree-LSTM passes (structrnn.child_sum_kernel, structrnn.nary_kernel) against the
+"""The fused Tree-LSTM passes (structrnn.levels.kernels.child_sum and .nary) against the
 op-by-op path (autograd through the cells' combine) and torch.autograd.gradcheck."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import torch
 from torch_geometric.data import Batch, Data
 
 import structrnn as sr
-from structrnn.child_sum_kernel import child_sum_lstm
-from structrnn.nary_kernel import nary_lstm
-from structrnn.recursive import run_schedule
-from structrnn.schedule import make_schedule, tree_schedule
+from structrnn.levels.kernels.child_sum import child_sum_lstm
+from structrnn.levels.kernels.nary import nary_lstm
+from structrnn.levels.run import run_schedule
+from structrnn.levels.schedule import make_schedule, tree_schedule
 from tests.test_recursive import random_tree
 
 DT = torch.double

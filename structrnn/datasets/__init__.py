@@ -1,7 +1,6 @@
 """Data sets: the Stanford Sentiment Treebank, word vectors, a synthetic treebank, molecules
 from SMILES and TU graph sets. Every reader takes a ``root`` (default ``$STRUCTRNN_DATA``)."""
 
-from structrnn.datasets.builtin_molecules import builtin_molecules
 from structrnn.datasets.molecules import (
     FEATURISER_VERSION,
     NUM_ATOM_FEATURES,
@@ -10,6 +9,7 @@ from structrnn.datasets.molecules import (
     MoleculeGraphs,
     from_smiles,
 )
+from structrnn.datasets.molecules.builtin import builtin_molecules
 from structrnn.datasets.splits import random_split, scaffold_split, stratified_kfold
 from structrnn.datasets.sst import SST, TreeDataset, default_data_root, download_sst, to_binary
 from structrnn.datasets.synthetic import (

@@ -42,7 +42,7 @@ def murcko_scaffold(smiles: str, include_chirality: bool = False) -> str:
     """The Bemis-Murcko scaffold of a molecule as SMILES (``""`` for an acyclic molecule)."""
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
-    from structrnn.datasets.molecules import parse_smiles
+    from structrnn.datasets.molecules.graphs import parse_smiles
 
     return MurckoScaffold.MurckoScaffoldSmiles(mol=parse_smiles(smiles),
                                                includeChirality=include_chirality)

@@ -26,8 +26,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
-from structrnn.tree import PTBFile, Tree, _gc_paused, read_ptb_file
-from structrnn.vocab import Vocab
+from structrnn._paths import data_root as default_data_root
+from structrnn.trees.ptb import PTBFile, read_ptb_file
+from structrnn.trees.tree import Tree, gc_paused
+from structrnn.trees.vocab import Vocab
 
 __all__ = ["SST", "TreeDataset", "to_binary", "default_data_root", "download_sst", "SST_URL",
            "SST_SHA256", "SPLITS"]
@@ -38,12 +40,6 @@ SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 SST_SHA256 = "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc"
 SPLITS = ("train", "dev", "test")
 _BINARY = torch.tensor([0, 0, -1, 1, 1])
-
-
-def default_data_root() -> Path:
-    """``$STRUCTRNN_DATA``, else ``~/.cache/structrnn``: the folder holding one folder per set."""
-    env = os.environ.get("STRUCTRNN_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "structrnn"
 
 
 def to_binary(y: Tensor) -> Tensor:
@@ -69,7 +65,7 @@ class TreeDataset(Dataset):
             trees = [t for t in trees if t.label != "2"]
         if vocab is None:
             vocab = Vocab.build(trees, min_count=min_count, lower=lower)
-        with _gc_paused():
+        with gc_paused():
             data = [t.to_data(vocab) for t in trees]
         if binary and data:  # one mapping for all trees, then a view per tree
             ys = to_binary(torch.cat([d.y for d in data]))

@@ -29,8 +29,8 @@ import random
 import torch
 
 from structrnn.datasets.sst import TreeDataset
-from structrnn.tree import Tree
-from structrnn.vocab import Vocab
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
 
 __all__ = ["SyntheticSentiment", "generate_sentiment_trees", "bag_of_words", "LEXICON"]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from torch_geometric.datasets import TUDataset
 
-from structrnn.datasets.molecules import _writable, default_cache_dir
+from structrnn._io import is_writable
+from structrnn._paths import cache_dir as default_cache_dir
 
 __all__ = ["tu_dataset", "find_tu_raw_dir", "OfflineTUDataset"]
 
@@ -65,7 +66,7 @@ def tu_dataset(root: str | os.PathLike | None = None, name: str = "MUTAG",
         if root is None:
             raise ValueError("root: no data directory given and STRUCTRNN_DATA is not set")
     raw = find_tu_raw_dir(root, name)
-    if raw == Path(root) / name / "raw" and _writable(raw.parent):
+    if raw == Path(root) / name / "raw" and is_writable(raw.parent):
         return OfflineTUDataset(str(root), name, **kwargs)
     files = sorted(p for p in raw.iterdir() if p.name.startswith(f"{name}_") and p.is_file())
     digest = hashlib.sha256()

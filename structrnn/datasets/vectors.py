@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from structrnn.vocab import Vocab
+from structrnn.trees.vocab import Vocab
 
 __all__ = ["load_word_vectors", "Coverage"]
 

@@ -27,8 +27,9 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-from structrnn.graph_models import EncodeProcessDecode
-from structrnn.train import load_checkpoint, save_checkpoint, seed_everything, write_json
+from structrnn._io import write_json
+from structrnn.graphs.models import EncodeProcessDecode
+from structrnn.training.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 
 
 # -- data ----------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structrnn.recursive import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
-from structrnn.schedule import TreeSchedule
+from structrnn.levels.schedule import TreeSchedule
+from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 
 MODELS = ("tree-lstm", "child-sum-tree-lstm", "tree-gru", "rntn", "recursive-nn",
           "bi-tree-lstm")

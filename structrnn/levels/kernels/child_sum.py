@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from structrnn.schedule import Schedule
+from structrnn.levels.schedule import Schedule
 
 __all__ = ["child_sum_lstm"]
 
@@ -125,7 +125,7 @@ def child_sum_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule) -> tuple[
             biases enter here, so autograd gives their gradients (a node's f block only counts
             through the edges from its children).
         weight_hh: (4H, H).
-        schedule: a :class:`~structrnn.schedule.Schedule` whose level 0 has no incoming edges
+        schedule: a :class:`~structrnn.levels.schedule.Schedule` whose level 0 has no incoming edges
             (true of every schedule ``make_schedule`` builds).
 
     Returns:

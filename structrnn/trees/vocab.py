@@ -131,7 +131,7 @@ class Vocab:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the vocabulary as JSON, atomically."""
-        from structrnn.train import write_json
+        from structrnn._io import write_json
 
         return write_json(path, {"format": _FORMAT, "version": 1, "unk": self.unk,
                                  "lower": self.lower, "tokens": self.tokens})

@@ -55,8 +55,8 @@ def is_main() -> bool:
 
 def device_for_rank(name: str = "auto") -> torch.device:
     """The device of this process: under torchrun a CUDA request means ``cuda:LOCAL_RANK`` (one
-    GPU per process); otherwise as :func:`structrnn.train.resolve_device`."""
-    from structrnn.train import resolve_device
+    GPU per process); otherwise as :func:`structrnn.training.checkpoint.resolve_device`."""
+    from structrnn.training.checkpoint import resolve_device
 
     device = resolve_device(name)
     if device.type == "cuda" and _env_world_size() > 1:
@@ -122,7 +122,7 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
     """This process's loader over its shard of ``dataset``.
 
     Args:
-        dataset: tree ``Data`` (default loader :class:`~structrnn.schedule.TreeLoader`) or
+        dataset: tree ``Data`` (default loader :class:`~structrnn.levels.schedule.TreeLoader`) or
             graphs (pass ``loader_class=torch_geometric.loader.DataLoader``).
         batch_size: the GLOBAL batch size; each of the ``W`` processes gets ``batch_size / W``
             (a ValueError if it does not divide).
@@ -138,7 +138,7 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
         raise ValueError(f"batch_size: the global batch size must be a positive multiple of the "
                          f"number of processes ({world}), got {batch_size}")
     if loader_class is None:
-        from structrnn.schedule import TreeLoader
+        from structrnn.trees.loader import TreeLoader
 
         loader_class = TreeLoader
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank(), shuffle=shuffle,

@@ -1,5 +1,5 @@
 """The standard graph-network configurations (Battaglia et al. 2018, Figure 4), built on
-:class:`~structrnn.graph.GraphNetwork` by choosing which parts each update function sees.
+:class:`~structrnn.graphs.network.GraphNetwork` by choosing which parts each update function sees.
 
 ======================  =========================  =====================  ====================
 configuration           edge update sees            node update sees       global update sees
@@ -28,7 +28,7 @@ from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.utils import scatter, softmax
 
 from structrnn.cells import GRUCell
-from structrnn.graph import GraphNetwork, aggregate
+from structrnn.graphs.network import GraphNetwork, aggregate
 
 __all__ = ["mlp", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
            "MPNN", "EdgeNetwork", "NonLocal", "AttentionAggregation", "EncodeProcessDecode"]

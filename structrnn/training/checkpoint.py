@@ -1,25 +1,21 @@
-"""Pieces every training run shares: seeding, devices, atomic files, checkpoints, metrics.
-
-Plain functions, no trainer class: each task (``structrnn.tasks.*``) writes its own short loop
-with these, the way a PyTorch user would.
-"""
+"""Checkpoints and random state: atomic ``torch.save``, ``weights_only`` loading, every
+generator's state for an exact resume, seeding and the device choice."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from structrnn._io import atomic_write
+
 __all__ = [
-    "seed_everything", "resolve_device", "atomic_write", "write_json", "save_checkpoint",
-    "load_checkpoint", "check_finite", "NonFiniteError", "append_jsonl", "rng_state",
-    "set_rng_state",
+    "seed_everything", "resolve_device", "save_checkpoint", "load_checkpoint", "check_finite",
+    "NonFiniteError", "rng_state", "set_rng_state",
 ]
 
 
@@ -42,41 +38,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over
-    ``path``: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a writer killed mid-write leaves its temporary file behind: the next write clears it
-    # (one writer per path, as in a run folder where only rank 0 writes)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Append one JSON line (per-epoch metrics log)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(obj, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:

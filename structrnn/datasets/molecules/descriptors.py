@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from structrnn.datasets.molecules import import_rdkit
+from structrnn.datasets.molecules.graphs import import_rdkit
 
 __all__ = ["rdkit_descriptors", "cdf_normalise"]
 

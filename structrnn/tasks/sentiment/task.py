@@ -8,7 +8,8 @@ Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 ``confusion.png``, ``example_tree.png``, and with ``--tensorboard`` a ``tensorboard/`` folder.
 
 Many processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every
-global batch with ``DistributedDataParallel`` (:mod:`structrnn.distributed`); ``--batch-size`` is
+global batch with ``DistributedDataParallel`` (:mod:`structrnn.training.distributed`);
+``--batch-size`` is
 the global batch size and the weights after each step equal those of one process on the same
 global batch. Rank 0 alone evaluates and writes files. One process iterates the same batches
 (``DistributedSampler`` order with one replica), so a run's figures do not depend on the number
@@ -28,23 +29,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from structrnn import distributed
+from structrnn._io import append_jsonl, atomic_write, write_json
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
-from structrnn.schedule import TreeLoader
-from structrnn.tasks.sentiment import MODELS, TreeSentiment, evaluate, node_loss
-from structrnn.train import (
-    append_jsonl,
-    atomic_write,
+from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
+from structrnn.training import distributed
+from structrnn.training.checkpoint import (
     check_finite,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
-    write_json,
 )
-from structrnn.vocab import Vocab
+from structrnn.trees.loader import TreeLoader
+from structrnn.trees.vocab import Vocab
 
 CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
                "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",

@@ -12,11 +12,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from structrnn.datasets.molecules import (
+from structrnn._io import file_sha256
+from structrnn._paths import cache_dir as default_cache_dir
+from structrnn.datasets.molecules.graphs import (
     FEATURISER_VERSION,
     MoleculeGraphs,
-    _file_sha256,
-    default_cache_dir,
     import_rdkit,
     parse_smiles,
 )
@@ -76,7 +76,7 @@ def builtin_molecules(target: str = "tpsa", max_molecules: int | None = None,
     if max_molecules is not None and max_molecules < 1:
         raise ValueError(f"max_molecules: expected >= 1, got {max_molecules}")
     path = builtin_smiles_path()
-    key = hashlib.sha256("\n".join([_file_sha256(path), FEATURISER_VERSION, target,
+    key = hashlib.sha256("\n".join([file_sha256(path), FEATURISER_VERSION, target,
                                     str(max_molecules)]).encode()).hexdigest()
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "molecules"
     size = "all" if max_molecules is None else str(max_molecules)

@@ -1,7 +1,7 @@
 """The N-ary Tree-LSTM over a whole schedule as one autograd node, with a hand-written backward.
 
 The constituency Tree-LSTM of Tai et al. (2015, section 3.2) run the way
-:mod:`structrnn.child_sum_kernel` runs the Child-Sum one: level by level into preallocated
+:mod:`structrnn.levels.kernels.child_sum` runs the Child-Sum one: level by level into preallocated
 buffers with no autograd graph, and a backward that walks the levels in reverse. Each node's
 children are laid side by side by slot (``h_cat`` (N, arity * H), ``c_cat`` likewise), which
 is what :meth:`structrnn.cells.NaryLSTMCell.combine` builds per level.
@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from structrnn.schedule import Schedule
+from structrnn.levels.schedule import Schedule
 
 __all__ = ["nary_lstm"]
 
@@ -120,7 +120,8 @@ def nary_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule, slot: Tensor,
             f_arity-1, g, o): the input projection (its f block repeated per slot) plus
             ``bias_hh``.
         weight_hh: ((3 + arity) H, arity H).
-        schedule: a :class:`~structrnn.schedule.Schedule` whose level 0 has no incoming edges.
+        schedule: a :class:`~structrnn.levels.schedule.Schedule` whose level 0 has no incoming
+            edges.
         slot: (E,) each scheduled edge's child slot (``pos``), each < ``arity``.
 
     Returns:

@@ -15,7 +15,7 @@ Data sets (``--dataset``):
 Models (``--model``): ``gn-gru`` (default): a GraphNetwork block whose edge update is an MLP of
 ``[bond, atom_sender, atom_receiver]`` and whose node update is a GRU cell, run ``--steps`` rounds
 with shared weights (Gilmer et al.'s MPNN with a pair message function); ``mpnn``:
-:class:`structrnn.graph_models.MPNN`'s edge network (``A(e) x_sender``) with the GRU update.
+:class:`structrnn.graphs.models.MPNN`'s edge network (``A(e) x_sender``) with the GRU update.
 Readouts (``--readout``): ``set2set`` (Vinyals et al. 2016), ``sum``, ``mean`` or
 ``atom-sum`` (an MLP per atom, summed: the prediction is a sum of per-atom contributions, which
 are drawn on a molecule). Defaults: ``atom-sum`` for ``builtin``, ``sum`` for ``qm9`` (its
@@ -51,11 +51,11 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import aggr as pyg_aggr
 from tqdm.auto import tqdm
 
+from structrnn._io import append_jsonl, write_json
 from structrnn.cells import GRUCell
-from structrnn.graph import GraphNetwork, aggregate
-from structrnn.graph_models import MPNN, mlp
-from structrnn.train import (
-    append_jsonl,
+from structrnn.graphs.models import MPNN, mlp
+from structrnn.graphs.network import GraphNetwork, aggregate
+from structrnn.training.checkpoint import (
     check_finite,
     load_checkpoint,
     resolve_device,
@@ -63,7 +63,6 @@ from structrnn.train import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
-    write_json,
 )
 
 __all__ = ["add_arguments", "run", "main", "MoleculeModel", "GNGRU", "DATASETS"]
@@ -84,7 +83,7 @@ _RESUME_KEYS = ("dataset", "target", "tu_name", "csv", "split", "model", "readou
 
 class GNGRU(nn.Module):
     """Atoms and bonds embedded to ``hidden``; then ``steps`` rounds of one
-    :class:`~structrnn.graph.GraphNetwork` (shared weights): every bond computes a message
+    :class:`~structrnn.graphs.network.GraphNetwork` (shared weights): every bond computes a message
     ``m = MLP([bond, h_sender, h_receiver])`` and every atom updates ``h = GRU(sum m, h)``.
 
     ``forward(x (N, node_in), edge_index (2, E), edge_attr (E, edge_in))`` -> (N, hidden).
@@ -213,7 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m structrnn.tasks.molecules [flags]``."""
+    """``python -m structrnn.tasks.molecules.task [flags]``."""
     parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     return run(parser.parse_args(argv))
 
@@ -264,7 +263,7 @@ def prepare(args) -> Prepared:
         return Prepared(ds, "classification", ["class"], ds.num_node_features,
                         ds.num_edge_features, int(labels.max()) + 1, None, labels)
     if args.dataset == "builtin":
-        from structrnn.datasets.builtin_molecules import builtin_molecules
+        from structrnn.datasets.molecules.builtin import builtin_molecules
 
         if args.global_features != "none":
             raise ValueError("--global-features rdkit: the builtin targets are RDKit "
@@ -288,7 +287,7 @@ def prepare(args) -> Prepared:
                                           ds.y[:args.max_molecules])
     descriptors = None
     if args.global_features == "rdkit":
-        from structrnn.datasets.descriptors import rdkit_descriptors
+        from structrnn.datasets.molecules.descriptors import rdkit_descriptors
 
         descriptors, _ = rdkit_descriptors(ds.smiles, progress=not args.no_progress)
     return Prepared(ds, "regression", ds.target_names, NUM_ATOM_FEATURES, NUM_BOND_FEATURES,
@@ -371,7 +370,7 @@ class Trainer:
         seed_everything(unit["seed"] * 1000 + unit.get("fold", 0))
         u = None
         if prep.descriptors is not None:
-            from structrnn.datasets.descriptors import cdf_normalise
+            from structrnn.datasets.molecules.descriptors import cdf_normalise
 
             # the distribution comes from the training molecules only
             u = cdf_normalise(prep.descriptors, prep.descriptors[unit["train"]])
@@ -610,7 +609,7 @@ def _atom_png(path: Path, trainer: Trainer, result: dict) -> None:
     SimilarityMaps.GetSimilarityMapFromWeights(mol, contrib, draw2d=drawer)
     drawer.FinishDrawing()
     data = drawer.GetDrawingText()
-    from structrnn.train import atomic_write
+    from structrnn._io import atomic_write
 
     atomic_write(path, lambda f: f.write(data))
 

@@ -16,18 +16,19 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from structrnn.train import atomic_write
+from structrnn._io import atomic_write, file_sha256, is_writable
+from structrnn._paths import cache_dir as default_cache_dir
 
 __all__ = [
     "from_smiles", "MoleculeCSV", "MoleculeGraphs", "SkippedRow", "FEATURISER_VERSION",
     "NUM_ATOM_FEATURES", "NUM_BOND_FEATURES", "ATOM_FEATURE_GROUPS", "BOND_FEATURE_GROUPS",
-    "default_cache_dir", "import_rdkit",
+    "import_rdkit", "parse_smiles", "mol_to_data",
 ]
 
 # Bump whenever the vocabularies or the order below change: cached graphs are keyed by it.
@@ -169,21 +170,6 @@ class SkippedRow(NamedTuple):
     line: int
     smiles: str
     reason: str
-
-
-def default_cache_dir() -> Path:
-    """``$STRUCTRNN_CACHE`` or ``~/.cache/structrnn``: where processed data goes when the data
-    directory is read-only."""
-    env = os.environ.get("STRUCTRNN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "structrnn"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pack(graphs: list[Data]) -> dict[str, Tensor]:
@@ -343,21 +329,12 @@ class MoleculeGraphs(Sequence):
 
 def _cache_location(source: Path, name: str, cache_dir: str | os.PathLike | None) -> Path:
     """``cache_dir/name``; by default ``processed/`` next to the source when that directory is
-    writable, else :func:`default_cache_dir`."""
+    writable, else :func:`structrnn._paths.cache_dir`."""
     if cache_dir is None:
         beside = source.parent / "processed"
-        usable = _writable(beside) if beside.exists() else _writable(source.parent)
+        usable = is_writable(beside) if beside.exists() else is_writable(source.parent)
         cache_dir = beside if usable else default_cache_dir() / "molecules"
     return Path(cache_dir) / name
-
-
-def _writable(directory: Path) -> bool:
-    """Writable *and* not marked read-only: root passes ``os.access`` on a ``r-x`` directory,
-    but a shared read-only data set must stay untouched, so the mode bits decide too."""
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
 
 
 class MoleculeCSV(MoleculeGraphs):
@@ -389,7 +366,7 @@ class MoleculeCSV(MoleculeGraphs):
             target_cols = [target_cols]
         target_cols = list(target_cols)
         self._check_header(path, smiles_col, target_cols)
-        key_text = "\n".join([_file_sha256(path), FEATURISER_VERSION, smiles_col, *target_cols,
+        key_text = "\n".join([file_sha256(path), FEATURISER_VERSION, smiles_col, *target_cols,
                               str(explicit_hydrogens)])
         key = hashlib.sha256(key_text.encode()).hexdigest()
         cache_path = _cache_location(path, f"{path.stem}.{key[:16]}.pt", cache_dir)
@@ -428,14 +405,3 @@ class MoleculeCSV(MoleculeGraphs):
                 if not smi and error is None:
                     error = "empty SMILES"
                 yield line, smi, targets, error
-
-
-def describe_features() -> list[dict[str, Any]]:
-    """One entry per feature group: name, columns and vocabulary (for docs and plots)."""
-    out = []
-    for kind, groups, starts in (("atom", ATOM_FEATURE_GROUPS, _ATOM_STARTS),
-                                 ("bond", BOND_FEATURE_GROUPS, _BOND_STARTS)):
-        for (name, vocab), s in zip(groups, starts, strict=True):
-            out.append({"kind": kind, "group": name, "start": s,
-                        "values": [*map(str, vocab), "other"]})
-    return out

@@ -1,0 +1,2 @@
+"""The one training core every task uses: run folders, checkpoints, the loop, data-parallel
+processes and logging."""
