@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from structrnn._errors import InputError
 from structrnn.trees.tree import WHITESPACE as _WS
 from structrnn.trees.tree import Tree, gc_paused, new_node
 
@@ -20,7 +21,7 @@ _ODD_WS = re.compile(r"[\t\n\r\f\v]")
 _WS_RUN = re.compile(r"[ \t\n\r\f\v]+")
 
 
-class ParseError(ValueError):
+class ParseError(InputError):
     """Malformed tree text. ``line`` and ``column`` are 1-based (columns count characters); the
     message quotes the line around the error with a caret under the column."""
 
