@@ -2,38 +2,81 @@
 
 Cells (:mod:`structrnn.cells`) take ``(x, prev, index=None, size=None)``; the same cell runs
 along a sequence (:class:`LSTM`), bottom-up over a tree (:class:`TreeLSTM`) or as the update
-function of a graph network (:class:`GraphNetwork`).
+function of a graph network (:class:`GraphNetwork`). The layout, the data layout of tree and
+graph batches and the rules between the sub-packages are in ``docs/architecture.md``.
+
+``import structrnn`` loads PyTorch and the cell, sequence and tree modules; the names whose
+modules need PyTorch Geometric (:class:`TreeLoader`, :func:`collate_trees` and the graph
+networks) are imported on first use, and optional dependencies (RDKit, nltk, networkx,
+matplotlib, tensorboard) only where a function needs them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from structrnn._lazy import lazy_exports
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
-from structrnn.graphs.models import (
-    MPNN,
-    DeepSets,
-    EncodeProcessDecode,
-    GraphIndependent,
-    InteractionNetwork,
-    NonLocal,
-    RelationNetwork,
-)
-from structrnn.graphs.network import GraphNetwork
 from structrnn.levels.run import run_down, run_schedule, run_up
 from structrnn.levels.schedule import tree_schedule
 from structrnn.sequence import GRU, LSTM, RNN
-from structrnn.trees.loader import TreeLoader, collate_trees
 from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 from structrnn.trees.ptb import ParseError, PTBFile, read_ptb_file, write_ptb_file
 from structrnn.trees.tree import Tree
 from structrnn.trees.vocab import Vocab
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazily below
+    from structrnn.graphs import (
+        MPNN,
+        DeepSets,
+        EncodeProcessDecode,
+        GraphIndependent,
+        GraphNetwork,
+        InteractionNetwork,
+        NonLocal,
+        RelationNetwork,
+    )
+    from structrnn.trees.loader import TreeLoader, collate_trees
 
 __all__ = [
+    "__version__",
     "RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
     "RNN", "GRU", "LSTM",
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
-    "run_schedule",
-    "tree_schedule", "collate_trees", "TreeLoader",
+    "run_schedule", "tree_schedule", "collate_trees", "TreeLoader",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
     "MPNN", "NonLocal", "EncodeProcessDecode",
 ]
+
+# modules that import torch_geometric: loaded on first access
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "structrnn.trees.loader": ["TreeLoader", "collate_trees"],
+    "structrnn.graphs.network": ["GraphNetwork"],
+    "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
+                                "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
+}, submodules=["levels", "trees", "graphs", "datasets", "training", "viz"])
+
+
+def _version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, the one
+    ``pyproject.toml`` declares (``0+unknown`` when neither is there)."""
+    import re
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.version("structrnn")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8")
+    except OSError:
+        return "0+unknown"
+    # the [project] table runs to the next header; tomllib is 3.11+ and we support 3.10
+    table = re.search(r"^\[project\][ \t]*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    found = table and re.search(r"^version\s*=\s*[\"']([^\"']+)[\"']", table.group(1), re.M)
+    return found.group(1) if found else "0+unknown"
+
+
+__version__: str = _version()

@@ -1,17 +1,38 @@
 """Graphs: the graph-network block (:mod:`.network`), the named configurations of Battaglia et
-al. 2018 (:mod:`.models`) and networkx conversions (:mod:`.convert`)."""
+al. 2018 (:mod:`.models`) and networkx conversions (:mod:`.convert`).
 
-from structrnn.graphs.models import (
-    MPNN,
-    DeepSets,
-    EncodeProcessDecode,
-    GraphIndependent,
-    InteractionNetwork,
-    NonLocal,
-    RelationNetwork,
-    mlp,
-)
-from structrnn.graphs.network import GraphNetwork, aggregate
+The data layout of a graph batch is in ``docs/architecture.md``. Nothing here imports
+:mod:`structrnn.trees`. Every module needs PyTorch Geometric, so the names below are imported on
+first use: ``import structrnn.graphs`` alone stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from structrnn._lazy import lazy_exports
+
+if TYPE_CHECKING:  # pragma: no cover
+    from structrnn.graphs.convert import from_networkx, to_networkx
+    from structrnn.graphs.models import (
+        MPNN,
+        DeepSets,
+        EncodeProcessDecode,
+        GraphIndependent,
+        InteractionNetwork,
+        NonLocal,
+        RelationNetwork,
+        mlp,
+    )
+    from structrnn.graphs.network import GraphNetwork, aggregate
 
 __all__ = ["GraphNetwork", "aggregate", "GraphIndependent", "InteractionNetwork", "DeepSets",
-           "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode", "mlp"]
+           "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode", "mlp", "from_networkx",
+           "to_networkx"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".network": ["GraphNetwork", "aggregate"],
+    ".models": ["GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork", "MPNN",
+                "NonLocal", "EncodeProcessDecode", "mlp"],
+    ".convert": ["from_networkx", "to_networkx"],
+})
