@@ -1,43 +1,59 @@
 """Pictures with matplotlib (the ``viz`` extra): learning curves, sentiment trees, confusion
-matrices. Every function writes a file (PNG, SVG or PDF by the suffix) and returns its path."""
+matrices. Every function writes a file (PNG, SVG or PDF by the suffix) and returns its path.
+
+:func:`pyplot` is the one place that imports matplotlib: every picture in structrnn (the tasks'
+too) gets ``matplotlib.pyplot`` from it, on the file-only Agg backend, or an ImportError that
+names the ``viz`` extra. Importing this module does not import matplotlib.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-__all__ = ["plot_learning_curves", "draw_tree", "plot_confusion"]
+__all__ = ["pyplot", "save_figure", "plot_learning_curves", "draw_tree", "plot_confusion"]
 
 SENTIMENT_COLOURS = ["#b2182b", "#ef8a62", "#e0e0e0", "#67a9cf", "#2166ac"]  # 0 .. 4
 
 
-def _pyplot():
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend (files only: no display is needed, and a run on
+    a server never opens a window).
+
+    Raises:
+        ImportError: matplotlib is not installed; the message says
+            ``pip install 'structrnn[viz]'``.
+    """
     try:
         import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("pictures need matplotlib: pip install 'structrnn[viz]'") from err
+    except ImportError as err:
+        raise ImportError("pictures need matplotlib, which is not installed: "
+                          "pip install 'structrnn[viz]'") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(plt, fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``path`` (its folder is created; the format follows the
+    suffix), close it so that figures do not pile up in memory, and return the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return path
 
 
 def plot_learning_curves(history: Sequence[dict], path: str | os.PathLike,
                          keys: Sequence[str] | None = None) -> Path:
     """One line per metric over epochs; ``history`` is a list of per-epoch dicts with ``epoch``."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = keys or sorted({k for h in history for k in h if k != "epoch"
                            and isinstance(h[k], (int, float))})
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -51,7 +67,7 @@ def plot_learning_curves(history: Sequence[dict], path: str | os.PathLike,
         if ax.lines:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Tensor | None = None,
@@ -61,7 +77,7 @@ def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Te
     ``predicted`` gives one class per node in pre-order (``Tree.to_data`` order); by default
     the tree's own labels are used. Leaves show their tokens.
     """
-    plt = _pyplot()
+    plt = pyplot()
     nodes, parents, _ = tree.flatten()
     n = len(nodes)
     labels = [int(v) for v in predicted] if predicted is not None else [
@@ -99,13 +115,13 @@ def draw_tree(tree, path: str | os.PathLike, predicted: Sequence[int] | torch.Te
     ax.set_ylim(-max(depth) - 1.6, 0.6)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(true: torch.Tensor, pred: torch.Tensor, path: str | os.PathLike,
                    class_names: Sequence[str] | None = None) -> Path:
     """Confusion matrix (rows true, columns predicted), counts annotated."""
-    plt = _pyplot()
+    plt = pyplot()
     k = int(max(int(true.max()), int(pred.max())) + 1) if true.numel() else 1
     if class_names is not None:
         k = max(k, len(class_names))
@@ -122,4 +138,4 @@ def plot_confusion(true: torch.Tensor, pred: torch.Tensor, path: str | os.PathLi
         for j in range(k):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > top / 2 else "black")
-    return _save(plt, fig, path)
+    return save_figure(fig, path)

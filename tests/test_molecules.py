@@ -339,6 +339,29 @@ def test_tu_missing_never_downloads(tmp_path):
         tu_dataset(tmp_path, "NOPE", cache_dir=tmp_path)
 
 
+def test_tu_default_root_is_the_data_root(tmp_path, monkeypatch):
+    """No root: $STRUCTRNN_DATA, as every reader (structrnn._paths.data_root)."""
+    from structrnn.datasets.tu import tu_dataset
+
+    raw = tmp_path / "data" / "tiny"  # the lower-case layout of shared data folders
+    raw.mkdir(parents=True)
+    (raw / "TINY_A.txt").write_text("1, 2\n2, 1\n3, 4\n4, 3\n4, 5\n5, 4\n")
+    (raw / "TINY_graph_indicator.txt").write_text("1\n1\n2\n2\n2\n")
+    (raw / "TINY_graph_labels.txt").write_text("1\n-1\n")
+    monkeypatch.setenv("STRUCTRNN_DATA", str(tmp_path / "data"))
+    ds = tu_dataset(name="TINY", cache_dir=tmp_path / "cache")
+    assert len(ds) == 2 and [g.num_nodes for g in ds] == [2, 3]
+    assert sorted(p.name for p in raw.iterdir()) == ["TINY_A.txt", "TINY_graph_indicator.txt",
+                                                      "TINY_graph_labels.txt"]
+    monkeypatch.setenv("STRUCTRNN_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        tu_dataset(name="TINY", cache_dir=tmp_path / "cache")
+    monkeypatch.delenv("STRUCTRNN_DATA")  # then ~/.cache/structrnn, as for SST
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(FileNotFoundError, match=r"home/\.cache/structrnn"):
+        tu_dataset(name="TINY", cache_dir=tmp_path / "cache")
+
+
 def test_builtin_molecules(tmp_path):
     ds = builtin_molecules("tpsa", max_molecules=40, cache_dir=tmp_path)
     assert len(ds) == 40 and ds.target_names == ["tpsa"]

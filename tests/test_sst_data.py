@@ -5,15 +5,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
+from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, TreeDataset, download_sst, to_binary
 from structrnn.datasets.synthetic import (
     LEXICON,
@@ -21,18 +20,17 @@ from structrnn.datasets.synthetic import (
     bag_of_words,
     generate_sentiment_trees,
 )
-from structrnn.datasets.vectors import load_word_vectors
+from structrnn.datasets.vectors import file_dim, load_word_vectors
 from structrnn.trees.tree import Tree
 from structrnn.trees.vocab import Vocab
+from tests.conftest import shared_data_root
 
 
 # ------------------------------------------------------------------ SST
 @pytest.fixture(scope="module")
 def sst_binary():
     # module scope (loaded once), so the function-scoped data_root fixture cannot be used
-    env = os.environ.get("STRUCTRNN_DATA")
-    root = (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets")
-    root = root / "sst"
+    root = shared_data_root() / "sst"
     if not root.is_dir():
         pytest.skip(f"data set 'sst' not found at {root} (set STRUCTRNN_DATA)")
     train = SST(root, "train", binary=True)
@@ -90,6 +88,59 @@ def test_tree_dataset_binary_drops_neutral_roots():
     ds = TreeDataset(trees, binary=True)
     assert len(ds) == 2 and ds.trees == trees[1:]
     assert ds[0].y.tolist() == [1, -1, 1] and ds[1].y.tolist() == [0, 0, -1]
+
+
+# ------------------------------------------------------------------ bad labels (issue 14, bug 5)
+GOOD = "(3 (2 a) (3 b))"
+
+
+def write_split(root, split: str, lines: list[str]):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{split}.txt").write_text("".join(line + "\n" for line in lines))
+    return root
+
+
+@pytest.mark.parametrize("bad", ["9", "pos", "-1", "5"])
+def test_sst_label_outside_the_classes_names_file_and_line(tmp_path, bad):
+    # line 8 counts the blank line 3: the line number is the file's, 1-based
+    lines = [GOOD] * 7 + [f"(3 (2 a) ({bad} b))"] + [GOOD]
+    lines[2] = ""
+    root = write_split(tmp_path / "sst", "train", lines)
+    for binary in (False, True):
+        with pytest.raises(InputError) as info:
+            SST(root, "train", binary=binary)
+        assert str(info.value) == (f"train.txt, line 8: node label {bad!r} is not a sentiment "
+                                   "class 0..4")
+
+
+def test_sst_bad_root_label_and_the_count_of_the_others(tmp_path):
+    root = write_split(tmp_path, "dev", [GOOD, "(pos (2 a) (3 b))", GOOD, "(7 (2 a) (3 b))",
+                                         "(3 (2 a) (x b))"])
+    with pytest.raises(InputError, match=r"^dev\.txt, line 2: node label 'pos' is not a "
+                                         r"sentiment class 0\.\.4 \(and 2 more such tree\(s\): "
+                                         r"lines 4, 5\)$"):
+        SST(root, "dev")
+
+
+def test_sst_skip_drops_trees_with_bad_labels_and_reports_their_lines(tmp_path):
+    root = write_split(tmp_path, "test", [GOOD, "(3 (9 a) (3 b))", "(3 (2 a)", "(1 (1 c) (2 d))"])
+    with pytest.warns(UserWarning) as record:
+        ds = SST(root, "test", on_error="skip")
+    assert len(ds) == 2 and [t.to_ptb() for t in ds.trees] == [GOOD, "(1 (1 c) (2 d))"]
+    assert ds.skipped_lines == [2, 3]  # the bad label and the unbalanced line
+    assert any("test.txt, line 2: node label '9'" in str(w.message) for w in record)
+    assert torch.cat([d.y for d in ds.data]).tolist() == [3, 2, 3, 1, 1, 2]
+
+
+def test_tree_dataset_names_the_tree_without_a_file():
+    trees = [Tree.from_ptb(GOOD), Tree.from_ptb("(3 (2 a) (neg b))")]
+    with pytest.raises(InputError, match=r"^trees\[1\]: node label 'neg' is not a sentiment"):
+        TreeDataset(trees)
+    with pytest.raises(InputError, match=r"^reviews\.txt, line 12: node label 'neg'"):
+        TreeDataset(trees, source="reviews.txt", line_numbers=[11, 12])
+    with pytest.warns(UserWarning, match="skipped 1 tree"):
+        ds = TreeDataset(trees, on_error="skip")
+    assert len(ds) == 1 and ds.skipped_lines == [1]
 
 
 def test_sst_missing_root_and_bad_split(tmp_path):
@@ -172,7 +223,8 @@ def test_load_word_vectors(tmp_path, gz, header):
     assert coverage.dim == 3
     rest = vectors[[vocab["missing"], vocab["bad"], 0]]
     assert 0 < rest.abs().max() < 1  # small random init
-    again, _ = load_word_vectors(path, vocab, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="skipped 2 malformed"):
+        again, _ = load_word_vectors(path, vocab, generator=torch.Generator().manual_seed(0))
     assert torch.equal(again, vectors)
     assert "4 / 8 vocabulary tokens found (50.0%)" in str(coverage)
 
@@ -187,6 +239,34 @@ def test_load_word_vectors_errors(tmp_path):
         load_word_vectors(empty, vocab)
     with pytest.raises(FileNotFoundError):
         load_word_vectors(tmp_path / "none.txt", vocab)
+
+
+def test_word_vector_dimension_comes_from_the_file(tmp_path):
+    """Issue 14, bug 12: a 50-d file with the default 300 trained on random vectors."""
+    vocab = Vocab(["a", "b"])
+    glove = write_vectors(tmp_path / "glove.2d.txt", ["a 1 2", "b 3 4", "c 5 6"])
+    assert file_dim(glove) == (2, False)
+    vectors, coverage = load_word_vectors(glove, vocab)
+    assert coverage.dim == 2 and coverage.bad_lines == [] and coverage.found == 2
+    assert vectors[vocab["b"]].tolist() == [3, 4]
+    _, same = load_word_vectors(glove, vocab, dim=2)
+    assert same == coverage
+    with pytest.raises(InputError) as info:
+        load_word_vectors(glove, vocab, dim=300)
+    message = str(info.value)
+    assert str(glove) in message and "2 dimensions" in message and "dim=300" in message
+    word2vec = write_vectors(tmp_path / "w2v.txt", ["a 1 2 3"], header="1 3")
+    assert file_dim(word2vec) == (3, True)
+    with pytest.raises(InputError, match=r"3 dimensions \(from its header\), but dim=2"):
+        load_word_vectors(word2vec, vocab, dim=2)
+
+
+def test_word_vector_dimension_skips_a_bad_first_line(tmp_path):
+    # a first line with no vector (a lone word) does not decide the dimension
+    path = write_vectors(tmp_path / "v.txt", ["oops", "a 1 2 3", "b 4 5 6"])
+    with pytest.warns(UserWarning, match="skipped 1 malformed line"):
+        vectors, coverage = load_word_vectors(path, Vocab(["a"]))
+    assert coverage.dim == 3 and coverage.bad_lines == [1] and coverage.found == 1
 
 
 def test_load_shared_vectors(sst_binary):

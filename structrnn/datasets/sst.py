@@ -5,6 +5,11 @@ Files: ``train.txt``, ``dev.txt``, ``test.txt`` under ``root``, one PTB tree per
 (``~/.cache/structrnn/sst`` when the variable is unset). ``download=True`` fetches Stanford's
 ``trainDevTestTrees_PTB.zip``, checks its sha256 and unpacks the three files; tests never do.
 
+Every node label must be a class ``0``..``4``: any other label (``9``, ``pos``) raises
+:class:`~structrnn._errors.InputError` naming the file and the 1-based line
+(``train.txt, line 8: node label '9' is not a sentiment class 0..4``), or, with
+``on_error="skip"``, drops that tree and reports its line.
+
 Binary task (Socher et al. 2013; Tai et al. 2015): trees with a neutral root are dropped; on
 every node 0-1 -> 0, 3-4 -> 1, and neutral nodes (2) -> -1, which the loss ignores
 (``cross_entropy(..., ignore_index=-1)``). Standard sizes 6920 / 872 / 1821.
@@ -17,6 +22,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
+from structrnn._errors import InputError
 from structrnn._paths import data_root as default_data_root
 from structrnn.trees.ptb import PTBFile, read_ptb_file
 from structrnn.trees.tree import Tree, gc_paused
@@ -40,6 +47,7 @@ SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 SST_SHA256 = "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc"
 SPLITS = ("train", "dev", "test")
 _BINARY = torch.tensor([0, 0, -1, 1, 1])
+CLASS_LABELS = frozenset("01234")  # SST writes each class as one digit
 
 
 def to_binary(y: Tensor) -> Tensor:
@@ -50,6 +58,14 @@ def to_binary(y: Tensor) -> Tensor:
     return torch.where(y >= 0, _BINARY[y.clamp(min=0)], y)
 
 
+def _bad_label(tree: Tree) -> str | None:
+    """The first node label (pre-order) that is not a class 0..4, or None."""
+    for node in tree.subtrees():
+        if node.label not in CLASS_LABELS:
+            return node.label
+    return None
+
+
 class TreeDataset(Dataset):
     """A list of :class:`~structrnn.Tree` and their ``Data`` (see :meth:`Tree.to_data`).
 
@@ -57,10 +73,23 @@ class TreeDataset(Dataset):
     ``TreeDataset``; PyG's ``DataLoader`` batches it as it is. With ``binary=True`` trees with a
     neutral root (label 2) are dropped and ``y`` is mapped by :func:`to_binary`; ``.trees`` keep
     their original labels. ``vocab`` defaults to one built from these trees.
+
+    Every node label must be one of ``0``..``4``. A tree with another label raises
+    :class:`~structrnn._errors.InputError` naming it (``trees[3]``, or ``source, line N`` when
+    ``source`` and ``line_numbers``, one per tree, say where the trees were read); with
+    ``on_error="skip"`` the tree is dropped with a warning, and ``.skipped_lines`` lists its line
+    (its index without ``line_numbers``).
     """
 
     def __init__(self, trees: Sequence[Tree], vocab: Vocab | None = None, binary: bool = False,
-                 min_count: int = 1, lower: bool = False):
+                 min_count: int = 1, lower: bool = False, *, source: str | None = None,
+                 line_numbers: Sequence[int] | None = None, on_error: str = "raise"):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+        if line_numbers is not None and len(line_numbers) != len(trees):
+            raise ValueError(f"line_numbers: expected one per tree ({len(trees)}), got "
+                             f"{len(line_numbers)}")
+        trees, self.skipped_lines = _checked(trees, source, line_numbers, on_error)
         if binary:
             trees = [t for t in trees if t.label != "2"]
         if vocab is None:
@@ -114,8 +143,8 @@ class SST(TreeDataset):
             ``.vocab`` to dev and test).
         download: fetch and unpack the official archive when the files are missing.
         min_count, lower: options of the vocabulary built when ``vocab`` is None.
-        on_error: ``"raise"`` or ``"skip"`` malformed lines (skipped ones are reported in
-            ``.skipped_lines`` and by a warning).
+        on_error: ``"raise"`` or ``"skip"`` malformed lines and trees whose labels are not
+            classes 0..4 (skipped ones are reported in ``.skipped_lines`` and by a warning).
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train",
@@ -134,10 +163,34 @@ class SST(TreeDataset):
                 f"download=True to fetch {SST_URL}")
         read: PTBFile = read_ptb_file(path, on_error=on_error)
         super().__init__(read.trees, vocab=vocab, binary=binary, min_count=min_count,
-                         lower=lower)
+                         lower=lower, source=path.name, line_numbers=read.line_numbers,
+                         on_error=on_error)
         self.root = root
         self.split = split
-        self.skipped_lines = read.skipped_lines
+        self.skipped_lines = sorted(read.skipped_lines + self.skipped_lines)
+
+
+def _checked(trees: Sequence[Tree], source: str | None, line_numbers: Sequence[int] | None,
+             on_error: str) -> tuple[list[Tree], list[int]]:
+    """``(good trees, skipped lines)``; with ``on_error="raise"`` the first bad label raises
+    (the message counts the others)."""
+    problems = [(i, label) for i, t in enumerate(trees) if (label := _bad_label(t)) is not None]
+    if not problems:
+        return list(trees), []
+    at = [i if line_numbers is None else line_numbers[i] for i, _ in problems]
+    first = (f"trees[{at[0]}]" if line_numbers is None
+             else f"{source + ', ' if source else ''}line {at[0]}")
+    message = f"{first}: node label {problems[0][1]!r} is not a sentiment class 0..4"
+    if on_error == "raise":
+        if len(at) > 1:
+            shown = ", ".join(map(str, at[1:21])) + (", ..." if len(at) > 21 else "")
+            what = "trees" if line_numbers is None else "lines"
+            message += f" (and {len(at) - 1} more such tree(s): {what} {shown})"
+        raise InputError(message)
+    warnings.warn(f"skipped {len(at)} tree(s) with labels outside 0..4; the first: {message}",
+                  stacklevel=3)
+    bad = {i for i, _ in problems}
+    return [t for i, t in enumerate(trees) if i not in bad], at
 
 
 def download_sst(root: str | os.PathLike, url: str = SST_URL,
@@ -154,7 +207,7 @@ def download_sst(root: str | os.PathLike, url: str = SST_URL,
                 digest.update(chunk)
                 out.write(chunk)
         if sha256 is not None and digest.hexdigest() != sha256:
-            raise ValueError(f"{url}: sha256 {digest.hexdigest()} does not match the expected "
+            raise InputError(f"{url}: sha256 {digest.hexdigest()} does not match the expected "
                              f"{sha256}; the download is corrupt or the file has changed")
         with zipfile.ZipFile(tmp) as archive:
             for split in SPLITS:

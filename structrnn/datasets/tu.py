@@ -17,6 +17,7 @@ from torch_geometric.datasets import TUDataset
 
 from structrnn._io import is_writable
 from structrnn._paths import cache_dir as default_cache_dir
+from structrnn._paths import data_root
 
 __all__ = ["tu_dataset", "find_tu_raw_dir", "OfflineTUDataset"]
 
@@ -53,7 +54,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def tu_dataset(root: str | os.PathLike | None = None, name: str = "MUTAG",
                cache_dir: str | os.PathLike | None = None, **kwargs) -> TUDataset:
-    """Load the TU set ``name`` from ``root`` (default ``$STRUCTRNN_DATA``) with PyG.
+    """Load the TU set ``name`` from ``root`` (default :func:`structrnn._paths.data_root`:
+    ``$STRUCTRNN_DATA``, else ``~/.cache/structrnn``) with PyG.
 
     Graph ``y`` is a class index (0..C-1, PyG maps MUTAG's -1/1 to 0/1), ``x`` the one-hot node
     labels, ``edge_attr`` the one-hot edge labels when the set has them. ``kwargs`` go to
@@ -61,12 +63,9 @@ def tu_dataset(root: str | os.PathLike | None = None, name: str = "MUTAG",
     ``root/NAME/processed`` when ``root/NAME/raw`` holds the files and is writable, else under
     ``cache_dir`` (default ``$STRUCTRNN_CACHE`` or ``~/.cache/structrnn``) in ``tu/NAME-<hash>``.
     """
-    if root is None:
-        root = os.environ.get("STRUCTRNN_DATA")
-        if root is None:
-            raise ValueError("root: no data directory given and STRUCTRNN_DATA is not set")
+    root = data_root(root)
     raw = find_tu_raw_dir(root, name)
-    if raw == Path(root) / name / "raw" and is_writable(raw.parent):
+    if raw == root / name / "raw" and is_writable(raw.parent):
         return OfflineTUDataset(str(root), name, **kwargs)
     files = sorted(p for p in raw.iterdir() if p.name.startswith(f"{name}_") and p.is_file())
     digest = hashlib.sha256()

@@ -6,15 +6,17 @@ import gzip
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from structrnn._errors import InputError
 from structrnn.trees.vocab import Vocab
 
-__all__ = ["load_word_vectors", "Coverage"]
+__all__ = ["load_word_vectors", "file_dim", "Coverage"]
 
 log = logging.getLogger("structrnn")
 
@@ -44,6 +46,47 @@ def _open(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, list[str] | None]]:
+    """``(1-based line number, fields)`` of each line; ``fields`` is None for a line that is
+    not UTF-8. Fields are split on single spaces only: a token may hold U+00A0."""
+    with _open(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+                continue
+            yield number, line.rstrip("\r\n").rstrip(" ").split(" ")
+
+
+def _is_header(number: int, fields: list[str]) -> bool:
+    """word2vec's first line ``count dim``."""
+    return number == 1 and len(fields) == 2 and all(p.isdigit() for p in fields)
+
+
+def file_dim(path: str | os.PathLike) -> tuple[int, bool]:
+    """``(dim, has_header)``: the dimension a word-vector file declares in its word2vec header,
+    else that of its first line with a vector. InputError when no line holds one."""
+    path = Path(path)
+    for number, fields in _lines(path):
+        if fields is None or len(fields) < 2:
+            continue
+        if _is_header(number, fields):
+            return int(fields[1]), True
+        return len(fields) - 1, False
+    raise InputError(f"{path}: no word vectors found (empty file, or every line is bad)")
+
+
+def _parse(fields: list[str]) -> np.ndarray | None:
+    """The vector of a line, or None when a number does not parse or is not finite (a NaN/Inf
+    row would poison training)."""
+    try:
+        vector = np.asarray(fields[1:], dtype=np.float32)  # parsed in C
+    except ValueError:
+        return None
+    return vector if np.isfinite(vector).all() else None
+
+
 def load_word_vectors(path: str | os.PathLike, vocab: Vocab, dim: int | None = None,
                       lower_fallback: bool = True, init_std: float = 0.1,
                       generator: torch.Generator | None = None,
@@ -56,14 +99,22 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocab, dim: int | None = N
     looked up exactly first, then (``lower_fallback``) by its lower-cased form. Fields are
     separated by single spaces, so a token may contain other characters such as U+00A0.
 
-    A line whose number of fields is not ``dim + 1`` or whose numbers do not parse is skipped
-    and reported (``coverage.bad_lines`` and a warning); numbers are parsed only for the words
-    the vocabulary needs, so other lines are checked by their field count alone. ``dim``
-    defaults to the header's, else to the first line's.
+    ``dim`` is the file's own (its header's, else its first line's, see :func:`file_dim`) when
+    None; a ``dim`` that differs from the file's raises
+    :class:`~structrnn._errors.InputError` naming both and the file. A line whose number of
+    fields is not ``dim + 1`` or whose numbers do not parse is skipped and reported
+    (``coverage.bad_lines`` and a warning); numbers are parsed only for the words the vocabulary
+    needs, so other lines are checked by their field count alone.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no word-vector file at {path}")
+    found, header = file_dim(path)
+    if dim is not None and dim != found:
+        raise InputError(f"{path}: the file's vectors have {found} dimensions (from its "
+                         f"{'header' if header else 'first line'}), but dim={dim} was asked "
+                         f"for; ask for {found} or leave the dimension to the file")
+    dim = found
     exact = vocab.token_to_id
     by_lower: dict[str, list[int]] = {}
     if lower_fallback:
@@ -72,49 +123,25 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocab, dim: int | None = N
     rows: dict[int, np.ndarray] = {}
     exact_hit: set[int] = set()
     bad: list[int] = []
-    with _open(path) as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n").rstrip(" ")
-            except UnicodeDecodeError:
-                bad.append(number)
-                continue
-            fields = line.split(" ")
-            if number == 1 and len(fields) == 2 and all(p.isdigit() for p in fields):
-                header_dim = int(fields[1])  # word2vec: "count dim"
-                if dim is not None and dim != header_dim:
-                    raise ValueError(f"dim: the header of {path} says {header_dim}, got {dim}")
-                dim = header_dim
-                continue
-            if dim is None:
-                dim = len(fields) - 1
-                if dim < 1:
-                    bad.append(number)
-                    dim = None
-                    continue
-            if len(fields) != dim + 1:
-                bad.append(number)
-                continue
-            word = fields[0]
-            i = exact.get(word)
-            targets = [i] if i is not None else []
-            targets += [j for j in by_lower.get(word, ()) if j not in exact_hit and j != i]
-            if not targets:
-                continue
-            try:
-                vector = np.asarray(fields[1:], dtype=np.float32)  # parsed in C
-            except ValueError:
-                bad.append(number)
-                continue
-            if not np.isfinite(vector).all():  # a NaN/Inf row would poison training
-                bad.append(number)
-                continue
-            for j in targets:
-                rows[j] = vector
-            if i is not None:
-                exact_hit.add(i)
-    if dim is None:
-        raise ValueError(f"{path}: no word vectors found (empty file, or every line is bad)")
+    for number, fields in _lines(path):
+        if header and number == 1:
+            continue
+        if fields is None or len(fields) != dim + 1:
+            bad.append(number)
+            continue
+        i = exact.get(fields[0])
+        targets = [i] if i is not None else []
+        targets += [j for j in by_lower.get(fields[0], ()) if j not in exact_hit and j != i]
+        if not targets:
+            continue
+        vector = _parse(fields)
+        if vector is None:
+            bad.append(number)
+            continue
+        for j in targets:
+            rows[j] = vector
+        if i is not None:
+            exact_hit.add(i)
     out = torch.randn(len(vocab), dim, generator=generator) * init_std
     if rows:
         ids = torch.tensor(list(rows), dtype=torch.long)

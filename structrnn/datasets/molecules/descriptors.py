@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from structrnn._errors import InputError
 from structrnn.datasets.molecules.graphs import import_rdkit
 
 __all__ = ["rdkit_descriptors", "cdf_normalise"]
@@ -45,7 +46,7 @@ def rdkit_descriptors(smiles: Sequence[str], progress: bool = False) -> tuple[Te
         for i, smi in enumerate(tqdm(smiles, desc="RDKit descriptors", disable=not progress)):
             mol = Chem.MolFromSmiles(smi.strip())
             if mol is None:
-                raise ValueError(f"smiles[{i}]: invalid SMILES {smi!r}")
+                raise InputError(f"smiles[{i}]: invalid SMILES {smi!r}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # numpy overflow in a few descriptors (Ipc)
                 values = Descriptors.CalcMolDescriptors(mol, missingVal=np.nan)

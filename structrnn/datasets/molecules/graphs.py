@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from structrnn._errors import InputError
 from structrnn._io import atomic_write, file_sha256, is_writable
 from structrnn._paths import cache_dir as default_cache_dir
 
@@ -99,8 +100,9 @@ def _one_hot(columns: list[list[int]], width: int) -> Tensor:
 
 
 def parse_smiles(smiles: str, explicit_hydrogens: bool = False):
-    """An RDKit ``Mol`` from ``smiles`` (surrounding whitespace ignored); ValueError quoting the
-    text when RDKit cannot read it or it has no atoms."""
+    """An RDKit ``Mol`` from ``smiles`` (surrounding whitespace ignored);
+    :class:`~structrnn._errors.InputError` (a ValueError) quoting the text when RDKit cannot
+    read it or it has no atoms."""
     Chem = import_rdkit()
     from rdkit import rdBase
 
@@ -109,9 +111,9 @@ def parse_smiles(smiles: str, explicit_hydrogens: bool = False):
     with rdBase.BlockLogs():  # RDKit's own stderr message would duplicate ours
         mol = Chem.MolFromSmiles(smiles.strip())
     if mol is None:
-        raise ValueError(f"invalid SMILES {smiles!r}: RDKit could not parse it")
+        raise InputError(f"invalid SMILES {smiles!r}: RDKit could not parse it")
     if mol.GetNumAtoms() == 0:
-        raise ValueError(f"invalid SMILES {smiles!r}: no atoms")
+        raise InputError(f"invalid SMILES {smiles!r}: no atoms")
     if explicit_hydrogens:
         mol = Chem.AddHs(mol)
     return mol
@@ -385,7 +387,7 @@ class MoleculeCSV(MoleculeGraphs):
             header = next(csv.reader(f), [])
         missing = [c for c in [smiles_col, *target_cols] if c not in header]
         if missing:
-            raise ValueError(f"{path}: column(s) {missing} not in the header {header}")
+            raise InputError(f"{path}: column(s) {missing} not in the header {header}")
 
     @staticmethod
     def _records(path: Path, smiles_col: str, target_cols: list[str]):
