@@ -17,16 +17,55 @@ and :meth:`combine` (per schedule step, no validation, no host synchronisation).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 
-from structrnn._checks import check_index, check_rows, check_shape
+from structrnn._checks import IndexSpec, check_indices, check_rows, check_shape
 
 __all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
 
 LSTMState = tuple[Tensor, Tensor]
+State = Tensor | tuple[Tensor, ...]
+
+# What a fused step (torch's own cell kernels here, the tree kernels in structrnn.levels) may
+# compute in place of the cell's methods: a subclass that overrides one of them changes the math,
+# so the fused step stands in only where :func:`inherits` says it is unchanged.
+FUSED_HOOKS = ("project_input", "_input_gates", "combine")
+
+
+def inherits(cell: nn.Module, owner: type, names: Sequence[str]) -> bool:
+    """True when ``cell`` is an ``owner`` whose class takes every method in ``names`` unchanged
+    from ``owner`` (so a kernel written for ``owner`` computes what the cell would)."""
+    cls = type(cell)
+    return isinstance(cell, owner) and all(getattr(cls, n) is getattr(owner, n) for n in names)
+
+
+# -- states: a tensor (h) or a tuple (h, c) -----------------------------------------------------
+def state_tuple(state: State) -> tuple[Tensor, ...]:
+    """The tensors of a state as a tuple: ``h`` -> ``(h,)``, ``(h, c)`` unchanged."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def state_from_tuple(parts: Sequence[Tensor]) -> State:
+    """The inverse of :func:`state_tuple`: ``(h,)`` -> ``h``, ``(h, c)`` unchanged."""
+    return tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def state_h(state: State | None) -> Tensor | None:
+    """What a state shows to others: ``h`` of an ``(h, c)`` pair, else the state (or None)."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def map_state(state: State | None, fn: Callable[[Tensor], Tensor]) -> State | None:
+    """``fn`` applied to every tensor of ``state`` (None stays None)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(fn(t) for t in state)
+    return fn(state)
 
 
 def scatter_sum(src: Tensor, index: Tensor | None, size: int) -> Tensor:
@@ -41,15 +80,20 @@ def scatter_sum(src: Tensor, index: Tensor | None, size: int) -> Tensor:
 class RNNCellBase(nn.Module):
     """Parameters and initialisation as ``torch.nn.RNNCellBase``.
 
-    Subclasses define ``num_chunks`` (gates stacked in ``weight_ih``), :meth:`zero_state`,
-    :meth:`combine` and the single-predecessor fast path :meth:`_torch_step`.
+    Subclasses define ``num_chunks`` (gates stacked in ``weight_ih``), ``num_state_tensors``
+    (2 for the ``(h, c)`` state of LSTM cells), :meth:`combine` and the single-predecessor fast
+    path :meth:`_torch_step`.
     """
 
     num_chunks: int = 1
+    num_state_tensors: int = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  hh_rows: int | None = None, hh_cols: int | None = None,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, input_weights: bool = True) -> None:
+        """``hh_rows`` x ``hh_cols`` is ``weight_hh``'s shape (default (num_chunks * H, H));
+        ``input_weights=False`` leaves out ``weight_ih`` and ``bias_ih`` (a cell whose
+        :meth:`project_input` passes the input through)."""
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
@@ -57,15 +101,17 @@ class RNNCellBase(nn.Module):
         self.bias = bias
         hh_rows = self.num_chunks * hidden_size if hh_rows is None else hh_rows
         hh_cols = hidden_size if hh_cols is None else hh_cols
-        self.weight_ih = nn.Parameter(torch.empty(self.num_chunks * hidden_size, input_size,
-                                                  **factory))
-        self.weight_hh = nn.Parameter(torch.empty(hh_rows, hh_cols, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(self.num_chunks * hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(hh_rows, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        gate_rows = self.num_chunks * hidden_size
+
+        def parameter(*shape: int, present: bool = True) -> nn.Parameter | None:
+            return nn.Parameter(torch.empty(shape, **factory)) if present else None
+
+        # registration order is torch's (the draws of reset_parameters follow it)
+        self.register_parameter("weight_ih", parameter(gate_rows, input_size,
+                                                       present=input_weights))
+        self.register_parameter("weight_hh", parameter(hh_rows, hh_cols))
+        self.register_parameter("bias_ih", parameter(gate_rows, present=bias and input_weights))
+        self.register_parameter("bias_hh", parameter(hh_rows, present=bias))
         self.reset_parameters()
 
     def extra_repr(self) -> str:
@@ -77,8 +123,13 @@ class RNNCellBase(nn.Module):
     def reset_parameters(self) -> None:
         # Same draws as torch.nn.RNNCellBase: U(-1/sqrt(H), 1/sqrt(H)) in registration order.
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
-        for weight in self.parameters():
+        for weight in self._uniform_parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+
+    def _uniform_parameters(self):
+        """The parameters :meth:`reset_parameters` draws from U(-1/sqrt(H), 1/sqrt(H)): all of
+        them, as torch's cells; a subclass with a parameter of its own range leaves it out."""
+        return self.parameters()
 
     # -- the two halves of a step ------------------------------------------------------------
     def project_input(self, x: Tensor | None) -> Tensor | None:
@@ -92,8 +143,11 @@ class RNNCellBase(nn.Module):
         ``index=None`` means one predecessor per row (row ``j`` of ``prev`` feeds row ``j``)."""
         raise NotImplementedError
 
-    def zero_state(self, n: int, like: Tensor):
-        raise NotImplementedError
+    def zero_state(self, n: int, like: Tensor) -> State:
+        """The state of ``n`` rows without predecessors: zeros (n, hidden_size) with ``like``'s
+        dtype and device; a tuple of ``num_state_tensors`` of them for LSTM cells."""
+        z = like.new_zeros(n, self.hidden_size)
+        return z if self.num_state_tensors == 1 else (z,) * self.num_state_tensors
 
     def _input_gates(self, x_proj: Tensor | None, size: int) -> Tensor:
         """``x_proj``, or what no input contributes (the input bias) as (size, chunks * H)."""
@@ -102,7 +156,8 @@ class RNNCellBase(nn.Module):
         gates = self.weight_hh.new_zeros(size, self.num_chunks * self.hidden_size)
         return gates if self.bias_ih is None else gates + self.bias_ih
 
-    def _torch_step(self, x: Tensor, prev):
+    def _torch_step(self, x: Tensor, prev: State) -> State:
+        """torch's fused single-predecessor step (``prev`` given, one row per row of ``x``)."""
         raise NotImplementedError
 
     # -- public call -------------------------------------------------------------------------
@@ -125,63 +180,56 @@ class RNNCellBase(nn.Module):
         unbatched = x is not None and x.dim() == 1
         if unbatched:
             x = x.unsqueeze(0)
-            prev = _map_state(prev, lambda t: t.unsqueeze(0))
-        if x is not None:
-            check_shape(x, "x", (None, self.input_size), type(self).__name__)
-            if size is not None and size != x.size(0):
-                raise ValueError(f"{type(self).__name__}: size={size} but x has {x.size(0)} rows;"
-                                 " size must equal x.size(0)")
-            size = x.size(0)
-        elif size is None:
-            raise ValueError(f"{type(self).__name__}: pass size when x is None")
+            prev = map_state(prev, lambda t: t.unsqueeze(0))
+        size = self._result_rows(x, size)
         if index is None:
             if prev is not None:
                 self._check_prev(prev, size)
-            has_torch_step = self._has_torch_step()
-            if x is not None and not kwargs and has_torch_step:
-                out = self._torch_step(x, prev)
+            if x is not None and not kwargs and self._has_torch_step():
+                out = self._torch_step(x, self.zero_state(size, x) if prev is None else prev)
             else:  # index=None: one predecessor per row, the combine's identity case
                 out = self.combine(self.project_input(x), prev, None, size, **kwargs)
         else:
             if prev is None:
                 raise ValueError(f"{type(self).__name__}: index given but prev is None")
             self._check_prev(prev, None)
-            check_index(index, "index", _first(prev).size(0), size, type(self).__name__)
+            # a user's call: its indices are checked here, all in one host synchronisation
+            # (the level loops call combine with indices they built, unchecked)
+            check_indices(self._index_specs(prev, index, size, **kwargs), type(self).__name__)
             out = self.combine(self.project_input(x), prev, index, size, **kwargs)
         if unbatched:
-            out = _map_state(out, lambda t: t.squeeze(0))
+            out = map_state(out, lambda t: t.squeeze(0))
         return out
+
+    def _result_rows(self, x: Tensor | None, size: int | None) -> int:
+        """N: ``x``'s rows (``size``, when given too, must agree), else ``size``."""
+        if x is None:
+            if size is None:
+                raise ValueError(f"{type(self).__name__}: pass size when x is None")
+            return size
+        check_shape(x, "x", (None, self.input_size), type(self).__name__)
+        if size is not None and size != x.size(0):
+            raise ValueError(f"{type(self).__name__}: size={size} but x has {x.size(0)} rows;"
+                             " size must equal x.size(0)")
+        return x.size(0)
+
+    def _index_specs(self, prev: State, index: Tensor, size: int, **kwargs) -> list[IndexSpec]:
+        """The index arguments of a call with ``index`` (a subclass adds its own, e.g. ``pos``;
+        other keyword arguments of the call arrive in ``kwargs``)."""
+        return [IndexSpec(index, "index", state_h(prev).size(0), size)]
 
     def _has_torch_step(self) -> bool:
         # The fused torch step stands in for project_input + combine only where a subclass
-        # overrides neither (a user's cell that changes the math must run its own combine).
-        cls = type(self)
-        owner = next(k for k in cls.__mro__ if "_torch_step" in vars(k))
-        return (owner is not RNNCellBase and cls.combine is owner.combine
-                and cls.project_input is owner.project_input)
+        # overrides none of them (a user's cell that changes the math must run its own combine).
+        owner = next(k for k in type(self).__mro__ if "_torch_step" in vars(k))
+        return owner is not RNNCellBase and inherits(self, owner, FUSED_HOOKS)
 
-    def _check_prev(self, prev, rows: int | None) -> None:
+    def _check_prev(self, prev: State, rows: int | None) -> None:
         name = type(self).__name__
-        for i, t in enumerate(_as_tuple(prev)):
+        for i, t in enumerate(state_tuple(prev)):
             label = "prev" if not isinstance(prev, tuple) else f"prev[{i}]"
             check_shape(t, label, (rows, self.hidden_size), name)
-        check_rows(_as_tuple(prev), "prev", name)
-
-
-def _as_tuple(state) -> tuple:
-    return state if isinstance(state, tuple) else (state,)
-
-
-def _first(state) -> Tensor:
-    return state[0] if isinstance(state, tuple) else state
-
-
-def _map_state(state, fn):
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(fn(t) for t in state)
-    return fn(state)
+        check_rows(state_tuple(prev), "prev", name)
 
 
 class RNNCell(RNNCellBase):
@@ -202,13 +250,9 @@ class RNNCell(RNNCellBase):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
 
-    def zero_state(self, n: int, like: Tensor) -> Tensor:
-        return like.new_zeros(n, self.hidden_size)
-
-    def _torch_step(self, x: Tensor, prev: Tensor | None) -> Tensor:
-        h = self.zero_state(x.size(0), x) if prev is None else prev
+    def _torch_step(self, x: Tensor, prev: Tensor) -> Tensor:
         fn = _VF.rnn_tanh_cell if self.nonlinearity == "tanh" else _VF.rnn_relu_cell
-        return fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return fn(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
         x_proj = self._input_gates(x_proj, size)
@@ -223,12 +267,8 @@ class GRUCell(RNNCellBase):
 
     num_chunks = 3
 
-    def zero_state(self, n: int, like: Tensor) -> Tensor:
-        return like.new_zeros(n, self.hidden_size)
-
-    def _torch_step(self, x: Tensor, prev: Tensor | None) -> Tensor:
-        h = self.zero_state(x.size(0), x) if prev is None else prev
-        return _VF.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    def _torch_step(self, x: Tensor, prev: Tensor) -> Tensor:
+        return _VF.gru_cell(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
@@ -251,14 +291,10 @@ class LSTMCell(RNNCellBase):
     """
 
     num_chunks = 4
+    num_state_tensors = 2
 
-    def zero_state(self, n: int, like: Tensor) -> LSTMState:
-        z = like.new_zeros(n, self.hidden_size)
-        return z, z
-
-    def _torch_step(self, x: Tensor, prev: LSTMState | None) -> LSTMState:
-        hx = self.zero_state(x.size(0), x) if prev is None else prev
-        return _VF.lstm_cell(x, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    def _torch_step(self, x: Tensor, prev: LSTMState) -> LSTMState:
+        return _VF.lstm_cell(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
@@ -304,6 +340,7 @@ class NaryLSTMCell(RNNCellBase):
     """
 
     num_chunks = 4
+    num_state_tensors = 2
 
     def __init__(self, input_size: int, hidden_size: int, arity: int = 2, bias: bool = True,
                  device=None, dtype=None) -> None:
@@ -316,17 +353,19 @@ class NaryLSTMCell(RNNCellBase):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", arity={self.arity}"
 
-    def zero_state(self, n: int, like: Tensor) -> LSTMState:
-        z = like.new_zeros(n, self.hidden_size)
-        return z, z
-
-    def forward(self, x, prev=None, index=None, size=None, pos: Tensor | None = None):
-        if index is not None:
-            if pos is None:
-                raise ValueError("NaryLSTMCell: pass pos (each predecessor's slot) with index")
-            check_index(pos, "pos", _first(prev).size(0) if prev is not None else pos.size(0),
-                        self.arity, "NaryLSTMCell")
+    def forward(self, x: Tensor | None, prev: LSTMState | None = None,
+                index: Tensor | None = None, size: int | None = None,
+                pos: Tensor | None = None) -> LSTMState:
+        """As :meth:`RNNCellBase.forward`, plus ``pos`` (M,) long: each predecessor's slot in
+        ``[0, arity)``, required with ``index``."""
+        if index is not None and pos is None:
+            raise ValueError("NaryLSTMCell: pass pos (each predecessor's slot) with index")
         return super().forward(x, prev, index, size, pos=pos)
+
+    def _index_specs(self, prev: LSTMState, index: Tensor, size: int,
+                     pos: Tensor | None = None) -> list[IndexSpec]:
+        rows = state_h(prev).size(0)
+        return super()._index_specs(prev, index, size) + [IndexSpec(pos, "pos", rows, self.arity)]
 
     def combine(self, x_proj, prev, index, size, pos=None):
         H, A = self.hidden_size, self.arity

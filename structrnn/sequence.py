@@ -30,12 +30,22 @@ Recurrent dropout beyond ``torch.nn`` (training only; off by default):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from structrnn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+from structrnn._checks import format_shape
+from structrnn.cells import (
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    RNNCellBase,
+    state_from_tuple,
+    state_tuple,
+)
 
 __all__ = ["RNN", "GRU", "LSTM", "RECURRENT_DROPOUT"]
 
@@ -45,16 +55,15 @@ _STOCK_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 State = tuple[Tensor, ...]  # (h,) or (h, c): one (batch, hidden_size) tensor per state part
 
 
-def _unwrap(state: State):
-    return state if len(state) > 1 else state[0]
+class _Packed(NamedTuple):
+    """Any input as time-major packed rows: ``data`` (rows, input_size), ``sizes[t]`` the batch
+    at step t (non-increasing); the indices of a ``PackedSequence`` (None otherwise)."""
 
-
-def _wrap(state) -> State:
-    return state if isinstance(state, tuple) else (state,)
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    data: Tensor
+    sizes: list[int]
+    batched: bool
+    sorted_indices: Tensor | None
+    unsorted_indices: Tensor | None
 
 
 class _DirectionLoop(nn.Module):
@@ -69,7 +78,7 @@ class _DirectionLoop(nn.Module):
         self.cell = cell
 
     def forward(self, x: Tensor, state: State, sizes: list[int], offsets: list[int],
-                rows: Tensor, reverse: bool, h_mask: Tensor | None, zoneout: float,
+                reverse: bool, h_mask: Tensor | None, zoneout: float,
                 training: bool) -> tuple[Tensor, State]:
         """x (N, input) time-major packed rows; state parts (B, H); returns (N, H), state."""
         cell = self.cell
@@ -81,7 +90,8 @@ class _DirectionLoop(nn.Module):
             b, start = sizes[t], offsets[t]
             prev = state if b == batch else tuple(s[:b] for s in state)
             fed = prev if h_mask is None else (prev[0] * h_mask[:b],) + prev[1:]
-            new = _wrap(cell.combine(x_proj[start:start + b], _unwrap(fed), None, b))
+            new = state_tuple(cell.combine(x_proj[start:start + b], state_from_tuple(fed), None,
+                                           b))
             if zoneout > 0:
                 if training:
                     keep = [torch.rand_like(n) < zoneout for n in new]
@@ -99,7 +109,11 @@ class _Sequence:
     ``ValueError``, a choice of cell and the generic path with recurrent dropout."""
 
     _stock_cell: type[RNNCellBase]
-    _state_parts: int = 1
+
+    @property
+    def _state_parts(self) -> int:
+        """1, or 2 for the ``(h, c)`` of an LSTM: the stock cell's state."""
+        return self._stock_cell.num_state_tensors
 
     def _setup(self, cell: type[RNNCellBase] | None, recurrent_dropout: str | None,
                recurrent_dropout_rate: float, force_generic: bool, cell_kwargs: dict) -> None:
@@ -138,8 +152,8 @@ class _Sequence:
                         if theirs.shape != ours.shape:
                             raise ValueError(
                                 f"{owner}: cell={cell.__name__} has {name} of shape "
-                                f"{_fmt(theirs.shape)}, but layer {key} needs "
-                                f"{_fmt(ours.shape)}")
+                                f"{format_shape(theirs.shape)}, but layer {key} needs "
+                                f"{format_shape(ours.shape)}")
                         # The layer's weights live on the module under torch's names.
                         delattr(c, name)
                     cells[key] = c.to(first.device)
@@ -175,7 +189,7 @@ class _Sequence:
             data = input.data
             if data.dim() != 2 or data.size(1) != I:
                 raise ValueError(f"{owner}: the PackedSequence's data must have shape "
-                                 f"(*, {I}) (input_size={I}), got {_fmt(data.shape)}")
+                                 f"(*, {I}) (input_size={I}), got {format_shape(data.shape)}")
             batch, batched = int(input.batch_sizes[0]), True
         else:
             if not isinstance(input, Tensor):
@@ -184,7 +198,7 @@ class _Sequence:
             if input.dim() not in (2, 3) or input.size(-1) != I:
                 raise ValueError(f"{owner}: input must have shape {layout} = (*, *, {I}) or, "
                                  f"unbatched, (seq_len, input_size) = (*, {I}); got "
-                                 f"{_fmt(input.shape)}")
+                                 f"{format_shape(input.shape)}")
             data, batched = input, input.dim() == 3
             batch = input.size(0 if self.batch_first else 1) if batched else None
         weight = self._flat_weights[0]
@@ -201,8 +215,8 @@ class _Sequence:
         expected = (lead, batch, self.hidden_size) if batched else (lead, self.hidden_size)
         for name, h in zip(names, parts):
             if not isinstance(h, Tensor) or tuple(h.shape) != expected:
-                got = _fmt(h.shape) if isinstance(h, Tensor) else type(h).__name__
-                raise ValueError(f"{owner}: {name} must have shape {_fmt(expected)} "
+                got = format_shape(h.shape) if isinstance(h, Tensor) else type(h).__name__
+                raise ValueError(f"{owner}: {name} must have shape {format_shape(expected)} "
                                  "(num_layers * num_directions, batch, hidden_size), got "
                                  f"{got}")
 
@@ -229,41 +243,18 @@ class _Sequence:
         return self._generic_forward(input, hx)
 
     def _generic_forward(self, input, hx):
-        packed = isinstance(input, PackedSequence)
-        batched = True
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            sizes = batch_sizes.tolist()  # batch_sizes lives on the CPU: no device sync
-            batch = sizes[0]
-        else:
-            x = input
-            batched = x.dim() == 3
-            if not batched:
-                x = x.unsqueeze(0 if self.batch_first else 1)
-            if self.batch_first:
-                x = x.transpose(0, 1)
-            steps, batch = x.shape[:2]
-            sizes = [batch] * steps
-            data = x.reshape(steps * batch, x.size(2))
-            sorted_indices = unsorted_indices = None
-        D = 1 + self.bidirectional
-        if hx is None:
-            zeros = data.new_zeros(self.num_layers * D, batch, self.hidden_size)
-            state0 = (zeros,) * self._state_parts
-        else:
-            state0 = _wrap(tuple(hx) if self._state_parts > 1 else hx)
-            if not batched:
-                state0 = tuple(h.unsqueeze(1) for h in state0)
-            if sorted_indices is not None:
-                state0 = tuple(h.index_select(1, sorted_indices) for h in state0)
+        seq = self._as_packed(input)
+        data, sizes = seq.data, seq.sizes
+        batch, D = sizes[0], 1 + self.bidirectional
+        state0 = self._initial_state(hx, seq)
         offsets = [0] * len(sizes)
         for t in range(1, len(sizes)):
             offsets[t] = offsets[t - 1] + sizes[t - 1]
-        rows = torch.arange(batch, device=data.device)
         mode, rate = self.recurrent_dropout, self.recurrent_dropout_rate
         variational = mode == "variational" and self.training and rate > 0
-        if variational:
-            row_seq = torch.cat([rows[:b] for b in sizes])  # the sequence of each packed row
+        if variational:  # the sequence of each packed row: one input mask per sequence
+            seqs = torch.arange(batch, device=data.device)
+            row_seq = torch.cat([seqs[:b] for b in sizes])
         zoneout = rate if mode == "zoneout" else 0.0
         names = [n for n in _STOCK_NAMES if self.bias or n.startswith("weight")]
 
@@ -280,7 +271,7 @@ class _Sequence:
                     h_mask = _mask(layer_in, batch, rate, self.hidden_size)
                 out, final = torch.func.functional_call(
                     _DirectionLoop(self.cells[key]), params,
-                    (x_in, tuple(s[k] for s in state0), sizes, offsets, rows, bool(direction),
+                    (x_in, tuple(s[k] for s in state0), sizes, offsets, bool(direction),
                      h_mask, zoneout, self.training))
                 outs.append(out)
                 finals.append(final)
@@ -289,18 +280,53 @@ class _Sequence:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
 
         hidden = tuple(torch.stack([f[i] for f in finals]) for i in range(self._state_parts))
-        if packed:
-            output = PackedSequence(layer_in, batch_sizes, sorted_indices, unsorted_indices)
-            if unsorted_indices is not None:
-                hidden = tuple(h.index_select(1, unsorted_indices) for h in hidden)
-        else:
-            output = layer_in.view(len(sizes), batch, -1)
-            if self.batch_first:
-                output = output.transpose(0, 1)
-            if not batched:
-                output = output.squeeze(0 if self.batch_first else 1)
-                hidden = tuple(h.squeeze(1) for h in hidden)
-        return output, _unwrap(hidden)
+        return self._format_output(input, seq, layer_in, hidden)
+
+    def _as_packed(self, input) -> _Packed:
+        """Padded (time- or batch-major, batched or not) or packed input as packed rows."""
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            # batch_sizes lives on the CPU: no device sync
+            return _Packed(data, batch_sizes.tolist(), True, sorted_indices, unsorted_indices)
+        x = input
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(0 if self.batch_first else 1)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        steps, batch = x.shape[:2]
+        return _Packed(x.reshape(steps * batch, x.size(2)), [batch] * steps, batched, None, None)
+
+    def _initial_state(self, hx, seq: _Packed) -> State:
+        """``hx`` as a tuple of (layers * directions, batch, H) tensors in packed row order
+        (zeros when None)."""
+        if hx is None:
+            zeros = seq.data.new_zeros(self.num_layers * (1 + self.bidirectional), seq.sizes[0],
+                                       self.hidden_size)
+            return (zeros,) * self._state_parts
+        state0 = state_tuple(tuple(hx) if self._state_parts > 1 else hx)
+        if not seq.batched:
+            state0 = tuple(h.unsqueeze(1) for h in state0)
+        if seq.sorted_indices is not None:
+            state0 = tuple(h.index_select(1, seq.sorted_indices) for h in state0)
+        return state0
+
+    def _format_output(self, input, seq: _Packed, last: Tensor, hidden: State):
+        """``(output, h_n)`` in the layout of ``input`` from the last layer's packed rows and the
+        final states (the inverse of :meth:`_as_packed` and :meth:`_initial_state`)."""
+        if isinstance(input, PackedSequence):
+            output = PackedSequence(last, input.batch_sizes, seq.sorted_indices,
+                                    seq.unsorted_indices)
+            if seq.unsorted_indices is not None:
+                hidden = tuple(h.index_select(1, seq.unsorted_indices) for h in hidden)
+            return output, state_from_tuple(hidden)
+        output = last.view(len(seq.sizes), seq.sizes[0], -1)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not seq.batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            hidden = tuple(h.squeeze(1) for h in hidden)
+        return output, state_from_tuple(hidden)
 
 
 def _mask(like: Tensor, rows: int, rate: float, cols: int | None = None) -> Tensor:
@@ -371,7 +397,6 @@ class LSTM(_Sequence, nn.LSTM):
     """
 
     _stock_cell = LSTMCell
-    _state_parts = 2
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,

@@ -28,7 +28,7 @@ from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.utils import scatter, softmax
 
 from structrnn.cells import GRUCell
-from structrnn.graphs.network import GraphNetwork, aggregate
+from structrnn.graphs.network import GraphNetwork, aggregate, batch_of, count_graphs
 
 __all__ = ["mlp", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
            "MPNN", "EdgeNetwork", "NonLocal", "AttentionAggregation", "EncodeProcessDecode"]
@@ -110,7 +110,9 @@ class MPNN(nn.Module):
     update, ``steps`` rounds with shared weights, then a Set2Set (or sum/mean) readout.
 
     ``forward(x (N, node_in), edge_index, edge_attr (E, edge_in), batch=None, num_graphs=None)``
-    returns (G, out_channels), or the node states (N, hidden) with ``readout=None``.
+    returns (G, out_channels), or the node states (N, hidden) with ``readout=None``. Pass
+    ``num_graphs`` (a ``Batch`` carries it) and no step of the forward waits for the device;
+    without it the graphs are counted once (``batch.max() + 1``), not once per round.
     """
 
     def __init__(self, node_in: int, edge_in: int, hidden: int = 64, out_channels: int = 1,
@@ -136,6 +138,7 @@ class MPNN(nn.Module):
                 num_graphs: int | None = None) -> Tensor:
         if isinstance(x, BaseData):
             x, edge_index, edge_attr, batch, num_graphs = _unpack(x)[:5]
+        num_graphs = count_graphs(batch, None, num_graphs)  # once, for every round
         h = self.embed(x)
         a = self.edge_net(edge_attr)  # (E, C*C), once for all rounds
         for _ in range(self.steps):
@@ -143,9 +146,7 @@ class MPNN(nn.Module):
         if self.readout is None:
             return h
         if batch is None:
-            batch, num_graphs = h.new_zeros(h.size(0), dtype=torch.long), 1
-        elif num_graphs is None:
-            num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+            batch = h.new_zeros(h.size(0), dtype=torch.long)
         if self.readout == "set2set":
             g = self.set2set(h, batch, dim_size=num_graphs)
         else:
@@ -265,9 +266,7 @@ class EncodeProcessDecode(nn.Module):
             x, edge_index, edge_attr, batch, num_graphs, u = _unpack(x)
         if edge_attr is None:
             raise ValueError("EncodeProcessDecode: edge_attr (E, edge_in) is required")
-        if num_graphs is None:
-            num_graphs = u.size(0) if u is not None else (
-                1 if batch is None else int(batch.max()) + 1 if batch.numel() else 0)
+        num_graphs = count_graphs(batch, u, num_graphs)  # once, for every round
         x0, e0, u0 = self.encoder(x, edge_index, edge_attr, u, batch, num_graphs)
         if u0 is None or self.encoder.global_model is None:
             u0 = x0.new_zeros(num_graphs, self.hidden)
@@ -284,7 +283,6 @@ class EncodeProcessDecode(nn.Module):
 
 
 def _unpack(data: BaseData) -> tuple:
-    batch = getattr(data, "batch", None)
-    num_graphs = getattr(data, "num_graphs", None) if batch is not None else None
+    batch, num_graphs = batch_of(data)
     return (data.x, data.edge_index, getattr(data, "edge_attr", None), batch, num_graphs,
             getattr(data, "u", None))

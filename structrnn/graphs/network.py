@@ -33,14 +33,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 from torch_geometric.data.data import BaseData
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter
 
 from structrnn._checks import check_shape
-from structrnn.cells import RNNCellBase
+from structrnn.cells import RNNCellBase, state_h, state_tuple
 
-__all__ = ["GraphNetwork", "aggregate"]
+__all__ = ["GraphNetwork", "aggregate", "count_graphs", "batch_of"]
 
 State = Tensor | tuple[Tensor, Tensor]
 AGGREGATIONS = ("sum", "mean", "max", "min")
@@ -60,6 +61,28 @@ def aggregate(aggr: str | Aggregation, src: Tensor, index: Tensor, size: int) ->
     return aggr(src, index, dim_size=size)
 
 
+def count_graphs(batch: Tensor | None, u: State | None = None,
+                 num_graphs: int | None = None) -> int:
+    """G, the number of graphs of a batch: ``num_graphs`` when given, else the rows of ``u``
+    (G, F_u), else ``batch.max() + 1`` for ``batch`` (N,) (one host synchronisation: a model
+    that runs several rounds counts once and passes the count on), else 1 (no batch vector: one
+    graph)."""
+    if num_graphs is not None:
+        return num_graphs
+    if state_h(u) is not None:
+        return state_h(u).size(0)
+    if batch is None:
+        return 1
+    return int(batch.max()) + 1 if batch.numel() else 0
+
+
+def batch_of(data: BaseData) -> tuple[Tensor | None, int | None]:
+    """``(batch, num_graphs)`` of a ``Data`` / ``Batch``: a ``Batch`` carries its graph count
+    (no host synchronisation); a ``Data`` without ``batch`` is one graph, ``(None, None)``."""
+    batch = getattr(data, "batch", None)
+    return batch, (getattr(data, "num_graphs", None) if batch is not None else None)
+
+
 def _check_aggr(aggr, name: str) -> None:
     if isinstance(aggr, str) and aggr in AGGREGATIONS:
         return
@@ -69,28 +92,54 @@ def _check_aggr(aggr, name: str) -> None:
                      f"torch_geometric.nn.aggr.Aggregation, got {aggr!r}")
 
 
-def _h(state: State | None) -> Tensor | None:
-    """What other update functions see of an attribute: ``h`` of an LSTM pair."""
-    return state[0] if isinstance(state, tuple) else state
+# -- the model's first Linear: its width, and the split speed-up -------------------------------
+def _input_chain(model: nn.Module) -> list[nn.Module]:
+    """``model`` and, while the last is a plain non-empty ``nn.Sequential``, its first layer: the
+    modules an input passes through first (the last one a Linear when the model starts with
+    one)."""
+    chain = [model]
+    while type(chain[-1]) is nn.Sequential and len(chain[-1]) > 0:
+        chain.append(chain[-1][0])
+    return chain
 
 
-def _first_linear(model: nn.Module) -> nn.Linear | None:
-    """The input layer of ``model`` when it is plainly an ``nn.Linear`` or an ``nn.Sequential``
-    starting with one (no hooks): then the block may apply that layer part by part."""
-    layer = model
-    while type(layer) is nn.Sequential and len(layer) > 0:
-        layer = layer[0]
-    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
-        return None
-    return layer
+def _hooks(module: nn.Module, kinds: Sequence[str]) -> bool:
+    return any(getattr(module, f"_{kind}_hooks", None) for kind in kinds)
+
+
+def _global_hooks(kinds: Sequence[str]) -> bool:
+    return any(getattr(_torch_module, f"_global_{kind}_hooks", None) for kind in kinds)
+
+
+_PRE = ("forward_pre",)
+_ANY = ("forward_pre", "forward", "backward_pre", "backward")
 
 
 def _input_size(model: nn.Module) -> int | None:
-    """Expected width of the model's input, where the model shows it."""
+    """Expected width of the model's input where the model shows it: a cell's ``input_size``,
+    or the ``in_features`` of the Linear it starts with (unless a pre-hook on the way may change
+    the input)."""
     if isinstance(model, RNNCellBase):
         return model.input_size
-    layer = _first_linear(model)
-    return None if layer is None else layer.in_features
+    chain = _input_chain(model)
+    if type(chain[-1]) is not nn.Linear or _global_hooks(_PRE):
+        return None
+    if any(_hooks(m, _PRE) for m in chain):
+        return None
+    return chain[-1].in_features
+
+
+def _splittable_linear(model: nn.Module) -> nn.Linear | None:
+    """The Linear that ``model`` starts with when the block may apply it part by part: only
+    when calling the model would run nothing else on the way, i.e. no hook (forward, pre,
+    backward; per module or global) on the model, the Sequentials around the Linear or the
+    Linear itself (the split path calls none of them)."""
+    chain = _input_chain(model)
+    if type(chain[-1]) is not nn.Linear or _global_hooks(_ANY):
+        return None
+    if any(_hooks(m, _ANY) for m in chain):
+        return None
+    return chain[-1]
 
 
 class GraphNetwork(nn.Module):
@@ -112,7 +161,15 @@ class GraphNetwork(nn.Module):
     columns of that first layer for a gathered part (``x`` for the edges, ``u`` for edges and
     nodes) are applied before the gather, ``W [a; b[idx]] = W_a a +
     (W_b b)[idx]``: the same function with fewer multiplications, since a graph has fewer nodes
-    than edges and fewer graphs than nodes. Forward hooks on that layer switch this off.
+    than edges and fewer graphs than nodes. A hook on the model, on a Sequential around that
+    layer or on the layer (or a global module hook) switches this off: the model is then called
+    on the concatenation.
+
+    Checks: shapes and widths are checked before any update function runs (a width that does
+    not match a cell's ``input_size`` or a leading Linear's ``in_features`` is a ValueError
+    naming the model and the parts); an exception raised inside a user's model reaches the
+    caller unchanged. Index values (``edge_index``, ``batch``) are not read back, so a round
+    with ``num_graphs`` known (given, or ``u``'s rows) never waits for the device.
     """
 
     def __init__(self, edge_model: nn.Module | None = None, node_model: nn.Module | None = None,
@@ -152,69 +209,79 @@ class GraphNetwork(nn.Module):
             u: (G, F_u) global attributes, one row per graph, or None.
             batch: (N,) graph of each node; None means one graph.
             num_graphs: G; defaults to ``u.size(0)``, else ``batch.max() + 1`` (one host sync;
-               pass it when graphs at the end of the batch may have no nodes), else 1.
+               pass it, e.g. ``Batch.num_graphs``, to avoid that and when graphs at the end of
+               the batch may have no nodes), else 1.
 
         Returns:
             ``(x, edge_attr, u)`` after the round, each None where it was None and has no model.
         """
         if isinstance(x, BaseData):
             return self._forward_data(x)
-        h = _h(x)
-        if edge_index is None:
-            raise ValueError("GraphNetwork: edge_index is required (shape (2, E))")
-        check_shape(edge_index, "edge_index", (2, None), "GraphNetwork")
-        check_shape(h, "x", (None, None), "GraphNetwork")
-        n, m = h.size(0), edge_index.size(1)
-        if _h(edge_attr) is not None:
-            check_shape(_h(edge_attr), "edge_attr", (m, None), "GraphNetwork")
-        if batch is not None:
-            check_shape(batch, "batch", (n,), "GraphNetwork")
-        if num_graphs is None:
-            if _h(u) is not None:
-                num_graphs = _h(u).size(0)
-            elif batch is not None:
-                num_graphs = int(batch.max()) + 1 if n > 0 else 0
-            else:
-                num_graphs = 1
-        if batch is None and num_graphs != 1:
-            raise ValueError(f"GraphNetwork: batch is None (one graph) but num_graphs="
-                             f"{num_graphs} (or u has {num_graphs} rows); pass batch")
-        if _h(u) is not None:
-            check_shape(_h(u), "u", (num_graphs, None), "GraphNetwork")
+        num_graphs = self._check_inputs(x, edge_index, edge_attr, u, batch, num_graphs)
         sender, receiver = edge_index[0], edge_index[1]
         edge_graph = None if batch is None else batch[sender]
-
         if self.edge_model is not None:
-            parts = {"edge": (edge_attr, None), "sender": (h, sender),
-                     "receiver": (h, receiver), "global": (_h(u), edge_graph)}
-            edge_attr = self._update("edge", self.edge_model, self.edge_inputs, parts, m)
-        e = _h(edge_attr)
-
+            edge_attr = self._update_edges(x, edge_attr, u, sender, receiver, edge_graph)
         if self.node_model is not None:
-            parts = {"node": (x, None), "global": (_h(u), batch)}
-            if e is not None and "edges" in self.node_inputs:
-                parts["edges"] = (aggregate(self.edge_aggr, e, receiver, n), None)
-            x = self._update("node", self.node_model, self.node_inputs, parts, n)
-        h = _h(x)
-
+            x = self._update_nodes(x, edge_attr, u, receiver, batch)
         if self.global_model is not None:
-            parts = {"global": (u, None)}
-            if "nodes" in self.global_inputs:
-                parts["nodes"] = (self._by_graph(h, batch, num_graphs), None)
-            if e is not None and "edges" in self.global_inputs:
-                parts["edges"] = (self._by_graph(e, edge_graph, num_graphs), None)
-            u = self._update("global", self.global_model, self.global_inputs, parts, num_graphs)
+            u = self._update_globals(x, edge_attr, u, batch, edge_graph, num_graphs)
         return x, edge_attr, u
 
     # -- pieces ------------------------------------------------------------------------------
+    def _check_inputs(self, x: State, edge_index: Tensor | None, edge_attr: State | None,
+                      u: State | None, batch: Tensor | None, num_graphs: int | None) -> int:
+        """Shapes of the arguments (no values are read); returns G."""
+        if edge_index is None:
+            raise ValueError("GraphNetwork: edge_index is required (shape (2, E))")
+        check_shape(edge_index, "edge_index", (2, None), "GraphNetwork")
+        check_shape(state_h(x), "x", (None, None), "GraphNetwork")
+        if state_h(edge_attr) is not None:
+            check_shape(state_h(edge_attr), "edge_attr", (edge_index.size(1), None),
+                        "GraphNetwork")
+        if batch is not None:
+            check_shape(batch, "batch", (state_h(x).size(0),), "GraphNetwork")
+        num_graphs = count_graphs(batch, u, num_graphs)
+        if batch is None and num_graphs != 1:
+            raise ValueError(f"GraphNetwork: batch is None (one graph) but num_graphs="
+                             f"{num_graphs} (or u has {num_graphs} rows); pass batch")
+        if state_h(u) is not None:
+            check_shape(state_h(u), "u", (num_graphs, None), "GraphNetwork")
+        return num_graphs
+
+    def _update_edges(self, x: State, edge_attr: State | None, u: State | None, sender: Tensor,
+                      receiver: Tensor, edge_graph: Tensor | None) -> State:
+        h = state_h(x)
+        parts = {"edge": (edge_attr, None), "sender": (h, sender), "receiver": (h, receiver),
+                 "global": (state_h(u), edge_graph)}
+        return self._update("edge", self.edge_model, self.edge_inputs, parts, sender.numel())
+
+    def _update_nodes(self, x: State, edge_attr: State | None, u: State | None,
+                      receiver: Tensor, batch: Tensor | None) -> State:
+        n, e = state_h(x).size(0), state_h(edge_attr)
+        parts = {"node": (x, None), "global": (state_h(u), batch)}
+        if e is not None and "edges" in self.node_inputs:
+            parts["edges"] = (aggregate(self.edge_aggr, e, receiver, n), None)
+        return self._update("node", self.node_model, self.node_inputs, parts, n)
+
+    def _update_globals(self, x: State, edge_attr: State | None, u: State | None,
+                        batch: Tensor | None, edge_graph: Tensor | None,
+                        num_graphs: int) -> State:
+        e = state_h(edge_attr)
+        parts = {"global": (u, None)}
+        if "nodes" in self.global_inputs:
+            parts["nodes"] = (self._by_graph(state_h(x), batch, num_graphs), None)
+        if e is not None and "edges" in self.global_inputs:
+            parts["edges"] = (self._by_graph(e, edge_graph, num_graphs), None)
+        return self._update("global", self.global_model, self.global_inputs, parts, num_graphs)
+
     def _by_graph(self, src: Tensor, graph: Tensor | None, num_graphs: int) -> Tensor:
         if graph is None:  # one graph and no batch vector: every row belongs to graph 0
             graph = src.new_zeros(src.size(0), dtype=torch.long)
         return aggregate(self.global_aggr, src, graph, num_graphs)
 
     def _forward_data(self, data: BaseData) -> BaseData:
-        batch = getattr(data, "batch", None)
-        num_graphs = getattr(data, "num_graphs", None) if batch is not None else None
+        batch, num_graphs = batch_of(data)
         x, e, u = self(_with_memory(data, "x"), data.edge_index, _with_memory(data, "edge_attr"),
                        _with_memory(data, "u"), batch, num_graphs)
         out = copy.copy(data)
@@ -233,37 +300,30 @@ class GraphNetwork(nn.Module):
         if not used:
             raise ValueError(f"GraphNetwork: the {what} model has no input (every part of "
                              f"{inputs} is absent)")
-        widths = [(k, _h(src).size(1)) for k, (src, _) in used]
+        widths = [(k, state_h(src).size(1)) for k, (src, _) in used]
         expected = _input_size(model)
+        # checked before the call: whatever the model itself raises reaches the caller as it is
         if expected is not None and expected != sum(w for _, w in widths):
             raise ValueError(_size_message(what, model, expected, widths))
-        try:
-            layer = _first_linear(model)
-            if layer is not None and any(idx is not None for _, (_, idx) in used):
-                return _split_linear_apply(model, layer, used, rows)
-            return model(_concat(used, rows))
-        except RuntimeError as err:
-            if "shape" not in str(err) and "size" not in str(err):
-                raise
-            raise ValueError(f"GraphNetwork: the {what} model ({type(model).__name__}) failed on "
-                             f"its input of {sum(w for _, w in widths)} features "
-                             f"{_fmt(widths)}: {err}") from err
+        layer = _splittable_linear(model)
+        if layer is not None and any(idx is not None for _, (_, idx) in used):
+            return _split_linear_apply(model, layer, used, rows)
+        return model(_concat(used, rows))
 
     def _cell_update(self, what: str, cell: RNNCellBase, rest: list, old: State | None,
                      rows: int) -> State:
-        widths = [(k, _h(src).size(1)) for k, (src, _) in rest]
+        widths = [(k, state_h(src).size(1)) for k, (src, _) in rest]
         if sum(w for _, w in widths) != cell.input_size:
             raise ValueError(_size_message(what, cell, cell.input_size, widths))
-        h_old = _h(old)
+        h_old = state_h(old)
         if h_old is not None and h_old.shape != (rows, cell.hidden_size):
             raise ValueError(f"GraphNetwork: the {what} model ({type(cell).__name__}) keeps a "
                              f"state of {cell.hidden_size} features, but the old {what} "
                              f"attribute has shape {tuple(h_old.shape)}; expected "
                              f"({rows}, {cell.hidden_size})")
-        if old is not None and not isinstance(old, tuple):
-            zero = cell.zero_state(rows, old)
-            if isinstance(zero, tuple):  # LSTM: a plain tensor is h, the memory starts at zero
-                old = (old, zero[1])
+        if old is not None and not isinstance(old, tuple) and cell.num_state_tensors > 1:
+            # LSTM: a plain tensor is h, the memory starts at zero
+            old = (old,) + state_tuple(cell.zero_state(rows, old))[1:]
         inp = _concat(rest, rows) if rest else None
         return cell(inp, old, size=None if rest else rows)
 
@@ -297,7 +357,7 @@ def _gather(src: Tensor, idx: Tensor | None, rows: int) -> Tensor:
 
 
 def _concat(used: list, rows: int) -> Tensor:
-    tensors = [_gather(_h(src), idx, rows) for _, (src, idx) in used]
+    tensors = [_gather(state_h(src), idx, rows) for _, (src, idx) in used]
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, 1)
 
 
@@ -307,7 +367,7 @@ def _split_linear_apply(model: nn.Module, layer: nn.Linear, used: list, rows: in
     one concatenation."""
     split, raw, raw_w, start = None, [], [], 0
     for _, (src, idx) in used:
-        src = _h(src)
+        src = state_h(src)
         w = layer.weight[:, start:start + src.size(1)]
         start += src.size(1)
         if idx is not None:
@@ -336,7 +396,7 @@ def _rest_of(model: nn.Module, out: Tensor) -> Tensor:
     return out
 
 
-def _fmt(widths: list) -> str:
+def _fmt_widths(widths: list) -> str:
     return "[" + ", ".join(f"{k} {w}" for k, w in widths) + "]"
 
 
@@ -344,7 +404,7 @@ def _size_message(what: str, model: nn.Module, expected: int, widths: list) -> s
     got = sum(w for _, w in widths)
     kind = "input_size" if isinstance(model, RNNCellBase) else "in_features"
     return (f"GraphNetwork: the {what} model ({type(model).__name__}) expects {expected} input "
-            f"features ({kind}={expected}), but its input has {got} = {_fmt(widths)}")
+            f"features ({kind}={expected}), but its input has {got} = {_fmt_widths(widths)}")
 
 
 # -- Data in, Data out ------------------------------------------------------------------------

@@ -12,10 +12,16 @@ backward (:mod:`structrnn.levels.kernels`; ``fused=False`` runs them op by op li
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structrnn.cells import LSTMCell, NaryLSTMCell, RNNCellBase
+from structrnn.cells import (
+    LSTMCell,
+    NaryLSTMCell,
+    RNNCellBase,
+    inherits,
+    state_from_tuple,
+    state_tuple,
+)
 from structrnn.levels.kernels.child_sum import child_sum_lstm
 from structrnn.levels.kernels.level_store import LevelStore
 from structrnn.levels.kernels.nary import nary_lstm
@@ -41,35 +47,49 @@ def _autocast_on(device_type: str) -> bool:
         return False
 
 
+# The fused kernels re-implement ``combine`` (the recurrence) only: they take the input gates
+# from the cell's own ``project_input`` and ``_input_gates``, so a subclass may change those and
+# keep the kernel; one that changes ``combine`` runs op by op.
+_KERNEL_REPLACES = ("combine",)
+
+
 def _run_fused(cell: nn.Module, x: Tensor | None, s: Schedule, n: int,
                pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """The pass through a fused kernel (one autograd node, hand-written backward) when one
     computes exactly what ``cell.combine`` would, else None.
 
-    Fused: a plain :class:`LSTMCell` (Child-Sum) or :class:`NaryLSTMCell` (a subclass may
-    change the step), with nodes to run and no autocast (the kernels keep one dtype).
+    Fused: an :class:`LSTMCell` (Child-Sum) or :class:`NaryLSTMCell` whose class keeps the stock
+    ``combine``, with nodes to run and no autocast (the kernels keep one dtype).
     """
-    kind = type(cell)
-    if getattr(kind, "combine", None) not in (LSTMCell.combine, NaryLSTMCell.combine) or n == 0:
+    child_sum = inherits(cell, LSTMCell, _KERNEL_REPLACES)
+    if not (child_sum or inherits(cell, NaryLSTMCell, _KERNEL_REPLACES)) or n == 0:
         return None
-    device = cell.weight_hh.device
-    if _autocast_on(device.type):
+    if _autocast_on(cell.weight_hh.device.type):
         return None
     H = cell.hidden_size
-    if isinstance(cell, LSTMCell):
-        # both biases fold into the one input product; the kernel sorts the rows itself
-        bias = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
-        pre = (F.linear(x, cell.weight_ih, bias) if x is not None
-               else cell.weight_hh.new_zeros(n, 4 * H) + (0 if bias is None else bias))
+    xp = cell._input_gates(cell.project_input(x), n)  # (n, 4H): i, f, g, o
+    if child_sum:  # the kernel sorts the rows itself
+        pre = xp if cell.bias_hh is None else xp + cell.bias_hh
         return child_sum_lstm(pre, cell.weight_hh, s)
     A = cell.arity
-    xp = cell._input_gates(cell.project_input(x), n)
     # the input's forget block feeds every slot's forget gate
     pre = torch.cat([xp[:, :H], xp[:, H:2 * H].repeat(1, A), xp[:, 2 * H:]], dim=1)
     if cell.bias_hh is not None:
         pre = pre + cell.bias_hh
     slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
     return nary_lstm(pre, cell.weight_hh, s, slot, A)
+
+
+def _check_slots(cell: nn.Module, pos_s: Tensor | None) -> None:
+    """Once per pass, outside the level loop (one host synchronisation): a slot >= arity would
+    silently land in the next parent's slots."""
+    arity = getattr(cell, "arity", None)
+    if pos_s is None or arity is None or not pos_s.numel() or pos_s.is_meta:
+        return
+    top = int(pos_s.max())
+    if top >= arity:
+        raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
+                         f"most arity={arity} children (binarize the tree: Tree.binarize())")
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
@@ -96,14 +116,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     fast = isinstance(cell, RNNCellBase)
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
-    arity = getattr(cell, "arity", None)
-    if pos_s is not None and arity is not None and pos_s.numel() and not pos_s.is_meta:
-        # once per call, outside the level loop: a slot >= arity would silently land in the
-        # next parent's slots
-        top = int(pos_s.max())
-        if top >= arity:
-            raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
-                             f"most arity={arity} children (binarize the tree: Tree.binarize())")
+    _check_slots(cell, pos_s)
     if fused and (states := _run_fused(cell, x, s, num_nodes, pos_s)) is not None:
         return states
     xs = x[s.order] if x is not None else None
@@ -120,8 +133,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         n0, n1 = s.node_ptr[level], s.node_ptr[level + 1]
         e0, e1 = s.edge_ptr[level], s.edge_ptr[level + 1]
         if e1 > e0:
-            prev = store.read(s.pred[e0:e1]).split(widths, dim=1)
-            prev = prev if len(prev) > 1 else prev[0]
+            prev = state_from_tuple(store.read(s.pred[e0:e1]).split(widths, dim=1))
             index = s.target[e0:e1]
             if pos_s is not None:
                 extra = {"pos": pos_s[e0:e1]}
@@ -132,7 +144,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
             out = cell.combine(x_level, prev, index, n1 - n0, **extra)
         else:
             out = cell(x_level, prev, index=index, size=n1 - n0, **extra)
-        out = out if isinstance(out, tuple) else (out,)
+        out = state_tuple(out)
         if store is None:
             widths = [o.size(1) for o in out]
             store = LevelStore(num_nodes, sum(widths), out[0])
@@ -140,8 +152,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     if store is None:  # no nodes at all: an empty step gives the state's shape (0 rows)
         empty = xp[:0] if xp is not None else None
         return cell.combine(empty, None, None, 0) if fast else cell(empty, None, size=0)
-    result = store.read(s.rank).split(widths, dim=1)
-    return tuple(result) if len(result) > 1 else result[0]
+    return state_from_tuple(store.read(s.rank).split(widths, dim=1))
 
 
 def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,

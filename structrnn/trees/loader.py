@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch_geometric.data import Batch, Data
 
@@ -15,10 +17,33 @@ def collate_trees(data_list: list[Data]) -> Batch:
     computed here on the CPU (in DataLoader workers when ``num_workers > 0``)."""
     if len(data_list) == 0:
         raise ValueError("data_list: expected at least one tree, got an empty list")
-    batch = Batch.from_data_list(data_list)
+    return _attach_schedule(Batch.from_data_list(data_list))
+
+
+def _attach_schedule(batch: Batch) -> Batch:
+    """``batch.schedule`` from its ``edge_index`` (child -> parent) and, when stored, ``height``;
+    the schedule's indices are in range by construction, so the level loops check none."""
     height = batch.height if "height" in batch else None
     batch.schedule = tree_schedule(batch.edge_index, batch.num_nodes, height)
     return batch
+
+
+class _ScheduledCollate:
+    """A user's ``collate_fn`` followed by the schedule, as :func:`collate_trees` attaches it.
+
+    A class, not a closure, so that DataLoader workers can pickle it (given a picklable
+    ``collate_fn``)."""
+
+    def __init__(self, collate_fn: Callable[[list], Batch]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, data_list: list) -> Batch:
+        batch = self.collate_fn(data_list)
+        if not isinstance(batch, Batch) or "edge_index" not in batch:
+            got = type(batch).__name__ if not isinstance(batch, Batch) else "a Batch without it"
+            raise TypeError(f"TreeLoader: collate_fn must return a torch_geometric Batch with "
+                            f"edge_index (the trees' child -> parent edges), got {got}")
+        return _attach_schedule(batch)
 
 
 class TreeLoader(torch.utils.data.DataLoader):
@@ -26,9 +51,14 @@ class TreeLoader(torch.utils.data.DataLoader):
 
     PyG's own ``DataLoader`` works as well (the model then builds the schedule itself, one
     host synchronisation per batch); this one moves that work into the loader's workers.
+
+    ``collate_fn`` (optional) builds the batch from the list of ``Data``; it must return a PyG
+    ``Batch`` with ``edge_index``, and the loader then attaches ``batch.schedule`` to it as
+    :func:`collate_trees` does. The default is ``Batch.from_data_list``.
     """
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, **kwargs) -> None:
-        kwargs.pop("collate_fn", None)
-        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle,
-                         collate_fn=collate_trees, **kwargs)
+    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
+                 collate_fn: Callable[[list], Batch] | None = None, **kwargs) -> None:
+        collate = collate_trees if collate_fn is None else _ScheduledCollate(collate_fn)
+        super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                         **kwargs)

@@ -101,22 +101,15 @@ class RecursiveCell(RNNCellBase):
 
     def __init__(self, hidden_size: int, arity: int = 2, bias: bool = True) -> None:
         self.arity = arity
-        super().__init__(hidden_size, hidden_size, bias, hh_rows=hidden_size,
-                         hh_cols=arity * hidden_size)
         # the input passes through unchanged at leaves: no input weights
-        del self.weight_ih
-        self.register_parameter("weight_ih", None)
-        if bias:
-            del self.bias_ih
-            self.register_parameter("bias_ih", None)
+        super().__init__(hidden_size, hidden_size, bias, hh_rows=hidden_size,
+                         hh_cols=arity * hidden_size, input_weights=False)
 
-    def project_input(self, x):
+    def project_input(self, x: Tensor | None) -> Tensor | None:
         return x
 
-    def zero_state(self, n, like):
-        return like.new_zeros(n, self.hidden_size)
-
-    def combine(self, x_proj, prev, index, size, pos=None):
+    def combine(self, x_proj: Tensor | None, prev: Tensor | None, index: Tensor | None,
+                size: int, pos: Tensor | None = None) -> Tensor:
         if prev is None:
             if x_proj is None:
                 raise ValueError("RecursiveCell: leaves need an input vector")
@@ -124,6 +117,7 @@ class RecursiveCell(RNNCellBase):
         return self.compose(_slots(prev, index, pos, size, self.arity))
 
     def compose(self, children: Tensor) -> Tensor:
+        """(size, arity * H) children side by side -> (size, H) parents."""
         return torch.tanh(F.linear(children, self.weight_hh, self.bias_hh))
 
 
@@ -136,7 +130,21 @@ class RNTNCell(RecursiveCell):
         super().__init__(hidden_size, arity, bias)
         k = arity * hidden_size
         self.tensor = nn.Parameter(torch.empty(hidden_size, k, k))
+        self._reset_tensor()
+
+    def _uniform_parameters(self):
+        return (p for name, p in self.named_parameters() if name != "tensor")
+
+    def reset_parameters(self) -> None:
+        """W and b as at construction (U(-1/sqrt(H), 1/sqrt(H))), then V (see
+        :meth:`_reset_tensor`): the same draws, in the same order, as a new cell."""
+        super().reset_parameters()
+        if "tensor" in self._parameters:  # absent while the base constructor runs
+            self._reset_tensor()
+
+    def _reset_tensor(self) -> None:
         # Socher et al. initialise V small; U(-1/k, 1/k) keeps the bilinear term ~ W c at start.
+        k = self.tensor.size(-1)
         nn.init.uniform_(self.tensor, -1.0 / k, 1.0 / k)
 
     def compose(self, children: Tensor) -> Tensor:
