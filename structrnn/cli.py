@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from structrnn._errors import InputError
+
 EXAMPLES = """examples:
   structrnn demo                                    # a few seconds on the built-in treebank
   structrnn train sst --data DIR --epochs 10 --out runs/sst
@@ -27,46 +29,53 @@ EXAMPLES = """examples:
   structrnn show CCO --out ethanol.png
 """
 
-# task name -> (module, fixed defaults); modules are imported only when used
+# task name -> (module, one-line help, fixed defaults); a task's module is imported only when
+# its command runs (or asks for --help), so that `structrnn --help` starts at once
 TASKS = {
-    "sst": ("structrnn.tasks.sentiment.task", {}),
-    "molecules": ("structrnn.tasks.molecules.task", {}),
-    "tu": ("structrnn.tasks.molecules.task", {"dataset": "mutag"}),
-    "shortest-path": ("structrnn.tasks.shortest_path.task", {}),
+    "sst": ("structrnn.tasks.sentiment.task", "tree models of sentiment (SST or synthetic)", {}),
+    "molecules": ("structrnn.tasks.molecules.task", "graph networks on molecules (SMILES)", {}),
+    "tu": ("structrnn.tasks.molecules.task", "graph classification on a TU data set",
+           {"dataset": "mutag"}),
+    "shortest-path": ("structrnn.tasks.shortest_path.task",
+                      "the graph_nets shortest-path demo", {}),
 }
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """A problem the user can fix: printed as one line, exit code 2."""
 
 
 def _task_module(name: str):
-    module_name, _ = TASKS[name]
+    module_name = TASKS[name][0]
     try:
         return importlib.import_module(module_name)
     except ImportError as err:
         raise UsageError(f"train {name}: {err} (pip install 'structrnn[all]')") from err
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _version() -> str:
+    from structrnn import __version__
+
+    return __version__
+
+
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; the flags of ``train TASK`` are added for ``task`` only."""
     parser = argparse.ArgumentParser(
         prog="structrnn", description="Recurrent cells over sequences, trees and graphs.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"structrnn {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = sub.add_parser("train", help="train a model", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
-    for name, (_, defaults) in TASKS.items():
-        p = tasks.add_parser(name, help=f"train on {name}",
+    for name, (_, summary, defaults) in TASKS.items():
+        p = tasks.add_parser(name, help=summary, description=summary,
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--config", default=None,
-                       help="replay a run: read its config.json (command-line flags still win)")
-        try:
+        if name == task:
             _task_module(name).add_arguments(p)
-        except UsageError as err:
-            p.description = str(err)
-        p.set_defaults(**defaults)
+            p.set_defaults(**defaults)
 
     ev = sub.add_parser("eval", help="evaluate a trained SST run on a split")
     ev.add_argument("run", help="run folder written by 'structrnn train sst'")
@@ -86,31 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=4)
 
-    bench = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
+    bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
     bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
-def _apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                  argv: list[str]) -> argparse.Namespace:
-    """``--config FILE``: the file's values, then any flag given on the command line."""
-    path = Path(args.config)
-    if not path.is_file():
-        raise UsageError(f"--config: no file {path}")
-    values = json.loads(path.read_text())
-    defaults = vars(parser.parse_args([args.command, args.task]))
-    given = vars(args)
-    merged = dict(given)
-    for key, value in values.items():
-        if key in given and given[key] == defaults.get(key):
-            merged[key] = value
-    return argparse.Namespace(**merged)
+def _task_in(argv: list[str]) -> str | None:
+    """The TASK of ``train TASK ...`` (global options never precede it)."""
+    if len(argv) >= 2 and argv[0] == "train" and argv[1] in TASKS:
+        return argv[1]
+    return None
 
 
 def cmd_train(parser, args, argv) -> int:
     if args.config:
-        args = _apply_config(parser, args, argv)
+        from structrnn.training.options import apply_config, explicit_dests
+
+        task_parser = parser._subparsers._group_actions[0].choices["train"]
+        task_parser = task_parser._subparsers._group_actions[0].choices[args.task]
+        args = apply_config(args, explicit_dests(task_parser, argv[2:]))
     module = _task_module(args.task)
     try:
         metrics = module.run(args)
@@ -240,9 +244,9 @@ def cmd_show(args) -> int:
 def cmd_demo(parser, args) -> int:
     argv = ["train", "sst", "--dataset", "synthetic", "--synthetic-trees", "1000",
             "--epochs", str(args.epochs), "--hidden", "64", "--embed-dim", "64",
-            "--dropout", "0.2", "--out", args.out]
-    print("structrnn " + " ".join(argv))
-    train_args = parser.parse_args(argv)
+            "--dropout", "0.2", "--out", args.out, "--overwrite"]
+    print("structrnn " + " ".join(argv), file=sys.stderr)
+    train_args = build_parser("sst").parse_args(argv)
     metrics = _task_module("sst").run(train_args)
     print(f"\nsynthetic treebank, constituency Tree-LSTM: test root accuracy "
           f"{metrics['test_fine_root']:.3f} (fine-grained), all nodes "
@@ -252,15 +256,17 @@ def cmd_demo(parser, args) -> int:
 
 
 def cmd_bench(args) -> int:
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"bench_{args.name}.py"
-    if not script.is_file():
-        raise UsageError(f"bench: {script} not found (benchmarks ship with the source tree)")
-    return subprocess.call([sys.executable, str(script), *args.args])
+    # a module of the installed package, so that it runs outside the source tree too
+    return subprocess.call([sys.executable, "-m", f"structrnn.benchmarks.{args.name}",
+                            *args.args])
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0 done,
+    1 stopped (a non-finite loss, an interrupt), 2 bad input (one line on stderr). Any other
+    exception is a bug and keeps its traceback."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(_task_in(argv))
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
@@ -270,12 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"eval": cmd_eval, "predict": cmd_predict, "show": cmd_show,
                    "bench": cmd_bench}[args.command]
         return handler(args)
-    except (UsageError, ValueError) as err:
+    except InputError as err:
         print(f"structrnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # NonFiniteError: the message names epoch and step
         print(f"structrnn {args.command}: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"structrnn {args.command}: interrupted; the last finished epoch's checkpoint is "
+              "kept (--resume continues)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

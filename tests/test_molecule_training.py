@@ -130,7 +130,8 @@ def test_example_script_runs_tiny(tmp_path):
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    from structrnn.training.checkpoint import NonFiniteError, load_checkpoint
+    from structrnn.training.checkpoint import load_checkpoint
+    from structrnn.training.loop import NonFiniteError
 
     out = tmp_path / "run"
     calls = {"n": 0}

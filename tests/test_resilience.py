@@ -26,12 +26,12 @@ from structrnn import cli
 from structrnn._io import atomic_write, write_json
 from structrnn.tasks.sentiment import task as sst
 from structrnn.training.checkpoint import (
-    NonFiniteError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from structrnn.training.loop import NonFiniteError
 from structrnn.trees.ptb import ParseError, read_ptb_file
 
 EPOCHS = 2

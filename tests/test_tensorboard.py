@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from structrnn.tasks.sentiment import task as sst
+from structrnn.training import logging
 
 ARGS = ["--dataset", "synthetic", "--synthetic-trees", "40", "--batch-size", "10",
         "--epochs", "2", "--hidden", "6", "--embed-dim", "6", "--no-progress", "--tensorboard"]
@@ -42,7 +43,7 @@ class FakeWriter:
 
 
 def test_metrics_go_to_the_summary_writer(tmp_path, monkeypatch):
-    monkeypatch.setattr(sst, "summary_writer_class", lambda: FakeWriter)
+    monkeypatch.setattr(logging, "summary_writer_class", lambda: FakeWriter)
     sst.run(parse(ARGS + ["--out", str(tmp_path)]))
     (writer,) = FakeWriter.runs
     assert writer.log_dir == str(tmp_path / "tensorboard") and writer.closed

@@ -14,13 +14,9 @@ import torch
 from structrnn._io import atomic_write
 
 __all__ = [
-    "seed_everything", "resolve_device", "save_checkpoint", "load_checkpoint", "check_finite",
-    "NonFiniteError", "rng_state", "set_rng_state",
+    "seed_everything", "resolve_device", "save_checkpoint", "load_checkpoint", "rng_state",
+    "set_rng_state",
 ]
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or an input turned NaN/Inf; the message names the epoch and the step."""
 
 
 def seed_everything(seed: int) -> None:
@@ -73,10 +69,3 @@ def set_rng_state(state: dict) -> None:
     keys = state["numpy"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
-
-
-def check_finite(value: torch.Tensor, what: str, epoch: int, step: int) -> None:
-    """Raise :class:`NonFiniteError` naming the epoch and step if ``value`` has NaN/Inf."""
-    if not torch.isfinite(value).all():
-        raise NonFiniteError(f"{what} is not finite at epoch {epoch}, step {step}; the last good "
-                             "checkpoint is kept (try a smaller learning rate or --clip-grad)")

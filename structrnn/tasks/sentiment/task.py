@@ -9,46 +9,40 @@ Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 
 Many processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every
 global batch with ``DistributedDataParallel`` (:mod:`structrnn.training.distributed`);
-``--batch-size`` is
-the global batch size and the weights after each step equal those of one process on the same
-global batch. Rank 0 alone evaluates and writes files. One process iterates the same batches
-(``DistributedSampler`` order with one replica), so a run's figures do not depend on the number
-of processes (except for dropout masks, drawn per process).
+``--batch-size`` is the global batch size and the weights after each step equal those of one
+process on the same global batch. Rank 0 alone evaluates and writes files. One process iterates
+the same batches (``DistributedSampler`` order with one replica), so a run's figures do not
+depend on the number of processes (except for dropout masks, drawn per process).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from structrnn._io import append_jsonl, atomic_write, write_json
+from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
 from structrnn.training import distributed
-from structrnn.training.checkpoint import (
-    check_finite,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from structrnn.training.checkpoint import load_checkpoint, seed_everything
+from structrnn.training.logging import notice
+from structrnn.training.loop import FitOptions, amp_enabled, fit, make_ema
+from structrnn.training.options import add_run_arguments, run_config, set_threads
+from structrnn.training.run_folder import open_run
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.vocab import Vocab
 
-CONFIG_KEYS = ("dataset", "data", "model", "epochs", "batch_size", "lr", "embed_lr",
-               "weight_decay", "dropout", "hidden", "embed_dim", "embed_init", "binary",
-               "vectors", "init_from", "ema", "word_dropout", "seed", "max_trees",
-               "synthetic_trees", "clip_grad")
+__all__ = ["add_arguments", "run", "load_splits", "build_model", "make_optimizer",
+           "init_from_run", "amp_enabled", "make_ema"]
+
+CONFIG_KEYS = ("dataset", "data", "model", "batch_size", "lr", "embed_lr", "weight_decay",
+               "dropout", "hidden", "embed_dim", "embed_init", "binary", "vectors", "init_from",
+               "word_dropout", "max_trees", "synthetic_trees")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fetch the official SST archive into --data when it is missing")
     p.add_argument("--model", choices=MODELS, default="tree-lstm",
                    help="tree-lstm is the constituency (binary N-ary) Tree-LSTM of Tai et al.")
-    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=25,
                    help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--lr", type=float, default=0.05, help="Adagrad learning rate")
@@ -72,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "so that the unknown word's vector (read by every dev/test word outside "
                         "the training vocabulary) is trained")
     p.add_argument("--hidden", type=int, default=150)
-    p.add_argument("--embed-dim", type=int, default=300)
+    p.add_argument("--embed-dim", type=int, default=None,
+                   help="embedding size (default: the --vectors file's, else 300)")
     p.add_argument("--embed-init", type=float, default=None, metavar="S",
                    help="random embeddings from U(-S, S) (Tai et al.'s code: 0.05) instead of "
                         "N(0, 1); no effect on words --vectors covers")
@@ -84,26 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from RUN's best model (e.g. a fine-grained run for --binary): the "
                         "embedding rows of shared words, the encoder and, when the classes "
                         "match, the classifier")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-trees", type=int, default=None,
                    help="use only the first N trees of each split (quick runs)")
     p.add_argument("--synthetic-trees", type=int, default=2000,
                    help="training trees of the synthetic treebank")
-    p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999 per "
-                        "step); it is the model evaluated, selected and saved")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    p.add_argument("--amp", action="store_true",
-                   help="mixed precision (float16 autocast + GradScaler) on CUDA; ignored, with a "
-                        "warning, on the CPU")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log to OUT/tensorboard (needs the tensorboard package)")
-    p.add_argument("--out", default="runs/sst", help="run folder")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(p, out="runs/sst", epochs=10)
 
 
 def load_splits(args) -> tuple[SST, SST, SST]:
@@ -142,22 +121,27 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
         from structrnn.datasets.vectors import load_word_vectors
 
         vectors, coverage = load_word_vectors(args.vectors, vocab, dim=args.embed_dim)
-        print(f"word vectors: {coverage}")
+        notice(f"word vectors: {coverage}")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None), sparse,
                          getattr(args, "word_dropout", 0.0), vocab.unk_id)
 
 
-def make_ema(model: TreeSentiment, decay: float | None):
-    """An exponential moving average of ``model``'s weights (PyTorch's ``AveragedModel``), or
-    None without ``decay``."""
-    if decay is None:
-        return None
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"--ema: expected a decay in (0, 1), got {decay}")
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+def vectors_dim(path: str | Path) -> int:
+    """The dimension of a GloVe / word2vec text file, from its first line."""
+    import gzip
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            parts = f.readline().rstrip().split(" ")
+    except OSError as err:
+        raise InputError(f"--vectors: cannot read {path} ({err})") from err
+    if len(parts) == 2 and all(p.isdigit() for p in parts):  # word2vec header: count, dim
+        return int(parts[1])
+    if len(parts) < 2:
+        raise InputError(f"--vectors: {path}, line 1: expected a word and its numbers")
+    return len(parts) - 1
 
 
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
@@ -180,33 +164,6 @@ def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
             f"{len(kept)} tensors" + (f", kept fresh: {', '.join(skipped)}" if skipped else ""))
 
 
-def _summary(prefix: str, result: dict) -> dict:
-    keep = {"root_acc": "root", "all_nodes_acc": "all_nodes", "loss": "loss",
-            "binary_root_acc": "binary_root"}
-    return {f"{prefix}_{short}": result[k] for k, short in keep.items() if k in result}
-
-
-def amp_enabled(requested: bool, device: torch.device) -> bool:
-    """Mixed precision runs on CUDA only; elsewhere ``--amp`` is ignored with a warning."""
-    if requested and device.type != "cuda":
-        if distributed.is_main():
-            print(f"warning: --amp needs a CUDA device; training on {device} in float32",
-                  file=sys.stderr)
-        return False
-    return requested
-
-
-def summary_writer_class():
-    """``torch.utils.tensorboard.SummaryWriter``; a ValueError naming the fix if the
-    ``tensorboard`` package (not a dependency of structrnn) is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ValueError("--tensorboard: the tensorboard package is not installed "
-                         "(pip install tensorboard), or leave out --tensorboard") from err
-    return SummaryWriter
-
-
 def train_loader(train, args, epoch: int):
     """This process's batches for ``epoch``: a ``DistributedSampler`` permutation seeded by
     ``seed`` and ``epoch``, so one process and many see the same global batches."""
@@ -217,15 +174,14 @@ def train_loader(train, args, epoch: int):
         generator=torch.Generator().manual_seed(seed + epoch))
 
 
-def batch_loss(model, batch, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to back-propagate and the global batch's mean node loss (for logging).
 
     One process: the mean cross-entropy over labelled nodes. Many: this process's sum divided
     by the global number of labelled nodes, times the number of processes, so that DDP's
     gradient average is the single-process gradient of the global batch.
     """
-    with torch.autocast(batch.y.device.type, dtype=torch.float16, enabled=amp):
-        logits = model(batch)
+    logits = model(batch)
     if not distributed.is_distributed():
         loss = node_loss(logits.float(), batch.y)
         return loss, loss.detach()
@@ -233,26 +189,12 @@ def batch_loss(model, batch, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return distributed.global_mean_loss(loss_sum, (batch.y >= 0).sum())
 
 
-def load_resume_state(path: Path) -> dict:
-    """Rank 0 reads the checkpoint and sends it to every process (no shared disk needed);
-    a missing file raises on every process."""
-    state, error = None, None
-    if distributed.is_main():
-        try:
-            state = load_checkpoint(path)
-        except FileNotFoundError as err:
-            error = str(err)
-    state, error = distributed.broadcast_object((state, error))
-    if error:
-        raise FileNotFoundError(error)
-    return state
-
-
 def run(args) -> dict:
     """Train, select on dev root accuracy, evaluate on test; returns the final metrics.
 
     Under torchrun every process calls this; all of them return rank 0's metrics.
     """
+    set_threads(getattr(args, "threads", None))
     device = distributed.device_for_rank(args.device)
     launched = distributed.init_from_env(device)
     try:
@@ -263,136 +205,57 @@ def run(args) -> dict:
 
 
 def _run(args, device: torch.device) -> dict:
-    out = Path(args.out)
-    config = {k: getattr(args, k) for k in CONFIG_KEYS}
-    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    world = distributed.world_size()
     if args.batch_size < 1 or args.batch_size % world:
-        raise ValueError(f"--batch-size: the global batch size must be a multiple of the "
+        raise InputError(f"--batch-size: the global batch size must be a multiple of the "
                          f"number of processes ({world}), got {args.batch_size}")
-    amp = amp_enabled(getattr(args, "amp", False), device)
-    writer_class = summary_writer_class() if getattr(args, "tensorboard", False) else None
+    if args.embed_dim is None:
+        args.embed_dim = vectors_dim(args.vectors) if args.vectors else 300
+    config = run_config(args, CONFIG_KEYS)
+    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
     seed_everything(args.seed)
     train, dev, test = load_splits(args)
-    num_classes = train.num_classes
     # Sparse embedding gradients let Adagrad touch only the rows of the batch's words instead
-    # of all 16k x 300 (1.4x faster SST epochs, the same arithmetic). clip_grad_norm_ and the
-    # NCCL all-reduce take dense gradients only, so those runs keep them dense.
-    sparse = world == 1 and not args.clip_grad
-    # torch says once, from inside Adagrad, that it skips checks on the sparse tensor it built
-    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-    model = build_model(args, train.vocab, num_classes, sparse=sparse)
+    # of all 16k x 300 (1.4x faster SST epochs, the same arithmetic). Clipping and the
+    # all-reduce of DDP take dense gradients only, so those runs keep them dense.
+    sparse = world == 1 and not args.clip_grad and not args.clip_grad_value
+    model = build_model(args, train.vocab, train.num_classes, sparse=sparse)
     if getattr(args, "init_from", None) and not args.resume:
-        message = init_from_run(model, args.init_from, train.vocab)
-        if main:
-            print(message)
+        notice(init_from_run(model, args.init_from, train.vocab))
     model = model.to(device)
-    optimizer = make_optimizer(model, args)
-    ema = make_ema(model, getattr(args, "ema", None))
-    scored = ema.module if ema is not None else model  # what dev selects and best.pt holds
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    if rank:  # the same initial weights everywhere (DDP broadcasts rank 0's), other dropout
-        torch.manual_seed(args.seed * 1_000_003 + rank)
-    start_epoch, best, history = 1, {"dev_root": -1.0, "epoch": 0}, []
-    checkpoint_path = out / "checkpoint.pt"
-    if args.resume:
-        state = load_resume_state(checkpoint_path)
-        # everything but the number of epochs must match: resuming may extend a run
-        changed = sorted(k for k in config if k != "epochs" and state["config"].get(k) != config[k])
-        if changed:
-            raise ValueError(f"--resume: the run in {out} used other settings ({changed}); "
-                             "pass the same arguments or a new --out")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        ranks = state.get("rng_ranks")
-        set_rng_state(ranks[rank] if ranks and len(ranks) == world else state["rng"])
-        if main:
-            write_json(out / "config.json", config)
-            # the log as of the checkpoint: a crash after an epoch's line but before its
-            # checkpoint would otherwise log that epoch twice
-            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode()
-            atomic_write(out / "metrics.jsonl", lambda f: f.write(lines))
-            print(f"resuming {out} after epoch {state['epoch']}")
-    elif main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config)
-        train.vocab.save(out / "vocab.json")
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    writer = writer_class(log_dir=str(out / "tensorboard")) if writer_class and main else None
-    ddp_model = distributed.wrap(model, device)
+    if distributed.is_main():
+        train.vocab.save(folder.path / "vocab.json")
     eval_loaders = {name: TreeLoader(ds, batch_size=256) for name, ds in
                     (("dev", dev), ("test", test))}
-    for epoch in range(start_epoch, args.epochs + 1):
-        ddp_model.train()
-        loader = train_loader(train, args, epoch)
-        began, total_loss, steps = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}",
-                   disable=args.no_progress or not main, leave=False)
-        for step, batch in enumerate(bar, 1):
-            batch = batch.to(device)
-            loss, shown = batch_loss(ddp_model, batch, amp)
-            check_finite(shown, "the training loss", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # the scaler is a no-op without --amp
-            if args.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update_parameters(model)
-            total_loss += float(shown)
-            steps += 1
-            bar.set_postfix(loss=f"{total_loss / steps:.3f}")
-            if writer:
-                writer.add_scalar("train/step_loss", float(shown), (epoch - 1) * len(loader) + step)
-        seconds = time.perf_counter() - began
-        if main:
-            dev_result = evaluate(scored, eval_loaders["dev"], device)
-        # after evaluating (its loaders draw from the global generator), for an exact resume;
-        # a collective: every process calls it
-        rngs = distributed.all_gather_object(rng_state())
-        if not main:
-            continue
-        record = {"epoch": epoch, "train_loss": total_loss / max(steps, 1),
-                  "epoch_seconds": seconds, **_summary("dev", dev_result)}
-        history.append(record)
-        append_jsonl(out / "metrics.jsonl", record)
-        if writer:
-            for key, value in record.items():
-                if key != "epoch":
-                    writer.add_scalar(f"epoch/{key}", value, epoch)
-            writer.flush()
-        print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, dev root acc "
-              f"{dev_result['root_acc']:.4f} ({seconds:.1f} s)")
-        if dev_result["root_acc"] > best["dev_root"]:
-            best = {"dev_root": dev_result["root_acc"], "epoch": epoch}
-            save_checkpoint(out / "best.pt", model=scored.state_dict(), config=config,
-                            epoch=epoch)
-        save_checkpoint(checkpoint_path, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                        ema=ema.state_dict() if ema is not None else None,
-                        epoch=epoch, best=best, history=history, config=config, rng=rngs[0],
-                        rng_ranks=rngs if world > 1 else None)
-    if writer:
-        writer.close()
-    metrics = finish(scored, out, config, best, history, eval_loaders, test, device) if main \
-        else None
+    with warnings.catch_warnings():
+        # torch says once, from inside Adagrad, that it skips checks on the sparse tensor it
+        # built; scoped to this run, not the process
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
+        result = fit(model, make_optimizer(model, args),
+                     train_batches=lambda epoch: train_loader(train, args, epoch),
+                     loss=batch_loss, validate=lambda m: _summary(evaluate(m, eval_loaders["dev"],
+                                                                            device)),
+                     folder=folder, options=FitOptions.from_args(args), device=device,
+                     config=config, select="root", resume=args.resume, prefix="dev",
+                     best_extra=lambda: {"vocab": list(train.vocab)})
+    metrics = finish(result, folder, config, eval_loaders, test, device) \
+        if distributed.is_main() else None
     return distributed.broadcast_object(metrics)
 
 
-def finish(model, out: Path, config: dict, best: dict, history: list, eval_loaders: dict,
-           test, device) -> dict:
-    """Reload the best epoch, evaluate it, write metrics.json and the pictures."""
-    if (out / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+def _summary(result: dict) -> dict:
+    keep = {"root_acc": "root", "all_nodes_acc": "all_nodes", "loss": "loss",
+            "binary_root_acc": "binary_root"}
+    return {short: result[k] for k, short in keep.items() if k in result}
+
+
+def finish(result, folder, config: dict, eval_loaders: dict, test, device) -> dict:
+    """Evaluate the selected model, write metrics.json, then the pictures."""
+    model = result.model
     dev_result = evaluate(model, eval_loaders["dev"], device)
     test_result = evaluate(model, eval_loaders["test"], device)
     binary = config["binary"]
+    history = result.history
     metrics = {
         "dev_fine_root": None if binary else dev_result["root_acc"],
         "test_fine_root": None if binary else test_result["root_acc"],
@@ -402,28 +265,30 @@ def finish(model, out: Path, config: dict, best: dict, history: list, eval_loade
         "dev_root": dev_result["root_acc"],
         "test_root": test_result["root_acc"],
         "epoch_seconds": [h["epoch_seconds"] for h in history],
-        "best_epoch": best["epoch"],
+        "best_epoch": result.best_epoch,
         "epochs": len(history),
     }
-    write_json(out / "metrics.json", metrics)
-    draw_pictures(model, out, history, test_result, test, device)
+    folder.write_metrics(metrics)
+    draw_pictures(model, folder, history, test_result, test, device)
     return metrics
 
 
-def draw_pictures(model, out: Path, history, test_result, test, device) -> None:
-    try:
-        from structrnn import viz
-    except ImportError:  # pragma: no cover - matplotlib missing
+def draw_pictures(model, folder, history, test_result, test, device) -> None:
+    """Learning curves, the test confusion matrix and a predicted test tree (optional)."""
+    from structrnn import viz
+
+    folder.picture("learning_curves.png", lambda path: viz.plot_learning_curves(
+        history, path, keys=["train_loss", "dev_loss", "dev_root", "dev_all_nodes"]))
+    folder.picture("confusion.png", lambda path: viz.plot_confusion(
+        test_result["root_true"], test_result["root_pred"], path))
+    if not len(test):
         return
-    viz.plot_learning_curves(history, out / "learning_curves.png",
-                             keys=["train_loss", "dev_loss", "dev_root", "dev_all_nodes"])
-    viz.plot_confusion(test_result["root_true"], test_result["root_pred"], out / "confusion.png")
-    if len(test):
-        model.eval()
-        with torch.no_grad():
-            batch = next(iter(TreeLoader(test[:1], batch_size=1))).to(device)
-            logits = model(batch)
-        # binary classes drawn as the ends of the 5-class scale
-        predicted = logits.argmax(-1).cpu() * (4 if logits.size(1) == 2 else 1)
-        viz.draw_tree(test.trees[0], out / "example_tree.png", predicted,
-                      title="predicted sentiment (0 very negative ... 4 very positive)")
+    model.eval()
+    with torch.no_grad():
+        batch = next(iter(TreeLoader(test[:1], batch_size=1))).to(device)
+        logits = model(batch)
+    # binary classes drawn as the ends of the 5-class scale
+    predicted = logits.argmax(-1).cpu() * (4 if logits.size(1) == 2 else 1)
+    folder.picture("example_tree.png", lambda path: viz.draw_tree(
+        test.trees[0], path, predicted,
+        title="predicted sentiment (0 very negative ... 4 very positive)"))
