@@ -39,9 +39,16 @@ def test_builtin_trains_and_writes_files(tmp_path):
     assert config["dataset"] == "builtin" and config["epochs"] == 5
     assert (out / "scatter.png").stat().st_size > 0
     assert (out / "atom_contributions.png").stat().st_size > 0
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["seed0.pt", "seed1.pt"]
-    lines = (out / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 10
+    assert sorted(p.name for p in (out / "units").iterdir()) == ["seed0", "seed1"]
+    for unit in ("seed0", "seed1"):
+        assert {"checkpoint.pt", "best.pt", "metrics.jsonl"} <= {
+            p.name for p in (out / "units" / unit).iterdir()}
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["unit"], r["epoch"]) for r in lines] == [
+        (u, e) for u in ("seed0", "seed1") for e in range(1, 6)]
+    # what predicting in real units needs is saved beside the best weights
+    best = torch.load(out / "units" / "seed0" / "best.pt", weights_only=True)
+    assert best["target_names"] == ["tpsa"] and best["target_std"].shape == (1,)
 
 
 def test_atom_sum_is_a_sum_of_atom_contributions():
@@ -62,24 +69,28 @@ def test_resume_gives_identical_results(tmp_path, monkeypatch):
             *TINY]
     straight = task.main([*args, "--out", str(tmp_path / "a")])
 
-    real_save, calls = task.save_checkpoint, []
+    from structrnn.training import loop
+
+    real_save, calls = loop.save_checkpoint, []
 
     def interrupted(path, **state):
         real_save(path, **state)
         calls.append(path)
-        if len(calls) == 2:
+        if len(calls) == 4:  # best.pt and checkpoint.pt of two epochs (both improve)
             raise KeyboardInterrupt  # stopped after the second epoch's checkpoint
 
-    monkeypatch.setattr(task, "save_checkpoint", interrupted)
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
         task.main([*args, "--out", str(tmp_path / "b")])
-    monkeypatch.setattr(task, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "b" / "units" / "seed0" / "checkpoint.pt",
+                      weights_only=True)["epoch"] < 4
     resumed = task.main([*args, "--out", str(tmp_path / "b"), "--resume"])
     assert resumed["test_rmse"] == straight["test_rmse"]
     assert resumed["units"][0]["train_loss_last"] == straight["units"][0]["train_loss_last"]
     assert resumed["best_epoch"] == straight["best_epoch"]
-    # a finished run resumes to the same metrics without training (--resume RUN form)
-    assert task.main([*args, "--resume", str(tmp_path / "b")])["test_rmse"] == \
+    # a finished run resumes to the same metrics without training
+    assert task.main([*args, "--out", str(tmp_path / "b"), "--resume"])["test_rmse"] == \
         straight["test_rmse"]
     with pytest.raises(ValueError, match="hidden"):
         task.main([*args, "--out", str(tmp_path / "b"), "--resume", "--hidden", "8"])
@@ -110,7 +121,8 @@ def test_mutag_cross_validation(tmp_path):
 
 def test_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="--data"):
-        task.main(["--dataset", "esol", "--data", "", "--out", str(tmp_path)])
+        task.main(["--dataset", "esol", "--data", str(tmp_path / "nowhere"), "--out",
+                   str(tmp_path)])
     with pytest.raises(SystemExit):
         task.main(["--dataset", "nope"])
 
@@ -135,18 +147,20 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path,
 
     out = tmp_path / "run"
     calls = {"n": 0}
-    original = task.Trainer.loss
+    original = task.Unit.loss
 
-    def loss(self, pred, batch):
+    def loss(self, model, batch):  # 64 molecules, batches of 16: 4 steps an epoch
         calls["n"] += 1
-        value = original(self, pred, batch)
-        return value * float("nan") if self.epoch == 1 and calls["n"] > 2 else value
+        value, shown = original(self, model, batch)
+        if calls["n"] == 4 + 3:  # epoch 2, step 3
+            return value * float("nan"), shown * float("nan")
+        return value, shown
 
-    monkeypatch.setattr(task.Trainer, "loss", loss)
-    with pytest.raises(NonFiniteError, match=r"epoch 2, step \d+"):
+    monkeypatch.setattr(task.Unit, "loss", loss)
+    with pytest.raises(NonFiniteError, match=r"epoch 2, step 3"):
         task.main(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "3",
                    "--seeds", "0", "--out", str(out), *TINY])
-    state = load_checkpoint(out / "checkpoints" / "seed0.pt")
+    state = load_checkpoint(out / "units" / "seed0" / "checkpoint.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if torch.is_tensor(v) and v.is_floating_point())
@@ -158,7 +172,7 @@ def test_rdkit_global_features_join_the_readout(tmp_path):
                          "60", "--epochs", "3", "--seeds", "0", "--global-features", "rdkit",
                          "--readout", "sum", "--out", str(tmp_path / "esol"), *TINY])
     assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]
-    state = torch.load(tmp_path / "esol" / "checkpoints" / "seed0.pt", weights_only=True)
+    state = torch.load(tmp_path / "esol" / "units" / "seed0" / "checkpoint.pt", weights_only=True)
     from rdkit.Chem import Descriptors
 
     # sum readout (hidden 16) followed by one column per RDKit descriptor
@@ -173,7 +187,7 @@ def test_global_features_refused_where_they_make_no_sense(tmp_path):
     with pytest.raises(ValueError, match="SMILES"):
         task.main(["--data", str(root.parent), "--dataset", "mutag", "--global-features",
                    "rdkit", "--out", str(tmp_path / "m"), *TINY])
-    from structrnn.tasks.molecules.task import MoleculeModel
+    from structrnn.tasks.molecules.model import MoleculeModel
 
     with pytest.raises(ValueError, match="atom-sum"):
         MoleculeModel(58, 18, 1, readout="atom-sum", global_in=4)

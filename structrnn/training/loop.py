@@ -274,7 +274,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
     rank, main = distributed.rank(), distributed.is_main()
     if rank:  # the same initial weights everywhere (DDP broadcasts rank 0's), other dropout
         torch.manual_seed(options.seed * 1_000_003 + rank)
-    if resume and (folder.checkpoint.is_file() or not main):
+    # rank 0 decides, so that every process restores (or none does)
+    if resume and distributed.broadcast_object(folder.checkpoint.is_file() if main else None):
         run.restore(_load_on_every_rank(folder.checkpoint))
         folder.rewrite_log(run.history)
         notice(f"{desc}resuming {folder.path} after epoch {run.start_epoch - 1}")
@@ -292,7 +293,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         rngs = distributed.all_gather_object(rng_state())
         if not main:
             continue
-        record.update({f"{prefix}_{k}": v for k, v in figures.items()
+        record.update({f"{prefix}_{k}" if prefix else k: v for k, v in figures.items()
                        if isinstance(v, int | float) and not isinstance(v, bool)})
         run.history.append(record)
         folder.append_log(record)

@@ -26,10 +26,13 @@ descriptors of each molecule, mapped through their empirical distribution on the
 are concatenated to the graph readout, as Chemprop does with ``rdkit_2d_normalized``.
 
 Regression targets are standardised with the training statistics; the model of the epoch with
-the best validation score is the one tested. ``RUN/`` receives ``config.json``, ``metrics.json``,
-``history.jsonl``, one checkpoint per seed (and fold) written atomically every epoch
-(``--resume`` continues them, with identical results), ``scatter.png`` and, for ``atom-sum``,
-``atom_contributions.png``.
+the best validation score is the one tested. Training runs in the shared loop
+(:func:`structrnn.training.loop.fit`), so every run flag works here (``--amp``, ``--ema``,
+``--clip-grad`` (default 10), ``--tensorboard``, ``--resume``, DDP under torchrun). The run folder
+holds ``config.json``, ``metrics.json``, ``metrics.jsonl`` (every unit's epochs, with ``unit``),
+one folder per seed (and fold) under ``units/NAME/`` with its ``checkpoint.pt``, ``best.pt``
+(weights, the target scaling and the descriptor reference) and ``metrics.jsonl``,
+``scatter.png`` and, for ``atom-sum``, ``atom_contributions.png``.
 """
 
 from __future__ import annotations
@@ -37,9 +40,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,113 +48,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
-from torch_geometric.nn import aggr as pyg_aggr
-from tqdm.auto import tqdm
 
-from structrnn._io import append_jsonl, write_json
-from structrnn.cells import GRUCell
-from structrnn.graphs.models import MPNN, mlp
-from structrnn.graphs.network import GraphNetwork, aggregate
-from structrnn.training.checkpoint import (
-    check_finite,
-    load_checkpoint,
-    resolve_device,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from structrnn._errors import InputError
+from structrnn._paths import data_root
+from structrnn.tasks.molecules.model import MODELS, READOUTS, MoleculeModel
+from structrnn.training import distributed
+from structrnn.training.checkpoint import seed_everything
+from structrnn.training.loop import FitOptions, fit
+from structrnn.training.options import add_run_arguments, run_config, set_threads
+from structrnn.training.run_folder import RunFolder, open_run
 
-__all__ = ["add_arguments", "run", "main", "MoleculeModel", "GNGRU", "DATASETS"]
+__all__ = ["add_arguments", "run", "main", "DATASETS", "regression_metrics"]
 
 DATASETS = ("builtin", "esol", "qm9", "csv", "mutag")
 ESOL_TARGET = "measured log solubility in mols per litre"
 QM9_TARGETS = ("mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "u0", "u298", "h298",
                "g298", "cv")
-# Settings that change what a checkpoint means: a resumed run must use the same ones.
-_RESUME_KEYS = ("dataset", "target", "tu_name", "csv", "split", "model", "readout",
-                "global_features", "hidden",
-                "steps", "lr", "batch_size", "max_molecules", "dropout", "weight_decay",
-                "epochs")
-
-
-# --- models -------------------------------------------------------------------------------------
-
-
-class GNGRU(nn.Module):
-    """Atoms and bonds embedded to ``hidden``; then ``steps`` rounds of one
-    :class:`~structrnn.graphs.network.GraphNetwork` (shared weights): every bond computes a message
-    ``m = MLP([bond, h_sender, h_receiver])`` and every atom updates ``h = GRU(sum m, h)``.
-
-    ``forward(x (N, node_in), edge_index (2, E), edge_attr (E, edge_in))`` -> (N, hidden).
-    """
-
-    def __init__(self, node_in: int, edge_in: int, hidden: int = 64, steps: int = 3) -> None:
-        super().__init__()
-        self.steps = steps
-        self.embed_nodes = nn.Sequential(nn.Linear(node_in, hidden), nn.ReLU())
-        self.embed_edges = nn.Sequential(nn.Linear(edge_in, hidden), nn.ReLU())
-        self.gn = GraphNetwork(mlp([3 * hidden, hidden, hidden]), GRUCell(hidden, hidden),
-                               edge_aggr="sum", edge_inputs=("edge", "sender", "receiver"),
-                               node_inputs=("node", "edges"))
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-        h, e = self.embed_nodes(x), self.embed_edges(edge_attr)
-        for _ in range(self.steps):
-            # The messages are recomputed from the fixed bond embedding every round.
-            h, _, _ = self.gn(h, edge_index, e)
-        return h
-
-
-class MoleculeModel(nn.Module):
-    """A node model (``gn-gru`` or ``mpnn``) and a graph readout.
-
-    With ``global_in > 0`` the batch carries ``u`` (num_graphs, global_in), whole-molecule
-    features concatenated to the readout (as Chemprop does with RDKit descriptors).
-
-    ``forward(batch)`` -> (num_graphs, out_channels); ``atom_contributions(batch)`` ->
-    (num_nodes, out_channels) for the ``atom-sum`` readout, whose graph output is their sum.
-    """
-
-    def __init__(self, node_in: int, edge_in: int, out_channels: int, hidden: int = 64,
-                 steps: int = 3, model: str = "gn-gru", readout: str = "set2set",
-                 dropout: float = 0.0, global_in: int = 0) -> None:
-        super().__init__()
-        if model == "gn-gru":
-            self.body: nn.Module = GNGRU(node_in, edge_in, hidden, steps)
-        elif model == "mpnn":
-            self.body = MPNN(node_in, edge_in, hidden, steps=steps, readout=None)
-        else:
-            raise ValueError(f"model: expected 'gn-gru' or 'mpnn', got {model!r}")
-        if readout not in ("set2set", "sum", "mean", "atom-sum"):
-            raise ValueError(f"readout: expected set2set, sum, mean or atom-sum, got {readout!r}")
-        if global_in and readout == "atom-sum":
-            raise ValueError("global features need a graph readout, not 'atom-sum'")
-        self.readout, self.global_in = readout, global_in
-        if readout == "set2set":
-            self.set2set = pyg_aggr.Set2Set(hidden, processing_steps=3)
-        width = (2 * hidden if readout == "set2set" else hidden) + global_in
-        self.dropout = nn.Dropout(dropout)
-        self.head = mlp([width, hidden, out_channels])
-
-    def node_states(self, batch) -> Tensor:
-        return self.body(batch.x, batch.edge_index, batch.edge_attr)
-
-    def atom_contributions(self, batch) -> Tensor:
-        if self.readout != "atom-sum":
-            raise ValueError(f"atom contributions need readout='atom-sum', not {self.readout!r}")
-        return self.head(self.dropout(self.node_states(batch)))
-
-    def forward(self, batch) -> Tensor:
-        index, size = batch.batch, batch.num_graphs
-        if self.readout == "atom-sum":
-            return aggregate("sum", self.atom_contributions(batch), index, size)
-        h = self.node_states(batch)
-        g = (self.set2set(h, index, dim_size=size) if self.readout == "set2set"
-             else aggregate(self.readout, h, index, size))
-        if self.global_in:  # the molecule's descriptors join the learned graph vector
-            g = torch.cat([g, batch.u], dim=1)
-        return self.head(self.dropout(g))
+CONFIG_KEYS = ("dataset", "data", "target", "csv", "smiles_col", "tu_name", "split", "folds",
+               "seeds", "model", "readout", "global_features", "hidden", "steps", "lr",
+               "weight_decay", "dropout", "batch_size", "max_molecules")
+EPOCHS = {"builtin": 30, "esol": 100, "qm9": 60, "csv": 100, "mutag": 100}
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -168,14 +81,13 @@ def _int_list(text: str) -> list[int]:
             from err
 
 
-def add_arguments(parser: argparse.ArgumentParser,
-                  default_dataset: str = "builtin") -> argparse.ArgumentParser:
-    """Add this task's flags to ``parser``: ``structrnn train molecules`` uses the default,
-    ``structrnn train tu`` passes ``default_dataset="mutag"``."""
-    p = parser
-    p.add_argument("--data", default=os.environ.get("STRUCTRNN_DATA"),
-                   help="root of the data sets (default $STRUCTRNN_DATA)")
-    p.add_argument("--dataset", choices=DATASETS, default=default_dataset)
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add this task's flags and the shared run flags to ``p`` (``structrnn train tu`` sets the
+    default ``--dataset mutag``)."""
+    p.add_argument("--data", default=None,
+                   help="root of the data sets: esol/, qm9/, MUTAG/ ... (default "
+                        "$STRUCTRNN_DATA)")
+    p.add_argument("--dataset", choices=DATASETS, default="builtin")
     p.add_argument("--target", default=None,
                    help="builtin: tpsa|logp; qm9: comma-separated targets (default all 12); "
                         "csv: comma-separated target columns")
@@ -184,11 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser,
     p.add_argument("--tu-name", default="MUTAG", help="--dataset mutag: which TU set")
     p.add_argument("--split", choices=("random", "scaffold"), default="random")
     p.add_argument("--folds", type=int, default=10, help="TU sets: k of the stratified k-fold")
-    p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=None,
-                   help="default: 30 (builtin), 100 (esol), 60 (qm9), 100 (mutag)")
-    p.add_argument("--model", choices=("gn-gru", "mpnn"), default="gn-gru")
-    p.add_argument("--readout", choices=("set2set", "sum", "mean", "atom-sum"), default=None,
+    p.add_argument("--seeds", type=_int_list, default=None,
+                   help="comma-separated seeds, one unit each (default: --seed alone when "
+                        "given, else 0,1,2)")
+    p.add_argument("--model", choices=MODELS, default="gn-gru")
+    p.add_argument("--readout", choices=READOUTS, default=None,
                    help="default atom-sum for builtin, sum for qm9, set2set otherwise")
     p.add_argument("--global-features", choices=("none", "rdkit"), default="none",
                    help="rdkit: RDKit's 2-D descriptors of each molecule, CDF-normalised on the "
@@ -201,13 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser,
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-molecules", type=int, default=None,
                    help="use only the first N molecules/graphs (tiny runs)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default=None, help="run directory (default runs/molecules-DATASET)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                   help="continue the checkpoints of RUN (default: --out) after an "
-                        "interruption, with identical results")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    add_run_arguments(p, out="runs/molecules", epochs=None, seed=None)
+    p.set_defaults(clip_grad=10.0)
+    for action in p._actions:  # the task's own defaults, in the shared flags' help
+        if action.dest == "epochs":
+            action.help = "default: 30 (builtin), 100 (esol), 60 (qm9), 100 (mutag)"
+        if action.dest == "out":
+            action.default, action.help = None, "run folder (default runs/molecules-DATASET)"
     return p
 
 
@@ -234,10 +146,11 @@ class Prepared:
 
 
 def _root(args) -> Path:
-    if not args.data:
-        raise ValueError(f"--dataset {args.dataset} needs --data ROOT (or STRUCTRNN_DATA): the "
-                         "directory holding esol/, qm9/, mutag/")
-    return Path(args.data)
+    root = data_root(args.data)
+    if not root.is_dir():
+        raise InputError(f"--dataset {args.dataset}: no data folder {root} (pass --data ROOT or "
+                         "set STRUCTRNN_DATA to the folder holding esol/, qm9/, MUTAG/ ...)")
+    return root
 
 
 def _targets(args, default: list[str]) -> list[str]:
@@ -255,10 +168,10 @@ def prepare(args) -> Prepared:
         if args.max_molecules:
             ds = ds[:args.max_molecules]
         if args.global_features != "none":
-            raise ValueError("--global-features rdkit needs molecules given as SMILES; "
+            raise InputError("--global-features rdkit needs molecules given as SMILES; "
                              f"the TU set {args.tu_name} has none")
         if ds.num_edge_features == 0:
-            raise ValueError(f"TU set {args.tu_name} has no edge labels; these models need them")
+            raise InputError(f"TU set {args.tu_name} has no edge labels; these models need them")
         labels = ds.y.numpy()
         return Prepared(ds, "classification", ["class"], ds.num_node_features,
                         ds.num_edge_features, int(labels.max()) + 1, None, labels)
@@ -266,7 +179,7 @@ def prepare(args) -> Prepared:
         from structrnn.datasets.molecules.builtin import builtin_molecules
 
         if args.global_features != "none":
-            raise ValueError("--global-features rdkit: the builtin targets are RDKit "
+            raise InputError("--global-features rdkit: the builtin targets are RDKit "
                              "descriptors themselves, so the model would be handed the answer")
 
         ds = builtin_molecules(args.target or "tpsa", max_molecules=args.max_molecules)
@@ -278,7 +191,7 @@ def prepare(args) -> Prepared:
             targets = _targets(args, list(QM9_TARGETS))
         else:
             if not args.csv or not args.target:
-                raise ValueError("--dataset csv needs --csv PATH and --target COLUMN[,COLUMN]")
+                raise InputError("--dataset csv needs --csv PATH and --target COLUMN[,COLUMN]")
             path, targets = Path(args.csv), _targets(args, [])
         ds = MoleculeCSV(path, args.smiles_col, targets)
         if args.max_molecules:
@@ -360,23 +273,22 @@ def predict(model: nn.Module, loader, device) -> tuple[Tensor, Tensor]:
 # --- training one unit --------------------------------------------------------------------------
 
 
-class Trainer:
-    """Trains one unit (a seed, or a seed and fold), checkpointing every epoch."""
+class Unit:
+    """One seed (and fold): its data, target scaling and model; trained by :func:`fit`."""
 
-    def __init__(self, args, prep: Prepared, unit: dict, run_dir: Path, device) -> None:
+    def __init__(self, args, prep: Prepared, unit: dict, device) -> None:
         self.args, self.prep, self.unit, self.device = args, prep, unit, device
-        self.ckpt = run_dir / "checkpoints" / f"{unit['name']}.pt"
-        self.history_path = run_dir / "history.jsonl"
-        seed_everything(unit["seed"] * 1000 + unit.get("fold", 0))
         u = None
         if prep.descriptors is not None:
             from structrnn.datasets.molecules.descriptors import cdf_normalise
 
             # the distribution comes from the training molecules only
-            u = cdf_normalise(prep.descriptors, prep.descriptors[unit["train"]])
+            self.reference = prep.descriptors[unit["train"]]
+            u = cdf_normalise(prep.descriptors, self.reference)
         self.train_set = _subset(prep.graphs, unit["train"], u)
         self.val_set = _subset(prep.graphs, unit["val"], u)
         self.test_set = _subset(prep.graphs, unit["test"], u)
+        self.mean = self.std = None
         if prep.kind == "regression":
             y = torch.cat([g.y for g in self.train_set])
             self.mean = torch.nanmean(y, 0)
@@ -385,30 +297,34 @@ class Trainer:
         self.model = MoleculeModel(prep.node_in, prep.edge_in, prep.out_channels, args.hidden,
                                    args.steps, args.model, args.readout, args.dropout,
                                    0 if u is None else u.size(1)).to(device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr,
-                                    weight_decay=args.weight_decay)
-        # cosine decay to a tenth of the learning rate over the run
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=args.epochs,
-                                                                eta_min=args.lr / 10)
-        self.epoch, self.best_val, self.best_epoch = 0, math.inf, -1
-        self.best_state = copy.deepcopy(self.model.state_dict())
-        self.history: list[dict] = []
-        self.epoch_seconds: list[float] = []
 
-    # loaders: the training order comes from torch's global generator, whose state the
-    # checkpoint keeps, so a resumed run draws the same batches.
-    def loader(self, graphs, shuffle: bool) -> DataLoader:
-        return DataLoader(graphs, batch_size=self.args.batch_size, shuffle=shuffle)
+    def batches(self, epoch: int):
+        """This process's shuffled batches; the order is seeded by the unit's seed and the
+        epoch, so a resumed run draws the same batches."""
+        seed = self.unit["seed"] * 1000 + self.unit.get("fold", 0)
+        return distributed.distributed_loader(
+            self.train_set, self.args.batch_size, shuffle=True, seed=seed, epoch=epoch,
+            loader_class=DataLoader, generator=torch.Generator().manual_seed(seed + epoch))
 
-    def loss(self, out: Tensor, batch) -> Tensor:
+    def loss(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        """The summed loss over this process's targets scaled to the global batch mean."""
+        out = model(batch).float()
         if self.prep.kind == "classification":
-            return nn.functional.cross_entropy(out, batch.y)
-        target = (batch.y - self.mean.to(out.device)) / self.std.to(out.device)
-        mask = ~torch.isnan(target)
-        return (out[mask] - target[mask]).pow(2).mean()
+            loss_sum = nn.functional.cross_entropy(out, batch.y, reduction="sum")
+            count = torch.tensor(batch.num_graphs, device=out.device)
+        else:
+            target = (batch.y - self.mean.to(out.device)) / self.std.to(out.device)
+            mask = ~torch.isnan(target)
+            loss_sum = (out[mask] - target[mask]).pow(2).sum()
+            count = mask.sum()
+        if not distributed.is_distributed():
+            loss = loss_sum / count.clamp(min=1)
+            return loss, loss.detach()
+        return distributed.global_mean_loss(loss_sum, count)
 
-    def evaluate(self, graphs) -> dict[str, Any]:
-        pred, y = predict(self.model, self.loader(graphs, False), self.device)
+    def evaluate(self, model: nn.Module, graphs) -> dict[str, Any]:
+        pred, y = predict(model, DataLoader(graphs, batch_size=self.args.batch_size),
+                          self.device)
         if self.prep.kind == "classification":
             return {"accuracy": float((pred.argmax(1) == y).float().mean()),
                     "loss": float(nn.functional.cross_entropy(pred, y))}
@@ -427,91 +343,42 @@ class Trainer:
             return metrics["rmse"][names[0]]
         return float(np.mean([metrics["mae"][n] / float(s) for n, s in zip(names, self.std)]))
 
-    def state(self, done: bool, result: dict | None = None) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "epoch": self.epoch,
-                "best_val": self.best_val, "best_epoch": self.best_epoch,
-                "best_state": self.best_state, "history": self.history,
-                "epoch_seconds": self.epoch_seconds, "rng": rng_state(), "done": done,
-                "result": result or {}}
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        val = self.evaluate(model, self.val_set)
+        figures = {"val_score": self.score(val)}
+        if self.prep.kind == "classification":
+            figures["val_accuracy"] = val["accuracy"]
+            # the held-out fold's accuracy per epoch, for the GIN-paper protocol (see
+            # summarise); never used to select the epoch
+            figures["test_accuracy"] = self.evaluate(model, self.test_set)["accuracy"]
+        return figures
 
-    def restore(self) -> dict | None:
-        """Load the unit's checkpoint; returns the stored result when the unit had finished."""
-        state = load_checkpoint(self.ckpt, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        self.epoch, self.best_val = state["epoch"], state["best_val"]
-        self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
-        self.history, self.epoch_seconds = state["history"], state["epoch_seconds"]
-        set_rng_state(state["rng"])
-        return state["result"] if state["done"] else None
+    def best_extra(self) -> dict:
+        """What predicting in real units needs, saved beside the best weights."""
+        extra: dict[str, Any] = {"target_names": self.prep.target_names,
+                                 "kind": self.prep.kind}
+        if self.mean is not None:
+            extra["target_mean"], extra["target_std"] = self.mean, self.std
+        if self.prep.descriptors is not None:
+            extra["descriptor_reference"] = self.reference
+        return extra
 
-    def fit(self, resume: bool, progress: bool) -> dict:
-        if resume and self.ckpt.is_file():
-            result = self.restore()
-            if result is not None:
-                return result
-        train_loader = self.loader(self.train_set, True)
-        bar = tqdm(total=self.args.epochs, initial=self.epoch, disable=not progress,
-                   desc=self.unit["name"], leave=False)
-        while self.epoch < self.args.epochs:
-            start = time.perf_counter()
-            self.model.train()
-            total, count = 0.0, 0
-            for step, batch in enumerate(train_loader, 1):
-                batch = batch.to(self.device)
-                self.opt.zero_grad()
-                loss = self.loss(self.model(batch), batch)
-                # stops with the epoch and step named; the last epoch's checkpoint stays
-                check_finite(loss, f"{self.unit['name']}: the training loss", self.epoch + 1, step)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-                self.opt.step()
-                total += float(loss.detach()) * batch.num_graphs
-                count += batch.num_graphs
-            self.sched.step()
-            seconds = time.perf_counter() - start
-            val = self.evaluate(self.val_set)
-            score = self.score(val)
-            record = {"unit": self.unit["name"], "epoch": self.epoch,
-                      "train_loss": total / max(count, 1), "val_score": score,
-                      "seconds": seconds}
-            if self.prep.kind == "classification":
-                # test accuracy per epoch, for the GIN-paper protocol (see run()); not used
-                # for model selection
-                record["val_accuracy"] = val["accuracy"]
-                record["test_accuracy"] = self.evaluate(self.test_set)["accuracy"]
-            if score < self.best_val:
-                self.best_val, self.best_epoch = score, self.epoch
-                self.best_state = copy.deepcopy(self.model.state_dict())
-            self.history.append(record)
-            self.epoch_seconds.append(seconds)
-            self.epoch += 1
-            append_jsonl(self.history_path, record)
-            save_checkpoint(self.ckpt, **self.state(done=False))
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{score:.4f}")
-        bar.close()
-        result = self.finish()
-        save_checkpoint(self.ckpt, **self.state(done=True, result=result))
-        return result
-
-    def finish(self) -> dict:
-        self.model.load_state_dict(self.best_state)
-        test = self.evaluate(self.test_set)
+    def result(self, fitted) -> dict:
+        test = self.evaluate(fitted.model, self.test_set)
+        history = fitted.history
         result: dict[str, Any] = {
-            "unit": self.unit["name"], "seed": self.unit["seed"], "best_epoch": self.best_epoch,
-            "best_val_score": self.best_val,
-            "train_loss_first": self.history[0]["train_loss"] if self.history else None,
-            "train_loss_last": self.history[-1]["train_loss"] if self.history else None,
-            "epoch_seconds": float(np.mean(self.epoch_seconds)) if self.epoch_seconds else None,
+            "unit": self.unit["name"], "seed": self.unit["seed"],
+            "best_epoch": fitted.best_epoch, "best_val_score": fitted.best_score,
+            "train_loss_first": history[0]["train_loss"] if history else None,
+            "train_loss_last": history[-1]["train_loss"] if history else None,
+            "epoch_seconds": (float(np.mean([h["epoch_seconds"] for h in history]))
+                              if history else None),
             "sizes": [len(self.unit[k]) for k in ("train", "val", "test")],
         }
         if "fold" in self.unit:
             result["fold"] = self.unit["fold"]
             result["test_accuracy"] = test["accuracy"]
-            result["test_accuracy_by_epoch"] = [h["test_accuracy"] for h in self.history]
+            result["test_accuracy_by_epoch"] = [h["test_accuracy"] for h in history]
         else:
             for k in ("rmse", "mae", "r2"):
                 result[f"test_{k}"] = test[k]
@@ -519,6 +386,25 @@ class Trainer:
             result["test_true"] = test["true"].tolist()
             result["test_index"] = [int(i) for i in self.unit["test"]]
         return result
+
+
+def train_unit(args, prep: Prepared, unit: dict, folder: RunFolder, device) -> tuple[dict, Unit]:
+    """Seed, build and train one unit in its own folder; returns its result and the unit."""
+    seed_everything(unit["seed"] * 1000 + unit.get("fold", 0))
+    work = Unit(args, prep, unit, device)
+    optimizer = torch.optim.Adam(work.model.parameters(), lr=args.lr,
+                                 weight_decay=args.weight_decay)
+    # cosine decay to a tenth of the learning rate over the run
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs,
+                                                           eta_min=args.lr / 10)
+    fitted = fit(work.model, optimizer, train_batches=work.batches, loss=work.loss,
+                 validate=work.validate, folder=folder.unit(unit["name"]),
+                 options=FitOptions.from_args(args), device=device, config=run_config(
+                     args, CONFIG_KEYS), select="val_score", mode="min", scheduler=scheduler,
+                 resume=args.resume, best_extra=work.best_extra, desc=f"{unit['name']}: ",
+                 prefix="")
+    work.model = fitted.model
+    return (work.result(fitted) if distributed.is_main() else {}), work
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -561,11 +447,9 @@ def summarise(args, prep: Prepared, results: list[dict]) -> dict[str, Any]:
 
 
 def _scatter_png(path: Path, prep: Prepared, results: list[dict]) -> None:
-    import matplotlib
+    from structrnn.viz import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = prep.target_names
     cols = min(len(names), 4)
     rows = math.ceil(len(names) / cols)
@@ -584,24 +468,23 @@ def _scatter_png(path: Path, prep: Prepared, results: list[dict]) -> None:
     for t in range(len(names), rows * cols):
         axes[t // cols][t % cols].axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
-def _atom_png(path: Path, trainer: Trainer, result: dict) -> None:
+def _atom_png(path: Path, work: Unit) -> None:
     """Draw the first test molecule with each atom coloured by its contribution."""
     from rdkit import Chem
     from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
     from torch_geometric.data import Batch
 
-    graph = trainer.test_set[0]
-    trainer.model.load_state_dict(trainer.best_state)
-    trainer.model.eval()
+    from structrnn._io import atomic_write
+
+    graph = work.test_set[0]
+    work.model.eval()
     with torch.no_grad():
-        c = trainer.model.atom_contributions(Batch.from_data_list([graph]).to(trainer.device))
+        c = work.model.atom_contributions(Batch.from_data_list([graph]).to(work.device))
     # in target units: y = std * sum_v c_v + mean; spread the mean evenly over the atoms
-    contrib = (c[:, 0].cpu() * trainer.std[0] + trainer.mean[0] / graph.num_nodes).tolist()
+    contrib = (c[:, 0].cpu() * work.std[0] + work.mean[0] / graph.num_nodes).tolist()
     mol = Chem.MolFromSmiles(graph.smiles.strip())
     for atom, w in zip(mol.GetAtoms(), contrib, strict=True):
         atom.SetProp("atomNote", f"{w:.1f}")
@@ -609,80 +492,63 @@ def _atom_png(path: Path, trainer: Trainer, result: dict) -> None:
     SimilarityMaps.GetSimilarityMapFromWeights(mol, contrib, draw2d=drawer)
     drawer.FinishDrawing()
     data = drawer.GetDrawingText()
-    from structrnn._io import atomic_write
-
     atomic_write(path, lambda f: f.write(data))
 
 
-def _picture(metrics: dict, key: str, path: Path, draw) -> None:
-    """Draw a picture; a failure (e.g. matplotlib, the extra 'viz', missing) costs the picture,
-    not the run's metrics."""
-    try:
-        draw(path)
-    except Exception as err:  # noqa: BLE001 - any drawing failure is reported the same way
-        warnings.warn(f"could not draw {path.name}: {err}", stacklevel=2)
-    else:
-        metrics[key] = str(path)
-
-
-def _check_resume(run_dir: Path, config: dict) -> None:
-    from json import loads
-
-    old_path = run_dir / "config.json"
-    if not old_path.is_file():
-        return
-    old = loads(old_path.read_text())
-    diff = {k: (old.get(k), config.get(k)) for k in _RESUME_KEYS if old.get(k) != config.get(k)}
-    if diff:
-        raise ValueError(f"--resume {run_dir}: the settings differ from the run's config.json "
-                         f"(old, new): {diff}")
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Train and evaluate as ``args`` says; returns (and writes) the metrics."""
-    defaults = {"builtin": 30, "esol": 100, "qm9": 60, "csv": 100, "mutag": 100}
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """The defaults that depend on the data set, and the seeds (``--seeds``, else ``--seed``,
+    else 0, 1, 2)."""
     if args.epochs is None:
-        args.epochs = defaults[args.dataset]
+        args.epochs = EPOCHS[args.dataset]
     if args.readout is None:
         # QM9's energies grow with the molecule: a sum keeps that, set2set (mean-like) loses it
         args.readout = {"builtin": "atom-sum", "qm9": "sum"}.get(args.dataset, "set2set")
     if args.epochs < 1:
-        raise ValueError(f"--epochs: expected >= 1, got {args.epochs}")
+        raise InputError(f"--epochs: expected >= 1, got {args.epochs}")
+    if args.seeds is None:
+        args.seeds = [args.seed] if args.seed is not None else [0, 1, 2]
     if not args.seeds:
-        raise ValueError("--seeds: expected at least one seed")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if isinstance(args.resume, str):  # --resume RUN
-        args.out = args.resume
-    run_dir = Path(args.out or f"runs/molecules-{args.dataset}")
-    device = resolve_device(args.device)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if isinstance(v, str | int | float | bool | list | Path | None)}
-    if args.resume:
-        _check_resume(run_dir, config)
-    elif (run_dir / "checkpoints").is_dir():
-        for old in (run_dir / "checkpoints").glob("*.pt"):
-            old.unlink()  # a fresh run: old checkpoints must not be mistaken for this one's
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
-    write_json(run_dir / "config.json", config)
+        raise InputError("--seeds: expected at least one seed")
+    args.seed = args.seeds[0]
+    if args.out is None:
+        args.out = f"runs/molecules-{args.dataset}"
 
+
+def run(args: argparse.Namespace) -> dict:
+    """Train and evaluate as ``args`` says; returns (and writes) the metrics."""
+    resolve_defaults(args)
+    set_threads(args.threads)
+    device = distributed.device_for_rank(args.device)
+    launched = distributed.init_from_env(device)
+    try:
+        return _run(args, device)
+    finally:
+        if launched:
+            distributed.cleanup()
+
+
+def _run(args: argparse.Namespace, device) -> dict:
+    folder = open_run(args.out, run_config(args, CONFIG_KEYS), args.resume, args.overwrite,
+                      args.tensorboard)
     prep = prepare(args)
-    progress = not args.no_progress
-    results, trainers = [], []
-    todo = units(args, prep)
-    for unit in tqdm(todo, desc=f"{args.dataset} runs", disable=not progress or len(todo) == 1):
-        trainer = Trainer(args, prep, unit, run_dir, device)
-        results.append(trainer.fit(args.resume, progress))
-        trainers.append(trainer)
+    results, works = [], []
+    for unit in units(args, prep):
+        result, work = train_unit(args, prep, unit, folder, device)
+        results.append(result)
+        works.append(work)
+        # the run's log: every unit's epochs so far, each line naming its unit
+        folder.rewrite_log([{"unit": r["unit"], **line} for r in results
+                            for line in folder.unit(r["unit"]).read_log()] if
+                           distributed.is_main() else [])
+    if not distributed.is_main():
+        return distributed.broadcast_object(None)
     metrics = summarise(args, prep, results)
+    folder.write_metrics(metrics)
     if prep.kind == "regression":
-        _picture(metrics, "scatter_png", run_dir / "scatter.png",
-                 lambda path: _scatter_png(path, prep, results))
+        folder.picture("scatter.png", lambda path: _scatter_png(path, prep, results))
         if args.readout == "atom-sum" and prep.smiles is not None:
-            _picture(metrics, "atom_contributions_png", run_dir / "atom_contributions.png",
-                     lambda path: _atom_png(path, trainers[0], results[0]))
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+            folder.picture("atom_contributions.png", lambda path: _atom_png(path, works[0]))
+    return distributed.broadcast_object(metrics)
 
 
 if __name__ == "__main__":
