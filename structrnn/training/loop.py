@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from structrnn._errors import InputError
 from structrnn.training import distributed
 from structrnn.training.checkpoint import (
     load_checkpoint,
@@ -92,7 +93,7 @@ def make_ema(model: nn.Module, decay: float | None):
     if decay is None:
         return None
     if not 0.0 < decay < 1.0:
-        raise ValueError(f"--ema: expected a decay in (0, 1), got {decay}")
+        raise InputError(f"--ema: expected a decay in (0, 1), got {decay}")
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
