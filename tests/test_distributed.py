@@ -126,3 +126,33 @@ def test_batch_size_must_divide_between_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(ValueError, match="--batch-size"):
         sst.run(parse(ARGS + ["--out", str(tmp_path)]))
+
+
+def test_graph_family_two_processes_equal_one_process(tmp_path):
+    """The molecule task (graphs, PyG batches) under the same shared loop: 2 processes end
+    with the weights of one process on the same global batches."""
+    pytest.importorskip("rdkit")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+               STRUCTRNN_CACHE=str(tmp_path / "cache"))
+    # 80 molecules: 64 for training, global batches of 16, every batch full on both ranks
+    args = ["train", "molecules", "--dataset", "builtin", "--max-molecules", "80", "--epochs",
+            "2", "--seeds", "0", "--batch-size", "16", "--hidden", "8", "--steps", "2",
+            "--no-progress"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "structrnn.cli", *args, "--out",
+                          str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "structrnn.cli", *args, "--out",
+                          str(tmp_path / "one")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = weights(tmp_path / "one" / "units" / "seed0")
+    b = weights(tmp_path / "two" / "units" / "seed0")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    first = torch.load(tmp_path / "one" / "units" / "seed0" / "best.pt", weights_only=True)
+    assert first["epoch"] >= 1
+    metrics = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two")]
+    rmse = [m["test_rmse"]["tpsa"]["mean"] for m in metrics]
+    assert rmse[1] == pytest.approx(rmse[0], rel=1e-3)
