@@ -17,6 +17,8 @@ single-process gradient of the global batch) and :func:`cleanup`. Without torchr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "device_for_rank",
            "wrap", "unwrap", "distributed_loader", "global_mean_loss", "broadcast_object",
-           "all_gather_object", "barrier", "cleanup"]
+           "all_gather_object", "barrier", "cleanup", "process_group"]
 
 
 def _env_world_size() -> int:
@@ -197,3 +199,20 @@ def cleanup() -> None:
     """Leave the process group (no-op when none is up)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[torch.device]:
+    """This process's device (:func:`device_for_rank`), inside the process group that
+    ``torchrun`` describes when it started several processes (left again at the end)::
+
+        with distributed.process_group(args.device) as device:
+            return train(args, device)
+    """
+    chosen = device_for_rank(device)
+    launched = init_from_env(chosen)
+    try:
+        yield chosen
+    finally:
+        if launched:
+            cleanup()

@@ -518,13 +518,8 @@ def run(args: argparse.Namespace) -> dict:
     """Train and evaluate as ``args`` says; returns (and writes) the metrics."""
     resolve_defaults(args)
     set_threads(args.threads)
-    device = distributed.device_for_rank(args.device)
-    launched = distributed.init_from_env(device)
-    try:
+    with distributed.process_group(args.device) as device:
         return _run(args, device)
-    finally:
-        if launched:
-            distributed.cleanup()
 
 
 def _run(args: argparse.Namespace, device) -> dict:

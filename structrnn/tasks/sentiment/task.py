@@ -194,14 +194,9 @@ def run(args) -> dict:
 
     Under torchrun every process calls this; all of them return rank 0's metrics.
     """
-    set_threads(getattr(args, "threads", None))
-    device = distributed.device_for_rank(args.device)
-    launched = distributed.init_from_env(device)
-    try:
+    set_threads(args.threads)
+    with distributed.process_group(args.device) as device:
         return _run(args, device)
-    finally:
-        if launched:
-            distributed.cleanup()
 
 
 def _run(args, device: torch.device) -> dict:
