@@ -30,9 +30,10 @@ __all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
 LSTMState = tuple[Tensor, Tensor]
 State = Tensor | tuple[Tensor, ...]
 
-# What a fused step (torch's own cell kernels here, the tree kernels in structrnn.levels) may
-# compute in place of the cell's methods: a subclass that overrides one of them changes the math,
-# so the fused step stands in only where :func:`inherits` says it is unchanged.
+# What torch's fused cell step (``_torch_step``) computes in place of the cell's methods: a
+# subclass that overrides one of them changes the math, so the fused step stands in only where
+# :func:`inherits` says all are unchanged. (The tree kernels of structrnn.levels call the input
+# methods and replace ``combine`` only.)
 FUSED_HOOKS = ("project_input", "_input_gates", "combine")
 
 
@@ -219,8 +220,8 @@ class RNNCellBase(nn.Module):
         return [IndexSpec(index, "index", state_h(prev).size(0), size)]
 
     def _has_torch_step(self) -> bool:
-        # The fused torch step stands in for project_input + combine only where a subclass
-        # overrides none of them (a user's cell that changes the math must run its own combine).
+        # The fused torch step stands in for the FUSED_HOOKS only where a subclass overrides
+        # none of them (a user's cell that changes the math must run its own methods).
         owner = next(k for k in type(self).__mro__ if "_torch_step" in vars(k))
         return owner is not RNNCellBase and inherits(self, owner, FUSED_HOOKS)
 

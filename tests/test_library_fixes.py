@@ -465,3 +465,14 @@ def test_count_graphs():
     assert network.count_graphs(batch, (torch.zeros(4, 2), torch.zeros(4, 2))) == 4
     assert network.count_graphs(None) == 1
     assert network.count_graphs(torch.zeros(0, dtype=torch.long)) == 0
+
+
+def test_node_ids_are_checked_once_where_the_schedule_is_built():
+    with pytest.raises(ValueError, match=r"edge_index: node ids must be in \[0, 3\) "
+                                         r"\(num_nodes=3\), got entries from 0 to 7"):
+        sr.tree_schedule(torch.tensor([[0, 1], [2, 7]]), 3)
+    with pytest.raises(ValueError, match=r"node ids must be in \[0, 3\)"):
+        sr.TreeLSTM(2, 3)(torch.randn(3, 2), torch.tensor([[0, -1], [2, 2]]))
+    bad = Data(x=torch.zeros(3, 1), edge_index=torch.tensor([[0, 1], [2, 3]]))
+    with pytest.raises(ValueError, match=r"node ids must be in \[0, 3\)"):
+        sr.collate_trees([bad])

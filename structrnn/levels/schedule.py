@@ -3,7 +3,8 @@
 A schedule groups the nodes of a batch of trees into levels (by height for the bottom-up pass,
 by depth for the top-down pass) and renumbers them so that each level is a contiguous slice.
 It is computed once per batch on the CPU (in a DataLoader worker, see :func:`collate_trees`),
-so the model's level loop needs no sorting and no host synchronisation.
+so the model's level loop needs no sorting and no host synchronisation. The node ids of the
+edges are checked here, once, on the CPU: the level loops index with the schedule unchecked.
 """
 
 from __future__ import annotations
@@ -51,14 +52,26 @@ class TreeSchedule(NamedTuple):
     down: Schedule
 
 
+def _check_node_ids(edges: Tensor, num_nodes: int) -> None:
+    """Every entry of ``edges`` (a CPU tensor: no device synchronisation) is a node id."""
+    if edges.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(edges))
+    if lo < 0 or hi >= num_nodes:
+        raise ValueError(f"edge_index: node ids must be in [0, {num_nodes}) (num_nodes="
+                         f"{num_nodes}), got entries from {lo} to {hi}")
+
+
 def make_schedule(level: Tensor, src: Tensor, dst: Tensor) -> Schedule:
-    """Group nodes by ``level`` (N,) and the edges ``src -> dst`` by the level of ``dst``.
+    """Group nodes by ``level`` (N,) and the edges ``src -> dst`` (E,) each by the level of
+    ``dst``.
 
     Every edge must go from a lower to a higher level (children before parents).
     """
     level = level.long().cpu()
     src, dst = src.long().cpu(), dst.long().cpu()
     n = level.numel()
+    _check_node_ids(torch.cat([src, dst]), n)
     order = torch.argsort(level, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n)
@@ -147,6 +160,7 @@ def tree_schedule(edge_index: Tensor, num_nodes: int, height: Tensor | None = No
     ``height`` (N,) is used when given (as stored on tree ``Data``); ``depth`` is derived.
     """
     ei = edge_index.long().cpu()
+    _check_node_ids(ei, num_nodes)
     if height is None:
         height = compute_height(ei, num_nodes)
     if depth is None:
