@@ -122,63 +122,85 @@ def _parse(text: str, line_offset: int = 0, source: str | None = None) -> Tree:
     tree = _parse_fast(text)
     if tree is not None:
         return tree
+    return _CheckedParse(text, line_offset, source).run()
 
-    def fail(offset: int, reason: str) -> ParseError:
-        return _error(text, offset, reason, line_offset, source)
 
-    stack: list[Tree] = []
-    opened: list[int] = []  # offset of each open '('
-    root: Tree | None = None
-    want_label = False
-    for m in _PIECES.finditer(text):
-        piece = m.group()
-        start = m.start()
-        if piece == "(":
-            if want_label:
-                raise fail(start, "missing label: '(' must be followed by a label")
-            if not stack and root is not None:
-                raise fail(start, "trailing garbage: a second tree starts after the end of the "
-                                  "first (one tree per line)")
-            if stack and stack[-1].token is not None:
-                raise fail(start, "'(' after a token: a node has either a token or children")
-            node = new_node("", None)
-            if stack:
-                stack[-1].children.append(node)
+class _CheckedParse:
+    """The careful parse: every piece checked, every error located (line and column)."""
+
+    def __init__(self, text: str, line_offset: int, source: str | None) -> None:
+        self.text, self.line_offset, self.source = text, line_offset, source
+        self.stack: list[Tree] = []
+        self.opened: list[int] = []  # offset of each open '('
+        self.root: Tree | None = None
+        self.want_label = False
+
+    def fail(self, offset: int, reason: str) -> ParseError:
+        return _error(self.text, offset, reason, self.line_offset, self.source)
+
+    def run(self) -> Tree:
+        for m in _PIECES.finditer(self.text):
+            piece, start = m.group(), m.start()
+            if piece == "(":
+                self.open(start)
+            elif piece == ")":
+                self.close(start)
+            elif self.want_label:
+                self.label(piece)
             else:
-                root = node
-            stack.append(node)
-            opened.append(start)
-            want_label = True
-        elif piece == ")":
-            if not stack:
-                raise fail(start, "unbalanced brackets: ')' has no matching '('")
-            if want_label:  # only whitespace since the '('
-                raise fail(opened[-1], "empty brackets '()': a node needs a label")
-            stack.pop()
-            opened.pop()
-        elif want_label:
-            body = piece.strip(_WS)
-            if body:
-                parts = _WS_RUN.split(body, 1)
-                node = stack[-1]
-                node.label = parts[0]
-                if len(parts) > 1:
-                    node.token = parts[1]
-                want_label = False
+                self.stray_text(piece, start)
+        if self.stack:
+            raise self.fail(self.opened[-1],
+                            "unbalanced brackets: this '(' is never closed (end of input)")
+        if self.root is None:
+            raise ParseError("empty input: expected a tree such as (2 word)",
+                             1 + self.line_offset, 1, self.text.split("\n", 1)[0], self.source)
+        return self.root
+
+    def open(self, start: int) -> None:
+        stack = self.stack
+        if self.want_label:
+            raise self.fail(start, "missing label: '(' must be followed by a label")
+        if not stack and self.root is not None:
+            raise self.fail(start, "trailing garbage: a second tree starts after the end of "
+                                   "the first (one tree per line)")
+        if stack and stack[-1].token is not None:
+            raise self.fail(start, "'(' after a token: a node has either a token or children")
+        node = new_node("", None)
+        if stack:
+            stack[-1].children.append(node)
         else:
-            body = piece.lstrip(_WS)
-            if body:
-                at = start + len(piece) - len(body)
-                if not stack:
-                    raise fail(at, "trailing garbage after the end of the tree"
-                               if root is not None else "expected '(' at the start of a tree")
-                raise fail(at, "text after a subtree: a node has either children or a token")
-    if stack:
-        raise fail(opened[-1], "unbalanced brackets: this '(' is never closed (end of input)")
-    if root is None:
-        raise ParseError("empty input: expected a tree such as (2 word)", 1 + line_offset, 1,
-                         text.split("\n", 1)[0], source)
-    return root
+            self.root = node
+        stack.append(node)
+        self.opened.append(start)
+        self.want_label = True
+
+    def close(self, start: int) -> None:
+        if not self.stack:
+            raise self.fail(start, "unbalanced brackets: ')' has no matching '('")
+        if self.want_label:  # only whitespace since the '('
+            raise self.fail(self.opened[-1], "empty brackets '()': a node needs a label")
+        self.stack.pop()
+        self.opened.pop()
+
+    def label(self, piece: str) -> None:
+        body = piece.strip(_WS)
+        if body:
+            parts = _WS_RUN.split(body, 1)
+            node = self.stack[-1]
+            node.label = parts[0]
+            if len(parts) > 1:
+                node.token = parts[1]
+            self.want_label = False
+
+    def stray_text(self, piece: str, start: int) -> None:
+        body = piece.lstrip(_WS)
+        if body:
+            at = start + len(piece) - len(body)
+            if not self.stack:
+                raise self.fail(at, "trailing garbage after the end of the tree"
+                                if self.root is not None else "expected '(' at the start of a tree")
+            raise self.fail(at, "text after a subtree: a node has either children or a token")
 
 
 class PTBFile(NamedTuple):
