@@ -173,8 +173,12 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
         height: (N,) node heights (stored on tree ``Data``); derived when None.
         pos: (N,) each node's position under its parent (needed by N-ary cells).
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
-            :func:`~structrnn.levels.schedule.collate_trees`); built on the CPU when None.
+            :func:`~structrnn.trees.loader.collate_trees`); built on the CPU when None.
+        num_nodes: N, when ``x`` is None.
         fused: as in :func:`run_schedule`.
+
+    Returns:
+        The state of every node: (N, H), or ``(h, c)`` for LSTM cells.
     """
     n = x.size(0) if num_nodes is None else num_nodes
     sched = _schedule_for(edge_index, n, height, schedule)
@@ -183,8 +187,9 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
 
 def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
              schedule: TreeSchedule | None = None, num_nodes: int | None = None,
-           fused: bool = True):
-    """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero)."""
+             fused: bool = True):
+    """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero).
+    Arguments and result as :func:`run_up`."""
     n = x.size(0) if num_nodes is None else num_nodes
     sched = _schedule_for(edge_index, n, None, schedule)
     return run_schedule(cell, x, sched.down, n, fused=fused)
