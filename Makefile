@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.structrnn-installed
 
-.PHONY: setup demo test fuzz bench lint clean
+.PHONY: setup demo test fuzz bench lint docs clean
 
 setup: $(STAMP)
 
@@ -34,5 +34,11 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# the HTML API reference from the docstrings (pdoc) in site/; any pdoc warning, or a docstring
+# reference that names nothing, fails it (see docs/build_api.py)
+docs: setup
+	rm -rf site
+	$(PY) docs/build_api.py --out site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

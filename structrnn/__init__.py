@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from structrnn._errors import InputError
 from structrnn._lazy import lazy_exports
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
 from structrnn.levels.run import run_down, run_schedule, run_up
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
     from structrnn.trees.loader import TreeLoader, collate_trees
 
 __all__ = [
-    "__version__",
+    "__version__", "InputError",
     "RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
     "RNN", "GRU", "LSTM",
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
