@@ -2,12 +2,21 @@
 
 Random geometric graphs (networkx); nodes and edges on the shortest path between two marked
 nodes are labelled; the model is tested on graphs larger than it was trained on. The code is in
-``structrnn.tasks.shortest_path.task`` (also ``structrnn train shortest-path``).
+``structrnn.tasks.shortest_path`` (also ``structrnn train shortest-path``, the same flags).
 
-    python examples/shortest_path.py --out runs/shortest_path
+    python examples/shortest_path.py --out runs/shortest_path      # 24 epochs, a few minutes
+    python examples/shortest_path.py --epochs 2 --train-graphs 64 --val-graphs 16 \\
+        --test-graphs 16 --out runs/shortest_path_tiny --overwrite  # seconds
 """
 
+import sys
+
+from structrnn._errors import InputError
 from structrnn.tasks.shortest_path.task import main
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as err:  # bad flags: one line, exit 2, as the structrnn command
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -5,7 +5,10 @@ Both run the SAME three 2-layer MLPs (hidden 128) on the same batch of random gr
 [u, mean x', mean e']). Runs are interleaved (ours, peer, peer, ours, ...) after a warm-up and
 the median of the repeats is compared; ratio = ours / MetaLayer time (< 1: ours faster).
 
-    python benchmarks/bench_graphs.py [--graphs 256] [--hidden 128] [--iters 5] [--repeats 7]
+    structrnn bench graphs [--graphs 256] [--hidden 128] [--iters 5] [--repeats 7]
+    python benchmarks/bench_graphs.py ...       # the same, from a source tree
+
+The peer's workload is ../shared/peers/pyg_metalayer.py's (random graphs, made here).
 """
 
 from __future__ import annotations
@@ -73,7 +76,13 @@ def random_batch(n_graphs: int, d: int, gen: torch.Generator):
     return x, edge_index, e, u, batch
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
+    compare(parse_args(argv))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--graphs", type=int, default=256)
     p.add_argument("--hidden", type=int, default=128)
@@ -81,7 +90,12 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Time both blocks with leaf inputs and with inputs that need grad; returns per setting
+    ``{"ratio", "median_s", "loadavg"}``."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     print("command:", shlex.join([sys.executable] + sys.argv))
@@ -146,4 +160,4 @@ def measure(impls: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

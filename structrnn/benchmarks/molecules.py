@@ -7,7 +7,12 @@
    MPNN of structrnn.graphs.models) forward+backward+Adam at batch 32, with PyG's ``NNConv`` +
    ``torch.nn.GRU`` MPNN (the PyG QM9 example) as the peer.
 
-    python benchmarks/bench_molecules.py [--data ../shared/datasets] [--rounds 3] [--threads 1]
+    structrnn bench molecules [--data DATASETS] [--rounds 3] [--threads 1]
+    python benchmarks/bench_molecules.py ...    # the same, from a source tree
+
+``--data`` (default ``$STRUCTRNN_DATA``, else ``../shared/datasets`` when present) is the folder
+holding ``esol/delaney-processed.csv``; without it the benchmark says so and uses RDKit's
+molecules.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import torch
 from torch import nn
 from torch_geometric.loader import DataLoader
 
+from structrnn.benchmarks import default_data
+
 
 def machine() -> str:
     return (f"{platform.platform()}; {platform.processor() or platform.machine()}; "
@@ -30,14 +37,16 @@ def machine() -> str:
             f"torch {torch.__version__}; threads {torch.get_num_threads()}")
 
 
-def load_smiles(data: str | None) -> tuple[str, list[str]]:
-    if data:
-        path = Path(data) / "esol" / "delaney-processed.csv"
-        if path.is_file():
-            import csv
+def load_smiles(data: str | os.PathLike | None) -> tuple[str, list[str]]:
+    """ESOL's SMILES from ``data/esol`` when present, else RDKit's first 1500 NCI molecules."""
+    path = Path(data or ".") / "esol" / "delaney-processed.csv"
+    if data and path.is_file():
+        import csv
 
-            with open(path, newline="") as f:
-                return "ESOL", [row["smiles"].strip() for row in csv.DictReader(f)]
+        with open(path, newline="") as f:
+            return "ESOL", [row["smiles"].strip() for row in csv.DictReader(f)]
+    print(f"ESOL: not found ({path if data else 'no --data'}); using RDKit's molecules (pass "
+          "--data or set $STRUCTRNN_DATA)")
     from structrnn.datasets.molecules.builtin import builtin_smiles_path
 
     lines = builtin_smiles_path().read_text().splitlines()
@@ -94,9 +103,12 @@ def train_rate(model: nn.Module, graphs: list, batch_size: int = 32) -> float:
     return len(graphs) / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=os.environ.get("STRUCTRNN_DATA"))
+    parser.add_argument("--data", default=default_data(),
+                        help="folder with esol/delaney-processed.csv (default $STRUCTRNN_DATA, "
+                             "else ../shared/datasets when present)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-graphs", type=int, default=640)
@@ -139,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     peer = rates["PyG NNConv + nn.GRU (peer)"]
     for key, rate in rates.items():
         print(f"   {key:31s}: {rate:8.0f} graphs/s   ratio to peer {rate / peer:5.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@ path (target: within 1.05x of the peer) and ``sr.LSTM`` on the generic cell loop
 (``force_generic=True``, what a user's own cell or recurrent dropout runs on). Rounds are
 interleaved (peer, fused, generic, peer, ...) after a warm-up; the figure is the median.
 
-    python benchmarks/bench_sequence.py
+    structrnn bench sequence            # or: python -m structrnn.benchmarks.sequence
     python benchmarks/bench_sequence.py --batch 64 --seq 50 --hidden 256 --input 256 --repeats 20
 """
 
@@ -21,9 +21,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from structrnn.sequence import LSTM  # noqa: E402
+from structrnn.sequence import LSTM
 
 
 def step(model, x) -> None:
@@ -36,7 +34,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
+    compare(parse_args(argv))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seq", type=int, default=50)
@@ -47,7 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Time the three contenders; returns ``{name: {"ms": median, "ratio": to the peer}}``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -93,4 +101,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,9 +1,9 @@
 """Child-Sum Tree-LSTM training throughput on SST: structrnn vs a per-node implementation vs DGL.
 
-Protocol (the same as ../shared/peers, so the figures compare): the first N trees of SST
-train.txt, vocabulary of all of train, a random frozen 300-d embedding, x = 0 on internal
-nodes, hidden 150, a 5-way classifier on every node, summed cross-entropy, backward, Adagrad
-(lr 0.05). Per batch size: a fresh model (seed 0), one warm-up batch, then --repeats passes
+Protocol (the same as the peer scripts of ``--peers``, so the figures compare): the first N
+trees of SST train.txt, vocabulary of all of train, a random frozen 300-d embedding, x = 0 on
+internal nodes, hidden 150, a 5-way classifier on every node, summed cross-entropy, backward,
+Adagrad (lr 0.05). Per batch size: a fresh model (seed 0), one warm-up batch, then --repeats passes
 over the N trees; the median pass gives trees/s. Collation is inside the timed loop.
 
 Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
@@ -13,9 +13,13 @@ Implementations, each in its own subprocess (so peak RSS is its own), interleave
              recording every operation (what a user-defined cell gets)
   per-node   treelstm.pytorch's node_forward: plain ops per node on the same weights, Python
              recursion over children, one tree at a time, one backward per tree
-  dgl        ../shared/peers/dgl_treelstm.py in its own venv (--dgl-python), when present
+  dgl        PEERS/dgl_treelstm.py in its own venv (--dgl-python), when both are present
 
-    python benchmarks/bench_trees.py --trees 1000 --batch 25,256 --rounds 2
+    structrnn bench trees --trees 1000 --batch 25,256 --rounds 2
+    python benchmarks/bench_trees.py ...        # the same, from a source tree
+
+``--data`` defaults to ``$STRUCTRNN_DATA/sst`` (else ``../shared/datasets/sst`` when present),
+``--peers`` to ``peers/`` beside ``$STRUCTRNN_DATA`` (else ``../shared/peers`` when present).
 """
 
 from __future__ import annotations
@@ -32,9 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "sst"
+from structrnn.benchmarks import default_data, default_peers, package_pythonpath
+
 DEFAULT_DGL_PYTHON = Path.home() / ".cache" / "peer-venv-dgl" / "bin" / "python"
 IMPLS = ("structrnn", "op-by-op", "per-node")
 
@@ -174,17 +177,37 @@ def run_one(args) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def run_child(cmd: list[str]) -> list[dict]:
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    # the child imports the same structrnn as this process, installed or a source tree
+    env = dict(os.environ, PYTHONPATH=package_pythonpath())
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"failed: {shlex.join(cmd)}\n{out.stderr[-2000:]}", file=sys.stderr)
         return []
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
+def dgl_script(args: argparse.Namespace) -> Path | None:
+    """The DGL peer script when it and its venv's python are present; else a line saying why
+    the peer is skipped, and None."""
+    script = Path(args.peers) / "dgl_treelstm.py" if args.peers else None
+    if script is None or not script.is_file():
+        print(f"dgl: skipped (no peer script {script or 'dgl_treelstm.py'}; pass --peers)")
+        return None
+    if not Path(args.dgl_python).is_file():
+        print(f"dgl: skipped (no {args.dgl_python}; run {script.parent / 'setup_dgl.sh'})")
+        return None
+    return script
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); 0 done, 2 no data."""
+    data, peers = default_data(), default_peers()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with SST train.txt")
+    p.add_argument("--data", default=str(data / "sst") if data else None,
+                   help="folder with SST train.txt")
+    p.add_argument("--peers", default=str(peers) if peers else None,
+                   help="folder of the peer scripts (dgl_treelstm.py)")
     p.add_argument("--trees", type=int, default=1000)
     p.add_argument("--batch", default="25,256")
     p.add_argument("--repeats", type=int, default=3)
@@ -195,15 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-node-trees", type=int, default=None,
                    help="trees for the slow per-node peer (default: --trees)")
     p.add_argument("--dgl-python", default=str(DEFAULT_DGL_PYTHON),
-                   help="python of a venv with dgl (../shared/peers/setup_dgl.sh makes one)")
+                   help="python of a venv with dgl (PEERS/setup_dgl.sh makes one)")
     p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.impl:
         run_one(args)
         return 0
-    if not (Path(args.data) / "train.txt").is_file():
-        print(f"no SST train.txt in {args.data} (pass --data)", file=sys.stderr)
+    if not args.data or not (Path(args.data) / "train.txt").is_file():
+        print(f"no SST train.txt in {args.data or '(no --data)'} (pass --data or set "
+              "$STRUCTRNN_DATA)", file=sys.stderr)
         return 2
 
     import torch
@@ -212,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__},"
           f" {args.threads} threads")
-    dgl_ok = Path(args.dgl_python).is_file() and (PEERS / "dgl_treelstm.py").is_file()
-    if not dgl_ok:
-        print(f"dgl: skipped (no {args.dgl_python}; run ../shared/peers/setup_dgl.sh)")
+    dgl = dgl_script(args)
     common = ["--data", args.data, "--threads", str(args.threads), "--hidden", str(args.hidden),
               "--seed", str(args.seed), "--repeats", str(args.repeats)]
     results: list[dict] = []
@@ -222,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         for bs in [int(b) for b in args.batch.split(",")]:
             for impl in IMPLS:
                 n = args.trees if impl != "per-node" else (args.per_node_trees or args.trees)
-                cmd = [sys.executable, __file__, "--impl", impl, "--batch-size", str(bs),
-                       "--trees", str(n), *common]
+                cmd = [sys.executable, "-m", "structrnn.benchmarks.trees", "--impl", impl,
+                       "--batch-size", str(bs), "--trees", str(n), *common]
                 for rec in run_child(cmd):
                     results.append(rec | {"round": rnd})
                     print(json.dumps(results[-1]), flush=True)
-        if dgl_ok:
-            cmd = [args.dgl_python, str(PEERS / "dgl_treelstm.py"), "--trees", str(args.trees),
+        if dgl is not None:
+            cmd = [args.dgl_python, str(dgl), "--trees", str(args.trees),
                    "--batch", args.batch, *common]
             for rec in run_child(cmd):
                 results.append(rec | {"round": rnd, "impl": "dgl"})

@@ -1,128 +1,301 @@
-"""Find the shortest path in a graph (the graph_nets demo, Battaglia et al. 2018).
+"""``structrnn train shortest-path``: find the shortest path in a graph (the graph_nets demo,
+Battaglia et al. 2018).
 
-Random geometric graphs (networkx; a minimum spanning tree keeps them connected) with a start
-and an end node; the targets are the nodes and edges on the shortest path, weighted by distance.
-An EncodeProcessDecode model (GraphIndependent encoder, a GraphNetwork core run ``--steps``
-rounds with shared weights and skip connections, decoder) is trained with a loss after every
-round. It is tested on graphs LARGER than any seen in training.
+Random geometric graphs (:mod:`structrnn.tasks.shortest_path.data`) with a start and an end
+node; the targets are the nodes and edges on the shortest path, weighted by distance. An
+EncodeProcessDecode model (GraphIndependent encoder, a GraphNetwork core run ``--steps`` rounds
+with shared weights and skip connections, decoder) is trained with a loss after every round, on
+the shared training core (:func:`structrnn.training.loop.fit`): epochs over the training graphs,
+the epoch chosen by the fraction of held-out training-size graphs solved exactly, exact
+``--resume``, DDP under ``torchrun``. The selected model is then tested on graphs of the
+training sizes and on graphs LARGER than any seen in training.
 
-    python examples/shortest_path.py                      # ~2-3 minutes on 2 CPU cores
-    python examples/shortest_path.py --iters 20 --train-graphs 64 --test-graphs 16   # seconds
+    structrnn train shortest-path --out runs/shortest_path          # 24 epochs, a few minutes
+    python examples/shortest_path.py --epochs 2 --train-graphs 64 --val-graphs 16 \\
+        --test-graphs 16 --out runs/sp_tiny                          # seconds
 
-Writes ``metrics.json``, ``checkpoint.pt`` and ``solved_graph.png`` to ``--out``.
+Run layout (``--out RUN``): ``config.json``, ``metrics.jsonl`` (one line per epoch),
+``checkpoint.pt``, ``best.pt``, ``metrics.json`` (written first), ``solved_graph.png`` (needs
+matplotlib; skipped with a notice without it).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import time
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import networkx as nx
-import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
-from tqdm import tqdm
 
-from structrnn._io import write_json
+from structrnn._errors import InputError
 from structrnn.graphs.models import EncodeProcessDecode
-from structrnn.training.checkpoint import load_checkpoint, save_checkpoint, seed_everything
+from structrnn.tasks.shortest_path.data import (
+    Splits,
+    make_dataset,
+    make_graph,
+    make_splits,
+    to_data,
+)
+from structrnn.training import distributed
+from structrnn.training.checkpoint import seed_everything
+from structrnn.training.logging import notice
+from structrnn.training.loop import FitOptions, FitResult, fit
+from structrnn.training.options import (
+    add_run_arguments,
+    apply_config,
+    explicit_dests,
+    run_config,
+    set_threads,
+)
+from structrnn.training.run_folder import RunFolder, open_run
+
+__all__ = ["add_arguments", "run", "main", "build_model", "per_step_loss", "batch_loss",
+           "evaluate", "make_graph", "to_data", "make_dataset", "make_splits"]
+
+CONFIG_KEYS = ("train_graphs", "val_graphs", "test_graphs", "train_nodes", "test_nodes",
+               "steps", "test_steps", "hidden", "lr", "batch_size")
 
 
-# -- data ----------------------------------------------------------------------------------------
-def make_graph(rng: np.random.Generator, num_nodes: int, degree: float = 4.0,
-               min_path_edges: int = 2) -> tuple[nx.Graph, int, int, list[int]]:
-    """A random geometric graph in the unit square joined by its Euclidean minimum spanning tree
-    (so it is connected), a start and an end node, and the shortest path between them.
-
-    Edges carry ``distance``; nodes carry ``pos``. The radius keeps the mean degree near
-    ``degree`` whatever the size. Start and end are drawn until the path has at least
-    ``min_path_edges`` edges (or the graph is too small for that).
-    """
-    pos = {i: tuple(p) for i, p in enumerate(rng.random((num_nodes, 2)))}
-    radius = math.sqrt(degree / (math.pi * num_nodes))
-    g = nx.random_geometric_graph(num_nodes, radius, pos=pos)
-    complete = nx.complete_graph(num_nodes)
-    for a, b in complete.edges:
-        complete[a][b]["distance"] = math.dist(pos[a], pos[b])
-    g.add_edges_from(nx.minimum_spanning_tree(complete, weight="distance").edges)
-    for a, b in g.edges:
-        g[a][b]["distance"] = math.dist(pos[a], pos[b])
-    for _ in range(20):
-        start, end = (int(v) for v in rng.choice(num_nodes, 2, replace=False))
-        path = nx.shortest_path(g, start, end, weight="distance")
-        if len(path) - 1 >= min_path_edges:
-            break
-    return g, start, end, path
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The task's flags and the shared run flags."""
+    p.add_argument("--train-graphs", type=int, default=2000, help="training graphs")
+    p.add_argument("--val-graphs", type=int, default=200,
+                   help="held-out graphs of the training sizes that choose the epoch")
+    p.add_argument("--test-graphs", type=int, default=200,
+                   help="test graphs of each test set (training sizes, larger sizes)")
+    p.add_argument("--train-nodes", type=int, nargs=2, default=[8, 16], metavar=("MIN", "MAX"),
+                   help="node counts of the training, validation and same-size test graphs")
+    p.add_argument("--test-nodes", type=int, nargs=2, default=[16, 32], metavar=("MIN", "MAX"),
+                   help="node counts of the larger test graphs")
+    p.add_argument("--steps", type=int, default=10, help="message-passing rounds in training")
+    p.add_argument("--test-steps", type=int, default=None,
+                   help="rounds in validation and test (default 2 x --steps: the core's weights "
+                        "are shared, so larger graphs may use more rounds)")
+    p.add_argument("--hidden", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="global batch size (under torchrun split evenly between the processes)")
+    # 24 epochs of 2000 graphs in batches of 32: the 1500 steps the demo always trained for
+    add_run_arguments(p, out="runs/shortest_path", epochs=24)
 
 
-def to_data(g: nx.Graph, start: int, end: int, path: list[int]) -> Data:
-    """Node input ``[is_start, is_end]``, edge input ``[distance]`` (both directions); targets
-    ``y`` (node on the path) and ``edge_y`` (edge on the path, either direction)."""
-    n = g.number_of_nodes()
-    pairs = list(g.edges) + [(b, a) for a, b in g.edges]
-    edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
-    on_path = set(zip(path[:-1], path[1:]))
-    on_path |= {(b, a) for a, b in on_path}
-    x = torch.zeros(n, 2)
-    x[start, 0] = x[end, 1] = 1.0
-    y = torch.zeros(n, dtype=torch.long)
-    y[path] = 1
-    dist = torch.tensor([[g[a][b]["distance"]] for a, b in pairs], dtype=torch.float32)
-    edge_y = torch.tensor([int(p in on_path) for p in pairs], dtype=torch.long)
-    pos = torch.tensor([g.nodes[i]["pos"] for i in range(n)], dtype=torch.float32)
-    return Data(x=x, edge_index=edge_index, edge_attr=dist.reshape(-1, 1), y=y, edge_y=edge_y,
-                pos=pos, num_nodes=n)
+def main(argv: list[str] | None = None) -> dict:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); returns the metrics."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    if args.config:
+        args = apply_config(args, explicit_dests(p, argv))
+    return run(args)
 
 
-def make_dataset(rng: np.random.Generator, count: int, nodes: tuple[int, int]) -> list[Data]:
-    """``count`` graphs with a node count drawn uniformly from ``[nodes[0], nodes[1]]``."""
-    return [to_data(*make_graph(rng, int(rng.integers(nodes[0], nodes[1] + 1))))
-            for _ in range(count)]
+def build_model(args: argparse.Namespace) -> EncodeProcessDecode:
+    """Node input ``[is_start, is_end]``, edge input ``[distance]``, two classes per node and
+    per edge (on the path or not), no global output."""
+    return EncodeProcessDecode(node_in=2, edge_in=1, global_in=None, node_out=2, edge_out=2,
+                               hidden=args.hidden, steps=args.steps)
 
 
-# -- training and evaluation ---------------------------------------------------------------------
-def per_step_loss(outputs: list, batch: Batch) -> torch.Tensor:
-    """Mean over the rounds of node + edge cross-entropy (graph_nets' per-step loss)."""
-    losses = [F.cross_entropy(x, batch.y) + F.cross_entropy(e, batch.edge_y)
+# -- loss and evaluation -------------------------------------------------------------------------
+def per_step_loss(outputs: list[tuple], batch: Batch) -> Tensor:
+    """Mean over the rounds of node + edge cross-entropy (graph_nets' per-step loss).
+
+    ``outputs``: one ``(x (N, 2), edge_attr (E, 2), None)`` per round -> a scalar."""
+    losses = [F.cross_entropy(x.float(), batch.y) + F.cross_entropy(e.float(), batch.edge_y)
               for x, e, _ in outputs]
     return torch.stack(losses).mean()
 
 
-@torch.no_grad()
-def evaluate(model: EncodeProcessDecode, graphs: list[Data], steps: int,
-             batch_size: int = 64) -> dict:
-    """Node/edge accuracy and the fraction of graphs whose every node and edge is right."""
+def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The loss to back-propagate and the global batch's per-step loss (for logging).
+
+    One process: :func:`per_step_loss`. Many: node and edge terms each become this process's
+    sum over the global count (:func:`structrnn.training.distributed.global_mean_loss`), so
+    that DDP's gradient average is the single-process gradient of the global batch.
+    """
+    outputs = model(batch)
+    if not distributed.is_distributed():
+        loss = per_step_loss(outputs, batch)
+        return loss, loss.detach()
+    rounds = len(outputs)
+    node_sum = sum(F.cross_entropy(x.float(), batch.y, reduction="sum")
+                   for x, _, _ in outputs) / rounds
+    edge_sum = sum(F.cross_entropy(e.float(), batch.edge_y, reduction="sum")
+                   for _, e, _ in outputs) / rounds
+    node_loss, node_mean = distributed.global_mean_loss(node_sum, batch.y.numel())
+    edge_loss, edge_mean = distributed.global_mean_loss(edge_sum, batch.edge_y.numel())
+    return node_loss + edge_loss, node_mean + edge_mean
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, back in the mode it had after it."""
+    was_training = model.training
     model.eval()
-    node_ok = edge_ok = nodes = edges = solved = 0
-    preds = []
-    for batch in DataLoader(graphs, batch_size=batch_size):
-        x, e, _ = model(batch, steps=steps)[-1]
-        xn, en = x.argmax(1) == batch.y, e.argmax(1) == batch.edge_y
-        node_ok, edge_ok = node_ok + int(xn.sum()), edge_ok + int(en.sum())
-        nodes, edges = nodes + xn.numel(), edges + en.numel()
-        wrong = torch.zeros(batch.num_graphs, dtype=torch.long)
-        wrong.index_add_(0, batch.batch, (~xn).long())
-        wrong.index_add_(0, batch.batch[batch.edge_index[0]], (~en).long())
-        solved += int((wrong == 0).sum())
-        edge_graph = batch.batch[batch.edge_index[0]]
-        preds += [(x.argmax(1)[batch.batch == i], e.argmax(1)[edge_graph == i],
-                   bool(wrong[i] == 0)) for i in range(batch.num_graphs)]
-    model.train()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, graphs: list[Data], steps: int,
+             device: torch.device | str | None = None, batch_size: int = 64) -> dict:
+    """Node and edge accuracy after ``steps`` rounds, and ``solved``: the fraction of graphs
+    whose every node and edge is right. ``solved_mask`` (G,) says which graphs are (a CPU bool
+    tensor). The model is evaluated in eval mode and left in the mode it had."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    right = torch.zeros(2, dtype=torch.long, device=device)  # nodes right, edges right
+    nodes = edges = 0
+    solved: list[Tensor] = []
+    with eval_mode(model):
+        for batch in DataLoader(graphs, batch_size=batch_size):
+            batch = batch.to(device)
+            x, e, _ = model(batch, steps=steps)[-1]
+            node_ok, edge_ok = x.argmax(1) == batch.y, e.argmax(1) == batch.edge_y
+            wrong = torch.zeros(batch.num_graphs, dtype=torch.long, device=device)
+            wrong.index_add_(0, batch.batch, (~node_ok).long())
+            wrong.index_add_(0, batch.batch[batch.edge_index[0]], (~edge_ok).long())
+            right += torch.stack([node_ok.sum(), edge_ok.sum()])
+            nodes, edges = nodes + node_ok.numel(), edges + edge_ok.numel()
+            solved.append(wrong == 0)
+    mask = torch.cat(solved).cpu() if solved else torch.zeros(0, dtype=torch.bool)
+    node_ok, edge_ok = right.tolist()  # the one host read
     return {"node_accuracy": node_ok / max(nodes, 1), "edge_accuracy": edge_ok / max(edges, 1),
-            "solved": solved / max(len(graphs), 1), "_preds": preds}
+            "solved": float(mask.float().mean()) if len(mask) else 0.0, "solved_mask": mask}
 
 
-def draw(data: Data, node_pred: torch.Tensor, edge_pred: torch.Tensor, path: Path,
-         title: str) -> None:
-    """Graph at its positions; predicted path in red, start square, end star."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figures(result: dict) -> dict:
+    """The numbers of an :func:`evaluate` result (what the epoch log keeps)."""
+    return {k: result[k] for k in ("node_accuracy", "edge_accuracy", "solved")}
 
+
+# -- the run -------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    """Train, select on the validation graphs, test on the same sizes and on larger graphs;
+    write ``metrics.json``, then ``solved_graph.png``; return the metrics.
+
+    Under torchrun every process calls this; all of them return rank 0's metrics.
+    """
+    set_threads(args.threads)
+    device = distributed.device_for_rank(args.device)
+    launched = distributed.init_from_env(device)
+    try:
+        return _run(args, device)
+    finally:
+        if launched:
+            distributed.cleanup()
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    world = distributed.world_size()
+    if args.batch_size < 1 or args.batch_size % world:
+        raise InputError(f"--batch-size: the global batch size must be a multiple of the "
+                         f"number of processes ({world}), got {args.batch_size}")
+    for flag in ("train_graphs", "val_graphs", "test_graphs", "steps"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')}: expected >= 1, got "
+                             f"{getattr(args, flag)}")
+    for flag in ("train_nodes", "test_nodes"):
+        low, high = getattr(args, flag)
+        if not 2 <= low <= high:  # a start and a distinct end node
+            raise InputError(f"--{flag.replace('_', '-')}: expected 2 <= MIN <= MAX, got "
+                             f"{low} {high}")
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> dict:
+    _check_sizes(args)
+    # lists, as config.json reads them back (a tuple would differ from it on --resume)
+    args.train_nodes, args.test_nodes = list(args.train_nodes), list(args.test_nodes)
+    config = run_config(args, CONFIG_KEYS)
+    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
+    seed_everything(args.seed)
+    splits = make_splits(args.seed, args.train_graphs, args.val_graphs, args.test_graphs,
+                         tuple(args.train_nodes), tuple(args.test_nodes))
+    model = build_model(args).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    test_steps = args.test_steps or 2 * args.steps
+    loader_seed = args.seed * 100_003
+
+    def train_batches(epoch: int) -> DataLoader:
+        # the order is a function of the seed and the epoch, so a resumed run draws the same
+        # batches; the loader's own seed draw comes from its generator, not the global stream
+        return distributed.distributed_loader(
+            splits.train, args.batch_size, shuffle=True, seed=loader_seed, epoch=epoch,
+            loader_class=DataLoader, generator=torch.Generator().manual_seed(loader_seed + epoch))
+
+    result = fit(model, optimizer, train_batches=train_batches, loss=batch_loss,
+                 validate=lambda m: _figures(evaluate(m, splits.val, test_steps, device)),
+                 folder=folder, options=FitOptions.from_args(args), device=device,
+                 config=config, select="solved", resume=args.resume)
+    metrics = None
+    if distributed.is_main():
+        metrics = finish(result, folder, args, splits, device,
+                         steps_per_epoch=len(train_batches(1)))
+    return distributed.broadcast_object(metrics)
+
+
+def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace, splits: Splits,
+           device: torch.device, steps_per_epoch: int) -> dict:
+    """Test the selected model, write ``metrics.json``, then the picture; return the metrics."""
+    model, history = result.model, result.history
+    test_steps = args.test_steps or 2 * args.steps
+    same = evaluate(model, splits.test_same, test_steps, device)
+    large = evaluate(model, splits.test_large, test_steps, device)
+    seconds = [h["epoch_seconds"] for h in history]
+    metrics = {
+        "train_iters": steps_per_epoch * len(history), "train_seconds": round(sum(seconds), 1),
+        "final_loss": history[-1]["train_loss"] if history else None,
+        "train_nodes": list(args.train_nodes), "test_nodes": list(args.test_nodes),
+        "train_steps": args.steps, "test_steps": test_steps,
+        "test_node_accuracy": large["node_accuracy"],
+        "test_edge_accuracy": large["edge_accuracy"], "test_solved": large["solved"],
+        "same_size_node_accuracy": same["node_accuracy"],
+        "same_size_edge_accuracy": same["edge_accuracy"], "same_size_solved": same["solved"],
+        "val_solved": result.best_score, "best_epoch": result.best_epoch,
+        "epochs": len(history), "epoch_seconds": seconds,
+    }
+    folder.write_metrics(metrics)  # first: a picture that fails must not lose the figures
+    notice(f"test on {args.test_nodes[0]}-{args.test_nodes[1]} nodes: node acc "
+           f"{metrics['test_node_accuracy']:.3f}, edge acc {metrics['test_edge_accuracy']:.3f}, "
+           f"solved {metrics['test_solved']:.3f} | same size: solved "
+           f"{metrics['same_size_solved']:.3f} | best epoch {result.best_epoch} of "
+           f"{len(history)} -> {folder.path}")
+    draw_solved_graph(model, splits.test_large, large["solved_mask"], test_steps, device,
+                      folder, args.train_nodes)
+    return metrics
+
+
+# -- the picture ---------------------------------------------------------------------------------
+def draw_solved_graph(model: nn.Module, graphs: list[Data], solved_mask: Tensor, steps: int,
+                      device: torch.device, folder: RunFolder, train_nodes: list[int]) -> None:
+    """``solved_graph.png``: the model's path on the first solved test graph (the first graph
+    when none is solved); skipped with a notice without matplotlib."""
+    solved = solved_mask.nonzero().flatten().tolist()
+    k = solved[0] if solved else 0
+    with eval_mode(model), torch.no_grad():
+        x, e, _ = model(Batch.from_data_list([graphs[k]]).to(device), steps=steps)[-1]
+    title = (f"{graphs[k].num_nodes} nodes ({'solved' if solved else 'not solved'}); "
+             f"trained on {train_nodes[0]}-{train_nodes[1]}")
+    folder.picture("solved_graph.png", lambda path: draw(
+        graphs[k], x.argmax(1).cpu(), e.argmax(1).cpu(), path, title))
+
+
+def draw(data: Data, node_pred: Tensor, edge_pred: Tensor, path: Path, title: str) -> Path:
+    """Graph at its positions; predicted path in red, start square, end star.
+
+    ``node_pred`` (N,) and ``edge_pred`` (E,): 1 on the predicted path."""
+    from structrnn import viz
+
+    plt = viz.pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     pos = data.pos.numpy()
     for j, (a, b) in enumerate(data.edge_index.t().tolist()):
@@ -142,116 +315,7 @@ def draw(data: Data, node_pred: torch.Tensor, edge_pred: torch.Tensor, path: Pat
     ax.legend(loc="upper right")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/shortest_path", help="output directory")
-    p.add_argument("--iters", type=int, default=1500, help="training steps (batches)")
-    p.add_argument("--time-budget", type=float, default=150.0,
-                   help="stop training after this many seconds")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--train-graphs", type=int, default=2000)
-    p.add_argument("--test-graphs", type=int, default=200)
-    p.add_argument("--train-nodes", type=int, nargs=2, default=(8, 16), metavar=("MIN", "MAX"))
-    p.add_argument("--test-nodes", type=int, nargs=2, default=(16, 32), metavar=("MIN", "MAX"))
-    p.add_argument("--steps", type=int, default=10, help="message-passing rounds")
-    p.add_argument("--test-steps", type=int, default=None,
-                   help="rounds at test time (default 2 x --steps: the core's weights are "
-                        "shared, so larger graphs may use more rounds)")
-    p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (small graphs gain nothing from more on a shared CPU)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    """Run from a command line (``argv``); returns the metrics."""
-    return run(parse_args(argv))
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Train, test on larger graphs, write metrics.json and a PNG; return the metrics."""
-    torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    out = Path(args.out)
-    rng = np.random.default_rng(args.seed)
-    train = make_dataset(rng, args.train_graphs, tuple(args.train_nodes))
-    test_same = make_dataset(rng, args.test_graphs, tuple(args.train_nodes))
-    test_large = make_dataset(rng, args.test_graphs, tuple(args.test_nodes))
-    model = EncodeProcessDecode(node_in=2, edge_in=1, global_in=None, node_out=2, edge_out=2,
-                                hidden=args.hidden, steps=args.steps)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start_iter, elapsed = 0, 0.0
-    ckpt = out / "checkpoint.pt"
-    if args.resume and ckpt.is_file():
-        state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_iter, elapsed = int(state["iter"]), float(state["seconds"])
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=False)
-    batches = iter(())
-    t0 = time.perf_counter() - elapsed
-    bar = tqdm(range(start_iter, args.iters), desc="train", disable=args.no_progress,
-               initial=start_iter, total=args.iters)
-    it, loss = start_iter, float("nan")
-    for it in bar:
-        batch = next(batches, None)
-        if batch is None:
-            batches = iter(loader)
-            batch = next(batches)
-        loss_t = per_step_loss(model(batch), batch)
-        opt.zero_grad()
-        loss_t.backward()
-        opt.step()
-        loss = float(loss_t.detach())
-        bar.set_postfix(loss=f"{loss:.3f}")
-        if (it + 1) % 200 == 0:
-            save_checkpoint(ckpt, model=model.state_dict(), optimizer=opt.state_dict(),
-                            iter=it + 1, seconds=time.perf_counter() - t0)
-        if time.perf_counter() - t0 > args.time_budget:
-            break
-    bar.close()
-    train_seconds = time.perf_counter() - t0
-    done = it + 1 if args.iters > start_iter else start_iter
-    save_checkpoint(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), iter=done,
-                    seconds=train_seconds)
-    test_steps = args.test_steps or 2 * args.steps
-    same = evaluate(model, test_same, test_steps)
-    large = evaluate(model, test_large, test_steps)
-    metrics = {
-        "train_iters": done, "train_seconds": round(train_seconds, 1), "final_loss": loss,
-        "train_nodes": list(args.train_nodes), "test_nodes": list(args.test_nodes),
-        "train_steps": args.steps, "test_steps": test_steps,
-        "test_node_accuracy": large["node_accuracy"],
-        "test_edge_accuracy": large["edge_accuracy"], "test_solved": large["solved"],
-        "same_size_node_accuracy": same["node_accuracy"],
-        "same_size_edge_accuracy": same["edge_accuracy"], "same_size_solved": same["solved"],
-    }
-    solved = [i for i, (_, _, ok) in enumerate(large["_preds"]) if ok]
-    k = solved[0] if solved else 0
-    node_pred, edge_pred, ok = large["_preds"][k]
-    draw(test_large[k], node_pred, edge_pred, out / "solved_graph.png",
-         f"{test_large[k].num_nodes} nodes ({'solved' if ok else 'not solved'}); "
-         f"trained on {args.train_nodes[0]}-{args.train_nodes[1]}")
-    write_json(out / "metrics.json", metrics)
-    print(f"test on {args.test_nodes[0]}-{args.test_nodes[1]} nodes: node acc "
-          f"{metrics['test_node_accuracy']:.3f}, edge acc {metrics['test_edge_accuracy']:.3f}, "
-          f"solved {metrics['test_solved']:.3f} | same size: solved "
-          f"{metrics['same_size_solved']:.3f} | {done} iters in {train_seconds:.0f}s -> {out}")
-    return metrics
+    return viz.save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":
