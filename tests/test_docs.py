@@ -1,5 +1,6 @@
 """Every ```python block of docs/*.md runs, in order, one namespace per file (a later block may
-use names from an earlier one), so the tutorials cannot drift from the library."""
+use names from an earlier one), so the tutorials cannot drift from the library; the package tree
+of docs/architecture.md names every module; README and docs point to docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import matplotlib
 import pytest
 import torch
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
@@ -41,3 +43,44 @@ def test_tutorial_runs(path, tmp_path, monkeypatch):
             exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ docs/architecture.md
+TREE_LINE = re.compile(r"^( *)(\S+)")
+
+
+def architecture_tree() -> set[str]:
+    """The paths the package tree of docs/architecture.md lists (its first ```text block that
+    starts with ``structrnn/``; two spaces of indent per level)."""
+    text = (DOCS / "architecture.md").read_text()
+    block = next(b for b in re.findall(r"^```text\n(.*?)^```", text, re.S | re.M)
+                 if b.startswith("structrnn/"))
+    listed, stack = set(), []
+    for line in block.splitlines():
+        indent, name = TREE_LINE.match(line).groups()
+        depth = len(indent) // 2
+        stack[depth:] = [name.rstrip("/")]
+        listed.add("/".join(stack) + ("/" if name.endswith("/") else ""))
+    return listed
+
+
+def test_tree_parser():
+    assert TREE_LINE.match("    run.py   a b").groups() == ("    ", "run.py")
+
+
+def test_architecture_lists_every_module():
+    listed = architecture_tree()
+    files = {p.relative_to(REPO).as_posix()
+             for p in (REPO / "structrnn").rglob("*.py") if "__pycache__" not in p.parts}
+    # a sub-package's __init__.py goes with its folder's line
+    expected = {f for f in files if not f.endswith("/__init__.py") or f.count("/") == 1}
+    folders = {f.rsplit("/", 1)[0] + "/" for f in files if f.endswith("/__init__.py")}
+    assert sorted(expected - listed) == [], "modules missing from docs/architecture.md"
+    assert sorted(listed - expected - folders) == [], "listed in docs/architecture.md, not there"
+
+
+def test_the_docs_point_to_architecture_not_to_the_old_design():
+    readme = (REPO / "README.md").read_text()
+    assert "docs/architecture.md" in readme
+    for path in [REPO / "README.md", *DOCS.glob("*.md")]:
+        assert "DESIGN.md" not in path.read_text(), path.name

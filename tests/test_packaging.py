@@ -141,8 +141,8 @@ def test_every_name_in_all_resolves_and_is_listed_by_dir(package):
 
 
 def test_the_public_names_of_the_contract():
-    """docs/architecture.md (the DESIGN.md section 3 names): each one imports and is what the
-    contract says it is."""
+    """docs/architecture.md, "The public API" (the first design's names): each one imports and
+    is what the contract says it is."""
     import torch
 
     import structrnn as sr
