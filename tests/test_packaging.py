@@ -313,6 +313,36 @@ def test_at_most_eight_public_modules_at_the_top():
     assert len(public) <= 8, public
 
 
+# ------------------------------------------------------------------ CI and make
+FAKE_MAKE = """#!/usr/bin/env bash
+echo "$1" >> "$MAKE_LOG"
+[ "$1" != "$FAIL_TARGET" ]
+"""
+
+
+@pytest.mark.parametrize("failing, status", [("none", 0), ("lint", 1), ("test", 1)])
+def test_ci_runs_lint_and_test_and_fails_on_either(tmp_path, failing, status):
+    (tmp_path / "make").write_text(FAKE_MAKE)
+    (tmp_path / "make").chmod(0o755)
+    log = tmp_path / "make.log"
+    result = subprocess.run([str(REPO / ".ci" / "run")], capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}",
+                                 "MAKE_LOG": str(log), "FAIL_TARGET": failing}, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert log.read_text().split() == ["lint", "test"]  # both run, whichever fails
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lint_is_ruff_and_make_docs_builds_the_reference():
+    planned = subprocess.run(["make", "-n", "lint", "docs"], capture_output=True, text=True,
+                             cwd=REPO, timeout=60).stdout
+    assert "ruff check ." in planned
+    assert "docs/build_api.py --out site" in planned
+    # the CPU build of torch 2.13.0 is installed only when no torch is present
+    assert '$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0' in (
+        REPO / "Makefile").read_text()
+
+
 # ------------------------------------------------------------------ make docs
 DOCUMENTED = '''\
 """A package: :func:`.good.f`, :mod:`docpkg.good`."""
