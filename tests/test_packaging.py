@@ -183,6 +183,27 @@ def test_the_public_names_of_the_contract():
         assert name in sr.__all__ and getattr(sr, name) is not None
 
 
+def test_pyproject_declares_what_users_expect():
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = config["project"]
+    assert project["license"] == "MIT"  # PEP 639: License-Expression, no license classifier
+    for classifier in ("Programming Language :: Python :: 3.10",
+                       "Programming Language :: Python :: 3.11",
+                       "Programming Language :: Python :: 3.12", "Typing :: Typed",
+                       "Topic :: Scientific/Engineering :: Artificial Intelligence",
+                       "Development Status :: 3 - Alpha"):
+        assert classifier in project["classifiers"]
+    assert "torch>=2.3" in project["dependencies"]  # torch.amp.GradScaler(device)
+    extras = project["optional-dependencies"]
+    assert extras["docs"] == ["pdoc"]
+    everything = extras["all"][0]
+    assert all(name in everything for name in ("tensorboard", "docs", "viz", "chem", "dev"))
+    lint = config["tool"]["ruff"]["lint"]
+    assert "C90" in lint["select"] and lint["mccabe"]["max-complexity"] == 15
+
+
 def test_py_typed_ships_with_the_package():
     assert (PACKAGE / "py.typed").is_file()
     import tomllib
