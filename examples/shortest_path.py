@@ -4,7 +4,7 @@ Random geometric graphs (networkx); nodes and edges on the shortest path between
 nodes are labelled; the model is tested on graphs larger than it was trained on. The code is in
 ``structrnn.tasks.shortest_path`` (also ``structrnn train shortest-path``, the same flags).
 
-    python examples/shortest_path.py --out runs/shortest_path      # 24 epochs, a few minutes
+    python examples/shortest_path.py --out runs/shortest_path      # 24 epochs, ~40 s on one core
     python examples/shortest_path.py --epochs 2 --train-graphs 64 --val-graphs 16 \\
         --test-graphs 16 --out runs/shortest_path_tiny --overwrite  # seconds
 """

@@ -80,9 +80,20 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
     # best.pt holds the selected epoch's weights: the last epoch's unless the first won
     best, last = weights(out, "best.pt"), weights(out)
     assert all(torch.equal(best[k], last[k]) for k in best) == (saved["best_epoch"] == 2)
-    assert json.loads((out / "config.json").read_text())["train_nodes"] == [5, 8]
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_nodes"] == [5, 8] and config["clip_grad"] == 1.0  # the task's default
+    assert "grad_norm_max" in lines[0]  # logged when clipping
     png = (out / "solved_graph.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_config_replays_a_run_and_typed_flags_win(tmp_path):
+    sp.main(["--out", str(tmp_path / "a"), "--epochs", "1", *TINY, "--clip-grad", "0"])
+    replay = sp.main(["--config", str(tmp_path / "a" / "config.json"), "--out",
+                      str(tmp_path / "b"), "--epochs", "2", "--no-progress", "--threads", "1"])
+    a, b = (json.loads((tmp_path / r / "config.json").read_text()) for r in "ab")
+    assert b == a | {"epochs": 2} and b["clip_grad"] == 0
+    assert replay["train_iters"] == 6 and replay["test_nodes"] == [9, 12]
 
 
 def test_resume_is_exact(tmp_path):
