@@ -124,7 +124,7 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
     """This process's loader over its shard of ``dataset``.
 
     Args:
-        dataset: tree ``Data`` (default loader :class:`~structrnn.levels.schedule.TreeLoader`) or
+        dataset: tree ``Data`` (default loader :class:`~structrnn.trees.loader.TreeLoader`) or
             graphs (pass ``loader_class=torch_geometric.loader.DataLoader``).
         batch_size: the GLOBAL batch size; each of the ``W`` processes gets ``batch_size / W``
             (a ValueError if it does not divide).

@@ -32,8 +32,8 @@ __all__ = ["RunFolder", "open_run", "VOLATILE_KEYS"]
 
 RUN_FILES = ("config.json", "metrics.json", "metrics.jsonl", "checkpoint.pt", "best.pt")
 # what a run leaves that is worth keeping: a folder with only config.json (a run stopped before
-# its first checkpoint) may be started again
-KEPT_FILES = ("metrics.json", "checkpoint.pt", "best.pt")
+# its first checkpoint, perhaps with a best.pt of that epoch) may be started again
+KEPT_FILES = ("metrics.json", "checkpoint.pt")
 # settings a resumed run may change: they do not change what the checkpoint means
 VOLATILE_KEYS = frozenset({"epochs", "device", "threads", "no_progress", "tensorboard", "out",
                            "resume", "overwrite", "config", "check_every"})

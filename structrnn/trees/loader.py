@@ -13,8 +13,9 @@ __all__ = ["collate_trees", "TreeLoader"]
 
 
 def collate_trees(data_list: list[Data]) -> Batch:
-    """``Batch.from_data_list`` plus the batch's :class:`TreeSchedule` as ``batch.schedule``,
-    computed here on the CPU (in DataLoader workers when ``num_workers > 0``)."""
+    """``Batch.from_data_list`` plus the batch's
+    :class:`~structrnn.levels.schedule.TreeSchedule` as ``batch.schedule``, computed here on the
+    CPU (in DataLoader workers when ``num_workers > 0``)."""
     if len(data_list) == 0:
         raise ValueError("data_list: expected at least one tree, got an empty list")
     return _attach_schedule(Batch.from_data_list(data_list))

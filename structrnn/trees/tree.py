@@ -11,7 +11,8 @@ tokens containing a no-break space U+00A0, e.g. ``8\\u00a01\\/2``, which ``str.s
 cut; escapes such as ``\\/`` and ``-LRB-`` stay as written). Only ASCII whitespace separates a
 label from what follows; brackets cannot occur inside a token (PTB writes ``-LRB-``/``-RRB-``).
 
-:meth:`Tree.to_data` gives the layout of DESIGN.md section 2, one tree per ``Data``:
+:meth:`Tree.to_data` gives the layout of docs/architecture.md ("Data layout"), one tree per
+``Data``:
 
 - nodes in pre-order, so the root is node 0 of its tree (in a PyG batch the roots are
   ``batch.ptr[:-1]``; no root mask is stored);
