@@ -163,7 +163,8 @@ def random_parents(n: int, rng: random.Random, chain: float, max_children: int |
 def data_from_parents(parent: list[int], rng: random.Random, vocab_size: int,
                       via_tree: bool) -> Data:
     """A tree ``Data`` as docs/architecture.md lays it out, either through ``Tree.to_data``
-    (pre-order) or built here directly, with the node ids shuffled (so neither pre-order nor topological)."""
+    (pre-order) or built here directly, with the node ids shuffled (so neither pre-order nor
+    topological)."""
     n = len(parent)
     if via_tree:
         nodes = [Tree(str(rng.randrange(5))) for _ in range(n)]
