@@ -187,11 +187,11 @@ def test_kill_in_the_middle_of_a_checkpoint_write(tmp_path, straight):
     assert not list(out.glob(".checkpoint.pt.*.tmp"))  # the next write cleared it
 
 
-def kill_at_a_random_moment(out: Path, seed: int) -> int | None:
+def kill_at_a_random_moment(out: Path, seed: int, *extra: str) -> int | None:
     """Start the run, wait until it is training, SIGKILL it after a seeded random delay.
     Returns the exit status (None: it was killed)."""
-    proc = subprocess.Popen([sys.executable, "-m", "structrnn.cli", *RUN, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "structrnn.cli", *RUN, "--out", str(out),
+                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
         while not (out / "config.json").exists() and proc.poll() is None:
@@ -237,8 +237,8 @@ def test_sigkill_at_random_moments_then_resume_many(tmp_path, straight, seed):
     out = tmp_path / "run"
     kill_at_a_random_moment(out, seed)
     check_after_kill(out, straight)
-    # killed again while resuming: still fine
-    kill_at_a_random_moment(out, seed + 100)
+    # killed again while resuming (a finished run's folder is never trained into afresh)
+    kill_at_a_random_moment(out, seed + 100, "--resume")
     check_after_kill(out, straight)
 
 
