@@ -132,3 +132,47 @@ def test_help_and_version_import_no_task_and_no_pyg():
     version = subprocess.run([sys.executable, "-m", "structrnn.cli", "--version"], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("structrnn ")
+
+
+def test_a_run_leaves_the_process_warning_filters_alone(tmp_path):
+    """Bug 9: the SST task used to add a process-wide warnings filter."""
+    import warnings
+
+    before = list(warnings.filters)
+    assert cli.main([*SST, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert warnings.filters == before
+
+
+def test_building_a_molecule_unit_does_not_reseed(tmp_path, monkeypatch):
+    """Bug 9: the molecule trainer seeded the global generator in its constructor; seeding is
+    the caller's (train_unit's) job, so two units built in a row start differently."""
+    pytest.importorskip("rdkit")
+    import torch
+
+    from structrnn.tasks.molecules import task
+
+    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path / "cache"))
+    parser = task.add_arguments(__import__("argparse").ArgumentParser())
+    args = parser.parse_args(["--max-molecules", "30", "--hidden", "8", "--seeds", "0"])
+    task.resolve_defaults(args)
+    prep = task.prepare(args)
+    unit = task.units(args, prep)[0]
+    first = task.Unit(args, prep, unit, torch.device("cpu")).model.state_dict()
+    second = task.Unit(args, prep, unit, torch.device("cpu")).model.state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_vectors_set_the_embedding_size_unless_told_otherwise(tmp_path, capsys):
+    """Bug 12 (the task's side): a 4-d vectors file without --embed-dim trains 4-d
+    embeddings; a different --embed-dim is one clear line, exit 2."""
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("good 0.1 0.2 0.3 0.4\nbad -0.1 -0.2 -0.3 -0.4\n")
+    common = ["train", "sst", "--dataset", "synthetic", "--synthetic-trees", "40",
+              "--batch-size", "10", "--hidden", "6", "--no-progress", "--epochs", "1",
+              "--vectors", str(vectors)]
+    assert cli.main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["embed_dim"] == 4
+    capsys.readouterr()
+    assert cli.main([*common, "--embed-dim", "6", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "6" in err and "4" in err and len(err.strip().splitlines()) == 1
