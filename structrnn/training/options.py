@@ -82,10 +82,11 @@ def apply_config(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
     return argparse.Namespace(**merged)
 
 
-def run_config(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The config.json of a run: the task's ``keys`` and the run flags that change results."""
+def run_config(args: argparse.Namespace, keys: tuple[str, ...], task: str) -> dict[str, Any]:
+    """The config.json of a run: the ``task`` (what ``structrnn.load`` dispatches on), the
+    task's ``keys`` and the run flags that change results."""
     shared = ("epochs", "seed", "amp", "ema", "clip_grad", "clip_grad_value")
-    config = {}
+    config: dict[str, Any] = {"task": task}
     for key in (*keys, *shared):
         value = getattr(args, key, None)
         config[key] = str(value) if isinstance(value, os.PathLike) else value

@@ -35,8 +35,8 @@ RUN_FILES = ("config.json", "metrics.json", "metrics.jsonl", "checkpoint.pt", "b
 # its first checkpoint, perhaps with a best.pt of that epoch) may be started again
 KEPT_FILES = ("metrics.json", "checkpoint.pt")
 # settings a resumed run may change: they do not change what the checkpoint means
-VOLATILE_KEYS = frozenset({"epochs", "device", "threads", "no_progress", "tensorboard", "out",
-                           "resume", "overwrite", "config", "check_every"})
+VOLATILE_KEYS = frozenset({"task", "epochs", "device", "threads", "no_progress", "tensorboard",
+                           "out", "resume", "overwrite", "config", "check_every"})
 
 
 class RunFolder:

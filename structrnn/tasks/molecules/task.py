@@ -399,8 +399,9 @@ def train_unit(args, prep: Prepared, unit: dict, folder: RunFolder, device) -> t
                                                            eta_min=args.lr / 10)
     fitted = fit(work.model, optimizer, train_batches=work.batches, loss=work.loss,
                  validate=work.validate, folder=folder.unit(unit["name"]),
-                 options=FitOptions.from_args(args), device=device, config=run_config(
-                     args, CONFIG_KEYS), select="val_score", mode="min", scheduler=scheduler,
+                 options=FitOptions.from_args(args), device=device,
+                 config=run_config(args, CONFIG_KEYS, task_name(args)), select="val_score",
+                 mode="min", scheduler=scheduler,
                  resume=args.resume, best_extra=work.best_extra, desc=f"{unit['name']}: ",
                  prefix="")
     work.model = fitted.model
@@ -495,6 +496,11 @@ def _atom_png(path: Path, work: Unit) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def task_name(args: argparse.Namespace) -> str:
+    """``tu`` for a TU graph set, ``molecules`` for SMILES (what ``structrnn.load`` reads)."""
+    return "tu" if args.dataset == "mutag" else "molecules"
+
+
 def resolve_defaults(args: argparse.Namespace) -> None:
     """The defaults that depend on the data set, and the seeds (``--seeds``, else ``--seed``,
     else 0, 1, 2)."""
@@ -523,8 +529,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace, device) -> dict:
-    folder = open_run(args.out, run_config(args, CONFIG_KEYS), args.resume, args.overwrite,
-                      args.tensorboard)
+    folder = open_run(args.out, run_config(args, CONFIG_KEYS, task_name(args)), args.resume,
+                      args.overwrite, args.tensorboard)
     prep = prepare(args)
     results, works = [], []
     for unit in units(args, prep):

@@ -206,7 +206,7 @@ def _run(args, device: torch.device) -> dict:
                          f"number of processes ({world}), got {args.batch_size}")
     if args.embed_dim is None:
         args.embed_dim = vectors_dim(args.vectors) if args.vectors else 300
-    config = run_config(args, CONFIG_KEYS)
+    config = run_config(args, CONFIG_KEYS, "sst")
     folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
     seed_everything(args.seed)
     train, dev, test = load_splits(args)

@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
     _check_sizes(args)
     # lists, as config.json reads them back (a tuple would differ from it on --resume)
     args.train_nodes, args.test_nodes = list(args.train_nodes), list(args.test_nodes)
-    config = run_config(args, CONFIG_KEYS)
+    config = run_config(args, CONFIG_KEYS, "shortest-path")
     folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
     seed_everything(args.seed)
     splits = make_splits(args.seed, args.train_graphs, args.val_graphs, args.test_graphs,
