@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
         NonLocal,
         RelationNetwork,
     )
+    from structrnn.tasks.predictor import Predictor, load
     from structrnn.trees.loader import TreeLoader, collate_trees
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
     "MPNN", "NonLocal", "EncodeProcessDecode",
+    "load", "Predictor",
 ]
 
 # modules that import torch_geometric: loaded on first access
@@ -56,6 +58,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.graphs.network": ["GraphNetwork"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
                                 "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
+    # trained models: a run folder or an exported file -> a predictor (docs/architecture.md)
+    "structrnn.tasks.predictor": ["load", "Predictor"],
 }, submodules=["levels", "trees", "graphs", "datasets", "training", "viz"])
 
 

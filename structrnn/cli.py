@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from structrnn._errors import InputError
 
@@ -39,6 +38,14 @@ TASKS = {
     "shortest-path": ("structrnn.tasks.shortest_path.task",
                       "the graph_nets shortest-path demo", {}),
 }
+
+
+PREDICT_EXAMPLES = """examples:
+  structrnn predict runs/sst "a gorgeous, witty, seductive movie."
+  structrnn predict runs/sst --input sentences.txt --output preds.jsonl
+  structrnn predict runs/esol CCO c1ccccc1
+  structrnn predict runs/esol --input new.csv --smiles-col smiles --output preds.csv
+"""
 
 
 class UsageError(InputError):
@@ -77,15 +84,34 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
             _task_module(name).add_arguments(p)
             p.set_defaults(**defaults)
 
-    ev = sub.add_parser("eval", help="evaluate a trained SST run on a split")
-    ev.add_argument("run", help="run folder written by 'structrnn train sst'")
-    ev.add_argument("--split", choices=["train", "dev", "test"], default="test")
-    ev.add_argument("--data", default=None, help="SST folder (default: the run's)")
+    ev = sub.add_parser("eval", help="evaluate a trained run on a split of its data")
+    ev.add_argument("run", help="run folder or exported model file")
+    ev.add_argument("--split", choices=["train", "dev", "val", "test"], default="test")
+    ev.add_argument("--data", default=None, help="data root or folder (default: the run's)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
-    pr = sub.add_parser("predict", help="predict the sentiment of a sentence or a PTB tree")
-    pr.add_argument("run", help="run folder written by 'structrnn train sst'")
-    pr.add_argument("text", help="a sentence (given a balanced binary tree) or a PTB tree")
-    pr.add_argument("--png", default=None, help="also draw the predicted tree here")
+    pr = sub.add_parser("predict", help="predict with a trained run or model file",
+                        epilog=PREDICT_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("run", help="run folder or exported model file")
+    pr.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help="sentences or PTB trees (sst), SMILES (molecules) ...")
+    pr.add_argument("--input", default=None, metavar="FILE",
+                    help="a file of inputs: text (one sentence or PTB tree a line) or a CSV")
+    pr.add_argument("--output", default=None, metavar="FILE",
+                    help="where the predictions go (JSON lines; a CSV for a CSV input); "
+                         "default stdout")
+    pr.add_argument("--smiles-col", default=None, help="molecules: the CSV's SMILES column")
+    pr.add_argument("--nodes", action="store_true",
+                    help="trees: also a prediction for every phrase")
+    pr.add_argument("--png", default=None, help="trees: draw the first predicted tree here")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ex = sub.add_parser("export", help="write a trained run to one model file")
+    ex.add_argument("run", help="run folder")
+    ex.add_argument("file", help="the model file to write (read back with structrnn.load)")
 
     sh = sub.add_parser("show", help="draw a PTB tree or a SMILES molecule to an image")
     sh.add_argument("text", help="'(3 (2 It) (4 works))' or a SMILES such as CCO")
@@ -125,92 +151,51 @@ def cmd_train(parser, args, argv) -> int:
     return 0
 
 
-def _load_run(run: str):
-    from structrnn.tasks.sentiment.model import TreeSentiment
-    from structrnn.training.checkpoint import load_checkpoint
-    from structrnn.trees.vocab import Vocab
-
-    folder = Path(run)
-    for name in ("config.json", "vocab.json", "best.pt"):
-        if not (folder / name).is_file():
-            raise UsageError(f"{folder}: no {name}; is this a run folder of 'structrnn train sst'?")
-    config = json.loads((folder / "config.json").read_text())
-    vocab = Vocab.load(folder / "vocab.json")
-    classes = 2 if config["binary"] else 5
-    model = TreeSentiment(len(vocab), classes, config["model"], config["embed_dim"],
-                          config["hidden"], config["dropout"])
-    model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
-    model.eval()
-    return config, vocab, model
-
-
 def cmd_eval(args) -> int:
-    from structrnn.datasets.sst import SST, default_data_root
-    from structrnn.tasks.sentiment.model import evaluate
-    from structrnn.trees.loader import TreeLoader
+    from structrnn.tasks.predictor import load
 
-    config, vocab, model = _load_run(args.run)
-    if config["dataset"] != "sst":
-        raise UsageError("eval: only SST runs can be evaluated on a split")
-    root = Path(args.data or config["data"] or default_data_root() / "sst")
+    predictor = load(args.run, args.device)
     try:
-        data = SST(root, args.split, binary=config["binary"], vocab=vocab)
+        result = predictor.evaluate(args.split, args.data)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
-    import torch
-
-    result = evaluate(model, TreeLoader(data, batch_size=256), torch.device("cpu"))
-    shown = {k: v for k, v in result.items() if not k.startswith("root_")}
-    shown["root_acc"] = result["root_acc"]
-    print(json.dumps({"split": args.split, **shown}, indent=2))
+    print(json.dumps({"split": args.split, **result}, indent=2, default=str))
     return 0
 
 
-def sentence_tree(text: str):
-    """A PTB tree as given, or a balanced binary tree over a sentence's tokens (no parser
-    ships with structrnn; a real parse gives better predictions)."""
-    from structrnn.trees.tree import Tree
-
-    if text.lstrip().startswith("("):
-        return Tree.from_ptb(text)
-    tokens = text.split()
-    if not tokens:
-        raise UsageError("predict: the text is empty")
-    nodes = [Tree("2", token=t) for t in tokens]
-    while len(nodes) > 1:  # pair neighbours level by level
-        paired = [Tree("2", [nodes[i], nodes[i + 1]]) for i in range(0, len(nodes) - 1, 2)]
-        nodes = paired + ([nodes[-1]] if len(nodes) % 2 else [])
-    return nodes[0]
-
-
 def cmd_predict(args) -> int:
-    from structrnn.trees.loader import collate_trees
-    from structrnn.trees.ptb import ParseError
+    from structrnn.tasks.predictor import load
 
-    config, vocab, model = _load_run(args.run)
-    try:
-        tree = sentence_tree(args.text)
-    except ParseError as err:
-        raise UsageError(f"predict: {err}") from err
-    import torch
+    if bool(args.inputs) == bool(args.input):
+        raise UsageError("predict: give the inputs on the command line or --input FILE "
+                         "(one of the two)")
+    predictor = load(args.run, args.device)
+    options = {"batch_size": args.batch_size, "progress": not args.no_progress}
+    options.update({k: v for k, v in (("smiles_col", args.smiles_col), ("png", args.png))
+                    if v is not None})
+    if args.nodes:
+        options["nodes"] = True
+    if args.input:
+        count = predictor.predict_file(args.input, args.output, **options)
+        if args.output:
+            print(f"{count} predictions -> {args.output}", file=sys.stderr)
+        return 0
+    lines = "".join(json.dumps(r, default=str) + "\n"
+                    for r in predictor.predict(args.inputs, **options))
+    if args.output:
+        from structrnn._io import atomic_write
 
-    data = tree.to_data(vocab)
-    with torch.no_grad():
-        logits = model(collate_trees([data]))
-    pred = logits.argmax(-1)
-    if logits.size(1) == 2:
-        pred = pred * 4  # binary classes on the ends of the 5-point scale
-    labelled = tree.copy()
-    for node, label in zip(labelled.subtrees(), pred.tolist()):
-        node.label = str(label)
-    names = ["very negative", "negative", "neutral", "positive", "very positive"]
-    print(labelled.to_ptb())
-    print(f"sentence: {names[int(pred[0])]} ({int(pred[0])})")
-    if args.png:
-        from structrnn import viz
+        atomic_write(args.output, lambda f: f.write(lines.encode()))
+    else:
+        sys.stdout.write(lines)
+    return 0
 
-        viz.draw_tree(tree, args.png, pred)
-        print(f"drawn: {args.png}")
+
+def cmd_export(args) -> int:
+    from structrnn.tasks.predictor import load
+
+    path = load(args.run).save(args.file)
+    print(f"exported {args.run} -> {path}", file=sys.stderr)
     return 0
 
 
@@ -273,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(parser, args, argv)
         if args.command == "demo":
             return cmd_demo(parser, args)
-        handler = {"eval": cmd_eval, "predict": cmd_predict, "show": cmd_show,
-                   "bench": cmd_bench}[args.command]
+        handler = {"eval": cmd_eval, "predict": cmd_predict, "export": cmd_export,
+                   "show": cmd_show, "bench": cmd_bench}[args.command]
         return handler(args)
     except InputError as err:
         print(f"structrnn {args.command}: error: {err}", file=sys.stderr)
