@@ -122,7 +122,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=4)
 
     bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
-    bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules"])
+    bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
