@@ -37,6 +37,8 @@ TASKS = {
            {"dataset": "mutag"}),
     "shortest-path": ("structrnn.tasks.shortest_path.task",
                       "the graph_nets shortest-path demo", {}),
+    "parser": ("structrnn.tasks.parser.task",
+               "a constituency parser learned from the treebank's own trees", {}),
 }
 
 
@@ -108,6 +110,17 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pa = sub.add_parser("parse", help="parse raw sentences into PTB trees with a trained parser")
+    pa.add_argument("run", help="run folder of 'structrnn train parser' or its model file")
+    pa.add_argument("inputs", nargs="*", metavar="SENTENCE")
+    pa.add_argument("--input", default=None, metavar="FILE", help="one sentence a line")
+    pa.add_argument("--output", default=None, metavar="FILE",
+                    help="one PTB tree a line, in the same order (default stdout)")
+    pa.add_argument("--png", default=None, help="also draw the first tree here")
+    pa.add_argument("--batch-size", type=int, default=256)
+    pa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    pa.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ex = sub.add_parser("export", help="write a trained run to one model file")
     ex.add_argument("run", help="run folder")
@@ -191,6 +204,35 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_parse(args) -> int:
+    from structrnn.tasks.predictor import load
+
+    if bool(args.inputs) == bool(args.input):
+        raise UsageError("parse: give the sentences on the command line or --input FILE "
+                         "(one of the two)")
+    predictor = load(args.run, args.device)
+    if predictor.task != "parser":
+        raise UsageError(f"parse: {args.run} is a {predictor.task!r} run, not a parser "
+                         "(structrnn train parser)")
+    options = {"batch_size": args.batch_size, "progress": not args.no_progress}
+    if args.png:
+        options["png"] = args.png
+    if args.input:
+        count = predictor.predict_file(args.input, args.output, **options)
+        if args.output:
+            print(f"{count} trees -> {args.output}", file=sys.stderr)
+        return 0
+    lines = "".join((r["tree"] if r["error"] is None else f"# error: {r['error']}") + "\n"
+                    for r in predictor.predict(args.inputs, **options))
+    if args.output:
+        from structrnn._io import atomic_write
+
+        atomic_write(args.output, lambda f: f.write(lines.encode()))
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
 def cmd_export(args) -> int:
     from structrnn.tasks.predictor import load
 
@@ -258,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(parser, args, argv)
         if args.command == "demo":
             return cmd_demo(parser, args)
-        handler = {"eval": cmd_eval, "predict": cmd_predict, "export": cmd_export,
+        handler = {"eval": cmd_eval, "predict": cmd_predict, "parse": cmd_parse,
+                   "export": cmd_export,
                    "show": cmd_show, "bench": cmd_bench}[args.command]
         return handler(args)
     except InputError as err:

@@ -41,6 +41,7 @@ PREDICTORS = {
     "molecules": "structrnn.tasks.molecules.predictor",
     "tu": "structrnn.tasks.molecules.predictor",
     "shortest-path": "structrnn.tasks.shortest_path.predictor",
+    "parser": "structrnn.tasks.parser.predictor",
 }
 
 
