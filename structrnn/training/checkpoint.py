@@ -51,14 +51,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 
 def rng_state() -> dict:
-    """Every random generator's state, for an exact resume."""
-    return {
+    """Every random generator's state, for an exact resume: Python's, NumPy's, torch's CPU
+    generator and, when CUDA is initialised, every CUDA device's generator."""
+    state = {
         "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
         "python_version": random.getstate()[0],
         "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
         "numpy_pos": int(np.random.get_state()[2]),
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -69,3 +73,8 @@ def set_rng_state(state: dict) -> None:
     keys = state["numpy"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        # a checkpoint from another number of GPUs keeps the fresh streams: the weights and
+        # the batch order still resume exactly, only dropout masks differ
+        torch.cuda.set_rng_state_all(cuda)
