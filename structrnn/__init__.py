@@ -5,10 +5,10 @@ along a sequence (:class:`LSTM`), bottom-up over a tree (:class:`TreeLSTM`) or a
 function of a graph network (:class:`GraphNetwork`). The layout, the data layout of tree and
 graph batches and the rules between the sub-packages are in ``docs/architecture.md``.
 
-``import structrnn`` loads PyTorch and the cell, sequence and tree modules; the names whose
-modules need PyTorch Geometric (:class:`TreeLoader`, :func:`collate_trees` and the graph
-networks) are imported on first use, and optional dependencies (RDKit, nltk, networkx,
-matplotlib, tensorboard) only where a function needs them.
+``import structrnn`` itself imports nothing heavy: every public name is imported on first use
+(``sr.LSTM`` loads PyTorch and :mod:`structrnn.sequence`; ``sr.GraphNetwork`` also PyTorch
+Geometric), so that the ``structrnn`` command answers ``--help`` at once. Optional dependencies
+(RDKit, nltk, networkx, matplotlib, tensorboard) are imported only where a function needs them.
 """
 
 from __future__ import annotations
@@ -17,16 +17,9 @@ from typing import TYPE_CHECKING
 
 from structrnn._errors import InputError
 from structrnn._lazy import lazy_exports
-from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
-from structrnn.levels.run import run_down, run_schedule, run_up
-from structrnn.levels.schedule import tree_schedule
-from structrnn.sequence import GRU, LSTM, RNN
-from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
-from structrnn.trees.ptb import ParseError, PTBFile, read_ptb_file, write_ptb_file
-from structrnn.trees.tree import Tree
-from structrnn.trees.vocab import Vocab
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazily below
+    from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
     from structrnn.graphs import (
         MPNN,
         DeepSets,
@@ -37,8 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
         NonLocal,
         RelationNetwork,
     )
+    from structrnn.levels.run import run_down, run_schedule, run_up
+    from structrnn.levels.schedule import tree_schedule
+    from structrnn.sequence import GRU, LSTM, RNN
     from structrnn.tasks.predictor import Predictor, load
     from structrnn.trees.loader import TreeLoader, collate_trees
+    from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
+    from structrnn.trees.ptb import ParseError, PTBFile, read_ptb_file, write_ptb_file
+    from structrnn.trees.tree import Tree
+    from structrnn.trees.vocab import Vocab
 
 __all__ = [
     "__version__", "InputError",
@@ -52,15 +52,24 @@ __all__ = [
     "load", "Predictor",
 ]
 
-# modules that import torch_geometric: loaded on first access
+# every public name is imported on first access (PEP 562)
 __getattr__, __dir__ = lazy_exports(__name__, {
+    "structrnn.cells": ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"],
+    "structrnn.sequence": ["RNN", "GRU", "LSTM"],
+    "structrnn.levels.run": ["run_up", "run_down", "run_schedule"],
+    "structrnn.levels.schedule": ["tree_schedule"],
+    "structrnn.trees.tree": ["Tree"],
+    "structrnn.trees.ptb": ["ParseError", "read_ptb_file", "write_ptb_file", "PTBFile"],
+    "structrnn.trees.vocab": ["Vocab"],
+    "structrnn.trees.models": ["TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM"],
     "structrnn.trees.loader": ["TreeLoader", "collate_trees"],
     "structrnn.graphs.network": ["GraphNetwork"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
                                 "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
     # trained models: a run folder or an exported file -> a predictor (docs/architecture.md)
     "structrnn.tasks.predictor": ["load", "Predictor"],
-}, submodules=["levels", "trees", "graphs", "datasets", "training", "viz"])
+}, submodules=["cells", "sequence", "levels", "trees", "graphs", "datasets", "training", "viz",
+               "tasks"])
 
 
 def _version() -> str:
