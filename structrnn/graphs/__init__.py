@@ -1,5 +1,6 @@
 """Graphs: the graph-network block (:mod:`.network`), the named configurations of Battaglia et
-al. 2018 (:mod:`.models`) and networkx conversions (:mod:`.convert`).
+al. 2018 (:mod:`.models`), recurrence over directed acyclic graphs (:mod:`.dag`) and networkx
+conversions (:mod:`.convert`).
 
 The data layout of a graph batch is in ``docs/architecture.md``. Nothing here imports
 :mod:`structrnn.trees`. Every module needs PyTorch Geometric, so the names below are imported on
@@ -14,6 +15,7 @@ from structrnn._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from structrnn.graphs.convert import from_networkx, to_networkx
+    from structrnn.graphs.dag import DAGAttention, DAGRecurrent
     from structrnn.graphs.models import (
         MPNN,
         DeepSets,
@@ -27,12 +29,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from structrnn.graphs.network import GraphNetwork, aggregate
 
 __all__ = ["GraphNetwork", "aggregate", "GraphIndependent", "InteractionNetwork", "DeepSets",
-           "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode", "mlp", "from_networkx",
-           "to_networkx"]
+           "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode", "mlp", "DAGRecurrent",
+           "DAGAttention", "from_networkx", "to_networkx"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     ".network": ["GraphNetwork", "aggregate"],
     ".models": ["GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork", "MPNN",
                 "NonLocal", "EncodeProcessDecode", "mlp"],
+    ".dag": ["DAGRecurrent", "DAGAttention"],
     ".convert": ["from_networkx", "to_networkx"],
 })

@@ -1,7 +1,9 @@
-"""Tree schedules: which nodes are computed together, and where their predecessors are.
+"""Tree and DAG schedules: which nodes are computed together, and where their predecessors are.
 
 A schedule groups the nodes of a batch of trees into levels (by height for the bottom-up pass,
-by depth for the top-down pass) and renumbers them so that each level is a contiguous slice.
+by depth for the top-down pass), or of a batch of directed acyclic graphs (by the longest path
+from a source, or to a sink for the backward pass), and renumbers them so that each level is a
+contiguous slice.
 It is computed once per batch on the CPU (in a DataLoader worker, see :func:`collate_trees`),
 so the model's level loop needs no sorting and no host synchronisation. The node ids of the
 edges are checked here, once, on the CPU: the level loops index with the schedule unchecked.
@@ -14,8 +16,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Schedule", "TreeSchedule", "make_schedule", "tree_schedule", "compute_height",
-           "compute_depth"]
+from structrnn._errors import InputError
+
+__all__ = ["Schedule", "TreeSchedule", "DAGSchedule", "make_schedule", "tree_schedule",
+           "dag_schedule", "dag_levels", "compute_height", "compute_depth"]
 
 
 class Schedule(NamedTuple):
@@ -50,6 +54,17 @@ class TreeSchedule(NamedTuple):
 
     up: Schedule
     down: Schedule
+
+
+class DAGSchedule(NamedTuple):
+    """The passes of a batch of DAGs (edges u -> v: u comes before v).
+
+    ``forward``: predecessors are the in-neighbours, levels the longest path from a source;
+    ``backward``: predecessors are the out-neighbours, levels the longest path to a sink. A
+    pass that was not asked for is None."""
+
+    forward: Schedule | None
+    backward: Schedule | None
 
 
 def _check_node_ids(edges: Tensor, num_nodes: int) -> None:
@@ -96,9 +111,11 @@ def make_schedule(level: Tensor, src: Tensor, dst: Tensor) -> Schedule:
     )
 
 
-def _propagate_levels(src: Tensor, dst: Tensor, num_nodes: int, reduce: str) -> Tensor:
+def _propagate_levels(src: Tensor, dst: Tensor, num_nodes: int, reduce: str,
+                      what: str = "a forest of trees") -> Tensor:
     """Longest distance from the sources (nodes with no incoming edge), one vectorised step
-    per level: a loop over levels, never over nodes."""
+    per level: a loop over levels, never over nodes. A cycle is an :class:`InputError` naming
+    its nodes (``what`` says what the graph should have been)."""
     level = torch.zeros(num_nodes, dtype=torch.long)
     indeg = torch.bincount(dst, minlength=num_nodes)
     frontier = torch.nonzero(indeg == 0).flatten()
@@ -122,8 +139,41 @@ def _propagate_levels(src: Tensor, dst: Tensor, num_nodes: int, reduce: str) -> 
         frontier = torch.unique(targets[remaining[targets] == 0])
         done += frontier.numel()
     if done != num_nodes:
-        raise ValueError("edge_index: the graph has a cycle, so it is not a forest of trees")
+        # the nodes never reached still wait for a predecessor: they lie on or behind a cycle
+        cycle = _find_cycle(src, dst, remaining > 0)
+        raise InputError(f"edge_index: the graph has a cycle through node {cycle[0]} "
+                         f"({_show_cycle(cycle)}), so it is not {what}")
     return level
+
+
+def _find_cycle(src: Tensor, dst: Tensor, stuck: Tensor) -> list[int]:
+    """The nodes of one cycle, in edge order (``cycle[i] -> cycle[i + 1]``, the last back to
+    the first), among ``stuck`` (N,) bool: nodes that a topological sort left, each of which has
+    a predecessor that is stuck too.
+
+    Every stuck node points at its smallest stuck predecessor; following these pointers from any
+    stuck node reaches a cycle within N steps, found by pointer doubling (log N vectorised steps,
+    no loop over nodes). Only the cycle itself, for the message, is then walked node by node."""
+    n = stuck.numel()
+    both = stuck[src] & stuck[dst]
+    pointer = torch.arange(n)
+    pointer.scatter_reduce_(0, dst[both], src[both], reduce="amin", include_self=False)
+    jump = pointer
+    for _ in range(max(n, 1).bit_length()):  # 2 ** steps >= n
+        jump = jump[jump]
+    start = int(jump[int(torch.nonzero(stuck)[0])])
+    back, walk = pointer.tolist(), [start]  # the walk goes from each node to its predecessor
+    while back[walk[-1]] != start:
+        walk.append(back[walk[-1]])
+    return [walk[0], *walk[:0:-1]]  # the same cycle, in the edges' direction
+
+
+def _show_cycle(cycle: list[int], most: int = 8) -> str:
+    """``3 -> 5 -> 3``; a long cycle shows its first nodes and how many it leaves out."""
+    if len(cycle) <= most:
+        return " -> ".join(map(str, [*cycle, cycle[0]]))
+    shown = " -> ".join(map(str, cycle[:most]))
+    return f"{shown} -> ... ({len(cycle) - most} more) -> {cycle[0]}"
 
 
 def compute_height(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -169,3 +219,30 @@ def tree_schedule(edge_index: Tensor, num_nodes: int, height: Tensor | None = No
         raise ValueError(f"height must have shape ({num_nodes},), got {tuple(height.shape)}")
     return TreeSchedule(up=make_schedule(height, ei[0], ei[1]),
                         down=make_schedule(depth, ei[1], ei[0]))
+
+
+def dag_levels(edge_index: Tensor, num_nodes: int, reverse: bool = False) -> Tensor:
+    """Topological level of every node of a DAG given as ``edge_index`` (2, E), u -> v meaning
+    u comes before v: 0 for a source, else 1 + the largest level of its in-neighbours (the
+    longest path from a source). ``reverse`` measures the longest path to a sink instead.
+    Returns (num_nodes,) long, on the CPU. A cycle is an :class:`~structrnn.InputError` (a
+    ``ValueError``) whose message names a node on it and the cycle."""
+    ei = edge_index.long().cpu()
+    _check_node_ids(ei, num_nodes)
+    src, dst = (ei[1], ei[0]) if reverse else (ei[0], ei[1])
+    return _propagate_levels(src, dst, num_nodes, "amax", "a directed acyclic graph")
+
+
+def dag_schedule(edge_index: Tensor, num_nodes: int, forward: bool = True,
+                 backward: bool = True) -> DAGSchedule:
+    """The forward and backward :class:`Schedule` of a batch of DAGs, ``edge_index`` (2, E)
+    u -> v (PyG's convention: u comes before v). A node with several parents is fine; a cycle
+    is an :class:`~structrnn.InputError` naming a node on it. Built on the CPU (one host
+    synchronisation when ``edge_index`` is on a GPU)."""
+    ei = edge_index.long().cpu()
+    fw = bw = None
+    if forward:
+        fw = make_schedule(dag_levels(ei, num_nodes), ei[0], ei[1])
+    if backward:
+        bw = make_schedule(dag_levels(ei, num_nodes, reverse=True), ei[1], ei[0])
+    return DAGSchedule(forward=fw, backward=bw)
