@@ -19,7 +19,17 @@ from structrnn._errors import InputError
 from structrnn._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazily below
-    from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCell, RNNCellBase
+    from structrnn.cells import (
+        CIFGLSTMCell,
+        GRUCell,
+        LSTMCell,
+        MGUCell,
+        NaryLSTMCell,
+        PeepholeLSTMCell,
+        RNNCell,
+        RNNCellBase,
+    )
+    from structrnn.crf import CRF
     from structrnn.graphs import (
         MPNN,
         DeepSets,
@@ -43,7 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
 __all__ = [
     "__version__", "InputError",
     "RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
-    "RNN", "GRU", "LSTM",
+    "PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell",
+    "RNN", "GRU", "LSTM", "CRF",
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader",
@@ -54,8 +65,10 @@ __all__ = [
 
 # every public name is imported on first access (PEP 562)
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "structrnn.cells": ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"],
+    "structrnn.cells": ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell",
+                        "PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell"],
     "structrnn.sequence": ["RNN", "GRU", "LSTM"],
+    "structrnn.crf": ["CRF"],
     "structrnn.levels.run": ["run_up", "run_down", "run_schedule"],
     "structrnn.levels.schedule": ["tree_schedule"],
     "structrnn.trees.tree": ["Tree"],

@@ -25,7 +25,8 @@ from torch import _VF, Tensor, nn
 
 from structrnn._checks import IndexSpec, check_indices, check_rows, check_shape
 
-__all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell"]
+__all__ = ["RNNCellBase", "RNNCell", "GRUCell", "LSTMCell", "NaryLSTMCell", "PeepholeLSTMCell",
+           "CIFGLSTMCell", "MGUCell"]
 
 LSTMState = tuple[Tensor, Tensor]
 State = Tensor | tuple[Tensor, ...]
@@ -67,6 +68,12 @@ def map_state(state: State | None, fn: Callable[[Tensor], Tensor]) -> State | No
     if isinstance(state, tuple):
         return tuple(fn(t) for t in state)
     return fn(state)
+
+
+def gather_rows(src: Tensor, index: Tensor | None) -> Tensor:
+    """``src[index]``: the row of the result each predecessor feeds (``index=None``: row ``j``
+    for predecessor ``j``, so ``src`` itself)."""
+    return src if index is None else src[index]
 
 
 def scatter_sum(src: Tensor, index: Tensor | None, size: int) -> Tensor:
@@ -233,16 +240,23 @@ class RNNCellBase(nn.Module):
         check_rows(state_tuple(prev), "prev", name)
 
 
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
 class RNNCell(RNNCellBase):
     """Elman cell, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` as ``torch.nn.RNNCell``
-    (``weight_ih`` (H, I), ``weight_hh`` (H, H)); with many predecessors ``h`` is their sum."""
+    (``weight_ih`` (H, I), ``weight_hh`` (H, H)); with many predecessors ``h`` is their sum.
+
+    ``nonlinearity`` is ``"tanh"``, ``"relu"`` (torch's two) or ``"sigmoid"`` (the logistic
+    unit of the early recurrent-network lessons; no fused torch kernel, so it runs op by op).
+    """
 
     num_chunks = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError("RNNCell: nonlinearity must be 'tanh' or 'relu', "
+        if nonlinearity not in _ACTIVATIONS:
+            raise ValueError("RNNCell: nonlinearity must be 'tanh', 'relu' or 'sigmoid', "
                              f"got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
@@ -252,6 +266,8 @@ class RNNCell(RNNCellBase):
         return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
 
     def _torch_step(self, x: Tensor, prev: Tensor) -> Tensor:
+        if self.nonlinearity == "sigmoid":  # torch has no fused sigmoid cell
+            return self.combine(self.project_input(x), prev, None, x.size(0))
         fn = _VF.rnn_tanh_cell if self.nonlinearity == "tanh" else _VF.rnn_relu_cell
         return fn(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
@@ -259,7 +275,7 @@ class RNNCell(RNNCellBase):
         x_proj = self._input_gates(x_proj, size)
         h_sum = self.zero_state(size, x_proj) if prev is None else scatter_sum(prev, index, size)
         pre = x_proj + F.linear(h_sum, self.weight_hh, self.bias_hh)
-        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+        return _ACTIVATIONS[self.nonlinearity](pre)
 
 
 class GRUCell(RNNCellBase):
@@ -392,3 +408,127 @@ class NaryLSTMCell(RNNCellBase):
         o = torch.sigmoid(xo + gh[:, (2 + A) * H:])
         c = i * g + (f * c_slots).sum(1)
         return o * torch.tanh(c), c
+
+
+# -- variants of the lessons: peepholes, coupled gates, a minimal gated unit ----------------------
+# Each keeps the contract above: ``index=None`` is the paper's sequence step; with many
+# predecessors the rule of the stock cells carries over (a per-predecessor forget gate for the
+# LSTM family, summed states for the single-state MGU), so a chain of one-child nodes is the
+# sequence cell. None has an N-ary form: their extra terms multiply a predecessor's state
+# elementwise (the peephole p * c, CIFG's coupling 1 - f, MGU's f * h), and with ordered slots
+# that needs one such gate per slot plus a rule coupling them that the papers do not define.
+def _rows(t: Tensor | None, start: int, stop: int) -> Tensor | None:
+    """``t[start:stop]``, None for a missing bias."""
+    return None if t is None else t[start:stop]
+
+
+class PeepholeLSTMCell(LSTMCell):
+    """LSTM with peephole connections (Gers & Schmidhuber 2000, "Recurrent nets that time and
+    count"): the gates also see the cell state through diagonal weights ``p``::
+
+        i = σ(W_i x + U_i h + p_i ⊙ c_prev + b_i)      g = tanh(W_g x + U_g h + b_g)
+        f = σ(W_f x + U_f h + p_f ⊙ c_prev + b_f)      c = f ⊙ c_prev + i ⊙ g
+        o = σ(W_o x + U_o h + p_o ⊙ c + b_o)           h = o ⊙ tanh(c)
+
+    The output gate peeks at the *new* memory ``c``, the input and forget gates at the old one.
+    Parameters: ``torch.nn.LSTMCell``'s (gate order i, f, g, o) plus ``weight_peephole`` (3, H),
+    the rows ``p_i, p_f, p_o``, drawn from U(-1/sqrt(H), 1/sqrt(H)) after the others. A
+    subclass of :class:`LSTMCell`, so ``sr.LSTM(..., cell=PeepholeLSTMCell)`` runs it along
+    sequences (generic path, ``weight_peephole`` under ``cells.l0``).
+
+    Many predecessors (Child-Sum): ``i``, ``g``, ``o`` see the sums of the predecessors' ``h``
+    and (``i``) ``c``; predecessor ``k``'s forget gate ``f_k`` sees its own ``h_k`` and ``c_k``;
+    ``c = i ⊙ g + Σ_k f_k ⊙ c_k``. The state is ``(h, c)``, each (N, H).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, device=device,
+                                                        dtype=dtype))
+        # the stock weights were drawn by the base class; a later reset_parameters() draws all
+        # of them again in registration order, this one last
+        stdv = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+        nn.init.uniform_(self.weight_peephole, -stdv, stdv)
+
+    def combine(self, x_proj, prev, index, size):
+        H = self.hidden_size
+        w_hh, b_hh = self.weight_hh, self.bias_hh
+        p_i, p_f, p_o = self.weight_peephole
+        x_proj = self._input_gates(x_proj, size)
+        if prev is None:  # a zero state: the peepholes see c_prev = 0
+            prev, index = self.zero_state(size, x_proj), None
+        h_prev, c_prev = prev
+        gates = x_proj + F.linear(scatter_sum(h_prev, index, size), w_hh, b_hh)
+        i, f, g, o = gates.chunk(4, 1)
+        if index is not None:  # each predecessor's own forget gate (one extra H x H matmul)
+            f = gather_rows(x_proj[:, H:2 * H], index) + F.linear(h_prev, w_hh[H:2 * H],
+                                                                   _rows(b_hh, H, 2 * H))
+        kept = torch.sigmoid(f + p_f * c_prev) * c_prev
+        c = (torch.sigmoid(i + p_i * scatter_sum(c_prev, index, size)) * torch.tanh(g)
+             + scatter_sum(kept, index, size))
+        return torch.sigmoid(o + p_o * c) * torch.tanh(c), c
+
+
+class CIFGLSTMCell(RNNCellBase):
+    """LSTM with a coupled input and forget gate (CIFG; Greff et al. 2017, "LSTM: A Search Space
+    Odyssey"): the input gate is ``1 - f``, so what is written replaces what is forgotten::
+
+        f = σ(W_f x + U_f h + b_f)     g = tanh(W_g x + U_g h + b_g)     o = σ(W_o x + U_o h + b_o)
+        c = f ⊙ c_prev + (1 - f) ⊙ g   h = o ⊙ tanh(c)
+
+    Three gate blocks instead of four: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), biases (3H,),
+    gate order f, g, o, initialised as torch's cells. (Greff et al. couple the gates of their
+    "vanilla" LSTM, which also has peepholes; this cell couples those of ``torch.nn.LSTMCell``.)
+    Not a :class:`LSTMCell` (its weights have another shape): run it along sequences with
+    :class:`structrnn.sequence.Recurrent`.
+
+    Many predecessors (Child-Sum): the node's own ``f`` (from the summed ``h``) sets the input
+    gate ``1 - f``; predecessor ``k`` keeps ``f_k ⊙ c_k`` with its own forget gate from ``h_k``,
+    ``c = (1 - f) ⊙ g + Σ_k f_k ⊙ c_k`` (one predecessor: ``f_k = f``, the sequence step).
+    The state is ``(h, c)``, each (N, H).
+    """
+
+    num_chunks = 3
+    num_state_tensors = 2
+
+    def combine(self, x_proj, prev, index, size):
+        H = self.hidden_size
+        w_hh, b_hh = self.weight_hh, self.bias_hh
+        x_proj = self._input_gates(x_proj, size)
+        if prev is None:
+            prev, index = self.zero_state(size, x_proj), None
+        h_prev, c_prev = prev
+        gates = x_proj + F.linear(scatter_sum(h_prev, index, size), w_hh, b_hh)
+        f, g, o = gates.chunk(3, 1)
+        f = torch.sigmoid(f)
+        f_each = f if index is None else torch.sigmoid(
+            gather_rows(x_proj[:, :H], index) + F.linear(h_prev, w_hh[:H], _rows(b_hh, 0, H)))
+        c = (1 - f) * torch.tanh(g) + scatter_sum(f_each * c_prev, index, size)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class MGUCell(RNNCellBase):
+    """Minimal gated unit (Zhou, Wu, Zhang & Zhou 2016, "Minimal Gated Unit for Recurrent Neural
+    Networks"): a GRU whose reset and update gates are one forget gate ``f``::
+
+        f = σ(W_f x + U_f h + b_f)
+        n = tanh(W_n x + U_n (f ⊙ h) + b_n)
+        h' = (1 - f) ⊙ h + f ⊙ n
+
+    ``weight_ih`` (2H, I), ``weight_hh`` (2H, H), biases (2H,), gate order f, n, initialised as
+    torch's cells. Run it along sequences with :class:`structrnn.sequence.Recurrent`. With many
+    predecessors ``h`` is their sum, as for :class:`GRUCell`. The state is ``h`` (N, H).
+    """
+
+    num_chunks = 2
+
+    def combine(self, x_proj, prev, index, size):
+        H = self.hidden_size
+        w_hh, b_hh = self.weight_hh, self.bias_hh
+        x_proj = self._input_gates(x_proj, size)
+        h = self.zero_state(size, x_proj) if prev is None else scatter_sum(prev, index, size)
+        # the candidate's recurrent matmul reads f ⊙ h, so the two blocks cannot share one
+        f = torch.sigmoid(x_proj[:, :H] + F.linear(h, w_hh[:H], _rows(b_hh, 0, H)))
+        n = torch.tanh(x_proj[:, H:] + F.linear(f * h, w_hh[H:], _rows(b_hh, H, 2 * H)))
+        return (1 - f) * h + f * n

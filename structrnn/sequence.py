@@ -14,7 +14,25 @@ Two ways to run:
   projection of a whole layer is one matmul (``cell.project_input``); each step calls
   ``cell.combine`` on the rows still running, so a packed batch never computes past a
   sequence's end and the reverse direction starts each sequence at its own last element.
-  ``recurrent_dropout`` and ``force_generic=True`` also take this path.
+  ``recurrent_dropout``, ``residual=True`` (with more than one layer), an RNN
+  ``nonlinearity="sigmoid"`` and ``force_generic=True`` also take this path.
+
+Any other cell (one whose weights are not torch's, such as :class:`~structrnn.CIFGLSTMCell` or
+:class:`~structrnn.MGUCell`) runs in :class:`Recurrent`: the same loop, with the cells holding
+their own weights (``cells.l0.weight_ih``, ...).
+
+Deep networks (the two ways the lessons connect stacked layers):
+
+* **stacked** (the default, as ``torch.nn``): layer ``l`` reads every step of layer ``l - 1``;
+  ``residual=True`` adds each layer's input to its output from the second layer on (Wu et al.
+  2016), so the stack learns corrections to an identity path.
+* **feedback** (``Recurrent(..., feedback=True)``): the step ``t`` of every layer also reads the
+  states of *all* layers at step ``t - 1`` (the gated-feedback RNN of Chung et al. 2015 with its
+  gates fixed open): layer ``l``'s input is ``[h^{l-1}_t, h^k_{t-1} for k != l]``, its own
+  ``h^l_{t-1}`` is its state. Only in :class:`Recurrent`: the extra input columns have no place
+  in torch's parameter layout, which ``RNN``/``GRU``/``LSTM`` keep. Unidirectional only: with a
+  backward direction layer ``l`` at step ``t`` would need layer ``l - 1``'s backward state,
+  which needs step ``t + 1`` of every layer, itself waiting on step ``t``: a cycle.
 
 Recurrent dropout beyond ``torch.nn`` (training only; off by default):
 
@@ -30,6 +48,7 @@ Recurrent dropout beyond ``torch.nn`` (training only; off by default):
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 import torch
@@ -47,7 +66,7 @@ from structrnn.cells import (
     state_tuple,
 )
 
-__all__ = ["RNN", "GRU", "LSTM", "RECURRENT_DROPOUT"]
+__all__ = ["RNN", "GRU", "LSTM", "Recurrent", "RECURRENT_DROPOUT"]
 
 RECURRENT_DROPOUT = ("variational", "zoneout")
 _STOCK_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -105,23 +124,23 @@ class _DirectionLoop(nn.Module):
 
 
 class _Sequence:
-    """What ``RNN``, ``GRU`` and ``LSTM`` add to their ``torch.nn`` base: validation with
-    ``ValueError``, a choice of cell and the generic path with recurrent dropout."""
+    """What ``RNN``, ``GRU``, ``LSTM`` and ``Recurrent`` share: validation with ``ValueError``,
+    a choice of cell and the generic path with recurrent dropout and residual connections."""
 
-    _stock_cell: type[RNNCellBase]
+    _stock_cell: type[RNNCellBase] | None = None
+    cell_class: type[RNNCellBase]
+    residual: bool = False
+    feedback: bool = False
 
     @property
     def _state_parts(self) -> int:
-        """1, or 2 for the ``(h, c)`` of an LSTM: the stock cell's state."""
-        return self._stock_cell.num_state_tensors
+        """1, or 2 for the ``(h, c)`` of an LSTM cell."""
+        return self.cell_class.num_state_tensors
 
-    def _setup(self, cell: type[RNNCellBase] | None, recurrent_dropout: str | None,
-               recurrent_dropout_rate: float, force_generic: bool, cell_kwargs: dict) -> None:
+    def _configure(self, cell: type[RNNCellBase], recurrent_dropout: str | None,
+                   recurrent_dropout_rate: float, force_generic: bool, residual: bool) -> None:
+        """Check and keep the options every network takes."""
         owner = type(self).__name__
-        cell = self._stock_cell if cell is None else cell
-        if not (isinstance(cell, type) and issubclass(cell, self._stock_cell)):
-            raise ValueError(f"{owner}: cell must be {self._stock_cell.__name__} or a subclass "
-                             f"of it, got {cell!r}")
         if recurrent_dropout not in (None,) + RECURRENT_DROPOUT:
             raise ValueError(f"{owner}: recurrent_dropout must be None, 'variational' or "
                              f"'zoneout', got {recurrent_dropout!r}")
@@ -132,41 +151,73 @@ class _Sequence:
         self.recurrent_dropout = recurrent_dropout
         self.recurrent_dropout_rate = float(recurrent_dropout_rate)
         self.force_generic = force_generic
+        self.residual = bool(residual)
+
+    def _layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.hidden_size * (1 + self.bidirectional)
+
+    def _keys(self) -> list[tuple[int, str]]:
+        """``(0, "l0")``, ``(0, "l0_reverse")``, ``(1, "l1")``, ...: one cell per layer and
+        direction."""
+        return [(layer, f"l{layer}{suffix}") for layer in range(self.num_layers)
+                for suffix in ("", "_reverse")[: 1 + self.bidirectional]]
+
+    def _setup(self, cell: type[RNNCellBase] | None, recurrent_dropout: str | None,
+               recurrent_dropout_rate: float, force_generic: bool, cell_kwargs: dict,
+               residual: bool = False) -> None:
+        owner = type(self).__name__
+        cell = self._stock_cell if cell is None else cell
+        if not (isinstance(cell, type) and issubclass(cell, self._stock_cell)):
+            raise ValueError(f"{owner}: cell must be {self._stock_cell.__name__} or a subclass "
+                             f"of it, got {cell!r}")
+        self._configure(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, residual)
         first = self._flat_weights[0]
         cells = {}
         # The cells draw their own initial weights: keep torch's random stream untouched so that
         # the same seed gives the same model as torch.nn (and the same draws after it).
         with torch.random.fork_rng(devices=[]):
-            for layer in range(self.num_layers):
-                for suffix in ("", "_reverse")[: 1 + self.bidirectional]:
-                    key = f"l{layer}{suffix}"
-                    in_size = self.input_size if layer == 0 else self.hidden_size * (
-                        1 + self.bidirectional)
-                    c = cell(in_size, self.hidden_size, bias=self.bias, dtype=first.dtype,
-                             **cell_kwargs)
-                    for name in _STOCK_NAMES:
-                        theirs = getattr(c, name)
-                        if theirs is None:
-                            continue
-                        ours = getattr(self, f"{name}_{key}")
-                        if theirs.shape != ours.shape:
-                            raise ValueError(
-                                f"{owner}: cell={cell.__name__} has {name} of shape "
-                                f"{format_shape(theirs.shape)}, but layer {key} needs "
-                                f"{format_shape(ours.shape)}")
-                        # The layer's weights live on the module under torch's names.
-                        delattr(c, name)
-                    cells[key] = c.to(first.device)
+            for layer, key in self._keys():
+                c = cell(self._layer_input_size(layer), self.hidden_size, bias=self.bias,
+                         dtype=first.dtype, **cell_kwargs)
+                for name in _STOCK_NAMES:
+                    theirs = getattr(c, name)
+                    if theirs is None:
+                        continue
+                    ours = getattr(self, f"{name}_{key}")
+                    if theirs.shape != ours.shape:
+                        raise ValueError(
+                            f"{owner}: cell={cell.__name__} has {name} of shape "
+                            f"{format_shape(theirs.shape)}, but layer {key} needs "
+                            f"{format_shape(ours.shape)}")
+                    # The layer's weights live on the module under torch's names.
+                    delattr(c, name)
+                cells[key] = c.to(first.device)
         # Stock cells hold no parameters left, so the state_dict is exactly torch's; a user's
         # cell keeps its extra parameters here (``cells.l0.<name>``).
         self.cells = nn.ModuleDict(cells)
 
+    def _fused_math(self) -> bool:
+        """True when torch's fused kernel computes what the stock cell does (RNN: not for a
+        sigmoid)."""
+        return True
+
     @property
     def uses_fused_path(self) -> bool:
         """True when ``forward`` runs PyTorch's fused kernel (stock cell, no recurrent
-        dropout, ``force_generic`` False)."""
+        dropout, no residual connections, ``force_generic`` False)."""
         return (self.cell_class is self._stock_cell and self.recurrent_dropout is None
-                and not self.force_generic)
+                and not self.force_generic and not (self.residual and self.num_layers > 1)
+                and self._fused_math())
+
+    def _reference_weight(self) -> Tensor:
+        """A weight whose dtype the input must have."""
+        return self._flat_weights[0]
+
+    def _direction(self, key: str, args: tuple) -> tuple[Tensor, State]:
+        """One layer-direction's loop: its cell bound to the module's weights of ``key``."""
+        names = [n for n in _STOCK_NAMES if self.bias or n.startswith("weight")]
+        params = {f"cell.{n}": getattr(self, f"{n}_{key}") for n in names}
+        return torch.func.functional_call(_DirectionLoop(self.cells[key]), params, args)
 
     def _extra(self) -> str:
         s = ""
@@ -177,6 +228,8 @@ class _Sequence:
                   f"recurrent_dropout_rate={self.recurrent_dropout_rate}")
         if self.force_generic:
             s += ", force_generic=True"
+        if self.residual:
+            s += ", residual=True"
         return s
 
     # -- validation ---------------------------------------------------------------------------
@@ -201,7 +254,7 @@ class _Sequence:
                                  f"{format_shape(input.shape)}")
             data, batched = input, input.dim() == 3
             batch = input.size(0 if self.batch_first else 1) if batched else None
-        weight = self._flat_weights[0]
+        weight = self._reference_weight()
         if data.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
             raise ValueError(f"{owner}: input dtype {data.dtype} does not match the weights' "
                              f"dtype {weight.dtype}")
@@ -244,43 +297,75 @@ class _Sequence:
 
     def _generic_forward(self, input, hx):
         seq = self._as_packed(input)
-        data, sizes = seq.data, seq.sizes
-        batch, D = sizes[0], 1 + self.bidirectional
         state0 = self._initial_state(hx, seq)
-        offsets = [0] * len(sizes)
-        for t in range(1, len(sizes)):
-            offsets[t] = offsets[t - 1] + sizes[t - 1]
+        offsets = list(accumulate(seq.sizes[:-1], initial=0))  # first packed row of each step
+        layers = self._feedback_layers if self.feedback else self._stacked_layers
+        last, hidden = layers(seq.data, seq.sizes, offsets, state0)
+        return self._format_output(input, seq, last, hidden)
+
+    def _between_layers(self, out: Tensor, layer: int) -> Tensor:
+        """What layer ``layer + 1`` reads: ``out`` with torch's inter-layer dropout."""
+        if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+            return F.dropout(out, self.dropout, training=True)
+        return out
+
+    def _stacked_layers(self, data: Tensor, sizes: list[int], offsets: list[int],
+                        state0: State) -> tuple[Tensor, State]:
+        """Layer after layer, each over every step (packed rows in, packed rows out)."""
+        batch, D = sizes[0], 1 + self.bidirectional
         mode, rate = self.recurrent_dropout, self.recurrent_dropout_rate
         variational = mode == "variational" and self.training and rate > 0
         if variational:  # the sequence of each packed row: one input mask per sequence
             seqs = torch.arange(batch, device=data.device)
             row_seq = torch.cat([seqs[:b] for b in sizes])
         zoneout = rate if mode == "zoneout" else 0.0
-        names = [n for n in _STOCK_NAMES if self.bias or n.startswith("weight")]
-
         layer_in, finals = data, []
         for layer in range(self.num_layers):
             outs = []
             for direction in range(D):
-                key = f"l{layer}" + ("_reverse" if direction else "")
                 k = layer * D + direction
-                params = {f"cell.{n}": getattr(self, f"{n}_{key}") for n in names}
                 x_in, h_mask = layer_in, None
                 if variational:
                     x_in = layer_in * _mask(layer_in, batch, rate)[row_seq]
                     h_mask = _mask(layer_in, batch, rate, self.hidden_size)
-                out, final = torch.func.functional_call(
-                    _DirectionLoop(self.cells[key]), params,
+                out, final = self._direction(
+                    f"l{layer}" + ("_reverse" if direction else ""),
                     (x_in, tuple(s[k] for s in state0), sizes, offsets, bool(direction),
                      h_mask, zoneout, self.training))
                 outs.append(out)
                 finals.append(final)
-            layer_in = outs[0] if D == 1 else torch.cat(outs, 1)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_in = F.dropout(layer_in, self.dropout, training=True)
-
+            out = outs[0] if D == 1 else torch.cat(outs, 1)
+            if self.residual and layer > 0:  # the identity path around every upper layer
+                out = out + layer_in
+            layer_in = self._between_layers(out, layer)
         hidden = tuple(torch.stack([f[i] for f in finals]) for i in range(self._state_parts))
-        return self._format_output(input, seq, layer_in, hidden)
+        return layer_in, hidden
+
+    def _feedback_layers(self, data: Tensor, sizes: list[int], offsets: list[int],
+                         state0: State) -> tuple[Tensor, State]:
+        """Step after step, every layer at each step: layer ``l`` reads the layer below at
+        ``t`` and all other layers at ``t - 1`` (unidirectional; see the module docstring)."""
+        batch, L = sizes[0], self.num_layers
+        states = [tuple(s[layer] for s in state0) for layer in range(L)]
+        outs = []
+        for b, start in zip(sizes, offsets, strict=True):
+            last_h = [st[0][:b] for st in states]  # every layer's h at t - 1, running rows
+            below, new_states = data[start:start + b], []
+            for layer in range(L):
+                cell = self.cells[f"l{layer}"]
+                x_in = torch.cat([below] + last_h[:layer] + last_h[layer + 1:], 1)
+                prev = state_from_tuple(tuple(s[:b] for s in states[layer]))
+                new = state_tuple(cell.combine(cell.project_input(x_in), prev, None, b))
+                out = new[0] + below if self.residual and layer > 0 else new[0]
+                below = self._between_layers(out, layer)
+                new_states.append(new)
+            outs.append(below)
+            # rows past their sequence's end keep their state (packed batches sort by length)
+            states = [new if b == batch else tuple(torch.cat([n, s[b:]]) for n, s in
+                                                   zip(new, old, strict=True))
+                      for new, old in zip(new_states, states, strict=True)]
+        hidden = tuple(torch.stack([st[i] for st in states]) for i in range(self._state_parts))
+        return torch.cat(outs), hidden
 
     def _as_packed(self, input) -> _Packed:
         """Padded (time- or batch-major, batched or not) or packed input as packed rows."""
@@ -340,11 +425,15 @@ class RNN(_Sequence, nn.RNN):
     """Elman RNN, a drop-in for ``torch.nn.RNN`` (``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} +
     b_hh)``) that runs on ``sr.RNNCell`` (or a subclass given as ``cell``).
 
-    Args as ``torch.nn.RNN``, plus (keyword only):
+    Args as ``torch.nn.RNN``; ``nonlinearity`` may also be ``"sigmoid"`` (no fused torch
+    kernel: the generic path, same parameters and ``state_dict``). Plus (keyword only):
         cell: the cell class for the generic path (a subclass of :class:`~structrnn.RNNCell`).
         recurrent_dropout: None, ``"variational"`` or ``"zoneout"`` (see the module docstring).
         recurrent_dropout_rate: its rate in [0, 1).
         force_generic: run the generic time loop even with the stock cell.
+        residual: from the second layer on, add each layer's input to its output (Wu et al.
+            2016; the inter-layer dropout acts before the sum, on what the layer reads); the
+            generic path. ``h_n`` holds the cells' own states.
 
     Shapes: see :meth:`forward`; ``input_size`` I, ``hidden_size`` H.
     """
@@ -355,12 +444,22 @@ class RNN(_Sequence, nn.RNN):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
                  cell: type[RNNCell] | None = None, recurrent_dropout: str | None = None,
-                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False) -> None:
-        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
+                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False,
+                 residual: bool = False) -> None:
+        if nonlinearity not in ("tanh", "relu", "sigmoid"):
+            raise ValueError("RNN: nonlinearity must be 'tanh', 'relu' or 'sigmoid', got "
+                             f"{nonlinearity!r}")
+        # torch.nn.RNN knows tanh and relu only; its mode is unused off the fused path
+        super().__init__(input_size, hidden_size, num_layers,
+                         nonlinearity="relu" if nonlinearity == "relu" else "tanh",
                          bias=bias, batch_first=batch_first, dropout=dropout,
                          bidirectional=bidirectional, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
         self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic,
-                    {"nonlinearity": nonlinearity})
+                    {"nonlinearity": nonlinearity}, residual)
+
+    def _fused_math(self) -> bool:
+        return self.nonlinearity in ("tanh", "relu")
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -379,10 +478,10 @@ class GRU(_Sequence, nn.GRU):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, cell: type[GRUCell] | None = None,
                  recurrent_dropout: str | None = None, recurrent_dropout_rate: float = 0.0,
-                 force_generic: bool = False) -> None:
+                 force_generic: bool = False, residual: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
-        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {})
+        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {}, residual)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._extra()
@@ -390,7 +489,8 @@ class GRU(_Sequence, nn.GRU):
 
 class LSTM(_Sequence, nn.LSTM):
     """Long short-term memory network, a drop-in for ``torch.nn.LSTM`` that runs on
-    ``sr.LSTMCell`` (or a subclass given as ``cell``). Extra keyword arguments as :class:`RNN`.
+    ``sr.LSTMCell`` (or a subclass given as ``cell``, e.g. :class:`~structrnn.PeepholeLSTMCell`).
+    Extra keyword arguments as :class:`RNN`.
 
     ``proj_size > 0`` (LSTM with projections) is not supported and raises NotImplementedError.
     The state is the tuple ``(h, c)``.
@@ -402,7 +502,8 @@ class LSTM(_Sequence, nn.LSTM):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *,
                  cell: type[LSTMCell] | None = None, recurrent_dropout: str | None = None,
-                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False) -> None:
+                 recurrent_dropout_rate: float = 0.0, force_generic: bool = False,
+                 residual: bool = False) -> None:
         if proj_size > 0:
             raise NotImplementedError(
                 f"structrnn.LSTM: proj_size={proj_size} (LSTM with projections) is not "
@@ -410,7 +511,80 @@ class LSTM(_Sequence, nn.LSTM):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, proj_size=0,
                          device=device, dtype=dtype)
-        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {})
+        self._setup(cell, recurrent_dropout, recurrent_dropout_rate, force_generic, {}, residual)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._extra()
+
+
+class Recurrent(_Sequence, nn.Module):
+    """Any structrnn cell along sequences: the generic loop of :class:`RNN`/:class:`GRU`/
+    :class:`LSTM` with the cells holding their own weights, for cells whose weights are not
+    torch's (:class:`~structrnn.CIFGLSTMCell`, :class:`~structrnn.MGUCell`, a cell of yours).
+
+    ``Recurrent(sr.LSTMCell, I, H, ...)`` computes what ``torch.nn.LSTM`` does with the same
+    weights, named ``cells.l0.weight_ih`` instead of ``weight_ih_l0`` (``cells.l0_reverse``...
+    for the backward direction).
+
+    Args:
+        cell: the cell class, an :class:`~structrnn.RNNCellBase` subclass called as
+            ``cell(input_size, hidden_size, bias=..., device=..., dtype=..., **cell_kwargs)``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        device, dtype: as ``torch.nn.RNN``.
+        residual: as :class:`RNN`.
+        feedback: layer ``l`` at step ``t`` also reads every other layer's ``h`` at ``t - 1``
+            (its input is ``[h^{l-1}_t, h^k_{t-1} for k != l]``, so its cell's input size
+            grows by ``(num_layers - 1) * hidden_size``); unidirectional, no recurrent dropout.
+        recurrent_dropout, recurrent_dropout_rate: as :class:`RNN`.
+        cell_kwargs: passed to every cell (e.g. ``nonlinearity="sigmoid"`` for RNNCell).
+
+    ``forward(input, hx=None)`` as :meth:`LSTM.forward` for a cell whose state is ``(h, c)``,
+    as :meth:`GRU.forward` for one whose state is ``h``.
+    """
+
+    def __init__(self, cell: type[RNNCellBase], input_size: int, hidden_size: int,
+                 num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
+                 residual: bool = False, feedback: bool = False,
+                 recurrent_dropout: str | None = None, recurrent_dropout_rate: float = 0.0,
+                 **cell_kwargs) -> None:
+        super().__init__()
+        if not (isinstance(cell, type) and issubclass(cell, RNNCellBase)):
+            raise ValueError(f"Recurrent: cell must be a subclass of RNNCellBase, got {cell!r}")
+        if num_layers < 1 or not 0 <= dropout < 1:
+            raise ValueError(f"Recurrent: num_layers must be >= 1 and dropout in [0, 1), got "
+                             f"num_layers={num_layers}, dropout={dropout}")
+        if feedback and (bidirectional or recurrent_dropout is not None):
+            raise ValueError("Recurrent: feedback=True runs one direction without recurrent "
+                             "dropout (bidirectional feedback would be a cycle: see "
+                             "structrnn.sequence)")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.feedback = bidirectional, feedback
+        self._configure(cell, recurrent_dropout, recurrent_dropout_rate, True, residual)
+        extra = (num_layers - 1) * hidden_size if feedback else 0
+        self.cells = nn.ModuleDict({
+            key: cell(self._layer_input_size(layer) + extra, hidden_size, bias=bias,
+                      device=device, dtype=dtype, **cell_kwargs)
+            for layer, key in self._keys()})
+
+    @property
+    def uses_fused_path(self) -> bool:
+        """Always False: the cells run in the generic loop."""
+        return False
+
+    def _reference_weight(self) -> Tensor:
+        return self.cells["l0"].weight_hh
+
+    def _direction(self, key: str, args: tuple) -> tuple[Tensor, State]:
+        return _DirectionLoop(self.cells[key])(*args)
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell_class.__name__}, {self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("feedback", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s + self._extra().replace(", force_generic=True", "")

@@ -340,3 +340,120 @@ def test_zoneout_rate_zero_equals_torch():
     x = torch.randn(T, B, I, dtype=D64)
     assert_all_close(flat(ours(x)), flat(ref(x)))
 
+
+
+# -- a sigmoid Elman network: the generic path by itself ------------------------------------
+def test_sigmoid_rnn_with_default_arguments_is_a_hand_written_loop():
+    torch.manual_seed(0)
+    default = RNN(I, H, nonlinearity="sigmoid")
+    assert not default.uses_fused_path and "nonlinearity='sigmoid'" in repr(default)
+    out, h_n = default(torch.randn(T, B, I))
+    assert out.shape == (T, B, H) and (out > 0).all() and (out < 1).all()
+
+    m = RNN(I, H, num_layers=2, nonlinearity="sigmoid", dtype=D64)
+    x = torch.randn(T, B, I, dtype=D64)
+    out, h_n = m(x)
+    layer_in, finals = x, []
+    for layer in range(2):
+        W, U, b, c = (getattr(m, f"{n}_l{layer}") for n in
+                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        h, rows = torch.zeros(B, H, dtype=D64), []
+        for t in range(T):
+            h = 1 / (1 + torch.exp(-(layer_in[t] @ W.T + b + h @ U.T + c)))
+            rows.append(h)
+        layer_in = torch.stack(rows)
+        finals.append(h)
+    torch.testing.assert_close(out, layer_in, atol=1e-12, rtol=0)
+    torch.testing.assert_close(h_n, torch.stack(finals), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="'tanh', 'relu' or 'sigmoid'"):
+        RNN(I, H, nonlinearity="softsign")
+
+
+# -- deep networks: residual stacks and feedback from every layer --------------------------
+def single_layers(kind: str, model, layers: int, bidirectional: bool):
+    """torch.nn one-layer networks holding each layer's weights of ``model``."""
+    torch_cls, _, extra = KINDS[kind]
+    D = 1 + bidirectional
+    nets = []
+    for layer in range(layers):
+        net = torch_cls(I if layer == 0 else D * H, H, bidirectional=bidirectional, dtype=D64,
+                        **extra)
+        net.load_state_dict({k: getattr(model, k.replace("_l0", f"_l{layer}"))
+                             for k in net.state_dict()})
+        nets.append(net)
+    return nets
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_residual_stack_adds_each_upper_layers_input(kind, bidirectional):
+    torch.manual_seed(0)
+    _, sr_cls, extra = KINDS[kind]
+    m = sr_cls(I, H, num_layers=3, bidirectional=bidirectional, residual=True, dtype=D64,
+               **extra)
+    assert not m.uses_fused_path and "residual=True" in repr(m)
+    x = torch.randn(T, B, I, dtype=D64)
+    out, hidden = m(x)
+    layer_in, finals = x, []
+    for layer, net in enumerate(single_layers(kind, m, 3, bidirectional)):
+        y, h = net(layer_in)
+        layer_in = y if layer == 0 else y + layer_in
+        finals.append(h)
+    torch.testing.assert_close(out, layer_in, atol=1e-12, rtol=0)
+    for i, got in enumerate(flat((out, hidden))[1:]):
+        want = torch.cat([f[i] if isinstance(f, tuple) else f for f in finals])
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    one_layer = sr_cls(I, H, residual=True, **extra)
+    assert one_layer.uses_fused_path  # nothing to add around a single layer
+
+
+def feedback_reference(cells, xs, lengths, lstm: bool):
+    """Every sequence on its own, step by step: layer l reads [layer l-1 now, other layers at
+    the previous step] and keeps its own state."""
+    outs, L = [], len(cells)
+    for b, n in enumerate(lengths):
+        h = [torch.zeros(H, dtype=D64) for _ in range(L)]
+        c = [torch.zeros(H, dtype=D64) for _ in range(L)]
+        rows = []
+        for t in range(n):
+            below, new_h, new_c = xs[t, b], [], []
+            for layer, cell in enumerate(cells):
+                others = [h[k] for k in range(L) if k != layer]
+                inp = torch.cat([below] + others).unsqueeze(0)
+                if lstm:
+                    hh, cc = cell(inp, (h[layer].unsqueeze(0), c[layer].unsqueeze(0)))
+                    new_c.append(cc[0])
+                else:
+                    hh = cell(inp, h[layer].unsqueeze(0))
+                new_h.append(hh[0])
+                below = hh[0]
+            h, c = new_h, new_c or c
+            rows.append(below)
+        outs.append((torch.stack(rows), h))
+    return outs
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_feedback_layers_read_every_layer_of_the_previous_step(kind):
+    torch.manual_seed(0)
+    cell_cls, torch_cell = {"gru": (sr.GRUCell, nn.GRUCell),
+                            "lstm": (sr.LSTMCell, nn.LSTMCell)}[kind]
+    L = 3
+    m = sr.sequence.Recurrent(cell_cls, I, H, num_layers=L, feedback=True, dtype=D64)
+    assert m.cells["l0"].input_size == I + (L - 1) * H
+    assert m.cells["l2"].input_size == H + (L - 1) * H
+    refs = []
+    for layer in range(L):
+        cell = m.cells[f"l{layer}"]
+        ref = torch_cell(cell.input_size, H, dtype=D64)
+        ref.load_state_dict(cell.state_dict())
+        refs.append(ref)
+    x = torch.randn(T, B, I, dtype=D64)
+    packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
+    out, hidden = m(packed)
+    out, _ = pad_packed_sequence(out)
+    h_n = hidden[0] if kind == "lstm" else hidden
+    for b, (rows, last_h) in enumerate(feedback_reference(refs, x, LENGTHS.tolist(),
+                                                         kind == "lstm")):
+        torch.testing.assert_close(out[: LENGTHS[b], b], rows, atol=1e-12, rtol=0)
+        torch.testing.assert_close(h_n[:, b], torch.stack(last_h), atol=1e-12, rtol=0)
