@@ -99,8 +99,11 @@ def test_cli_predict_and_show(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["predict", str(run), "the plot is not good", "--png",
                      str(tmp_path / "p.png")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("(") and "sentence:" in out and (tmp_path / "p.png").is_file()
+    [line] = capsys.readouterr().out.splitlines()  # one JSON line per input
+    result = json.loads(line)
+    assert result["error"] is None and result["label"] in range(5)
+    assert result["tokens"] == ["the", "plot", "is", "not", "good"]
+    assert result["tree"] == "balanced" and (tmp_path / "p.png").is_file()
     assert cli.main(["show", "(3 (2 It) (4 works))", "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").is_file()
     assert cli.main(["show", "(3 (2 It) (4 works)", "--out", str(tmp_path / "u.png")]) == 2

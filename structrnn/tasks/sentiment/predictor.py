@@ -1,0 +1,426 @@
+"""A trained sentiment run as a product: sentences, PTB trees or :class:`~structrnn.Tree` s in,
+a sentiment per sentence (and per phrase) out.
+
+::
+
+    import structrnn as sr
+
+    predictor = sr.load("runs/sst")                  # or a file written by predictor.save()
+    [result] = predictor.predict(["a gorgeous, witty, seductive movie."])
+    result["label"], result["label_name"], result["probs"]    # 4 'very positive' [...]
+    result["tokens"], result["unknown_share"], result["tree"]  # treebank tokens, 0.0 'balanced'
+
+An input is one of
+
+- a raw sentence (a ``str``): tokenised as the treebank is
+  (:func:`structrnn.trees.tokenize.tokenize`), then a balanced binary tree is put over the
+  tokens (:func:`structrnn.trees.tokenize.balanced_tree`; ``"tree": "balanced"``), or, with
+  ``parser=`` (a run or model file of ``structrnn train parser``, or its loaded predictor), the
+  parser's tree (``"tree": "parsed"``);
+- PTB bracket text (a ``str`` that starts with ``(``) or a :class:`~structrnn.Tree`: that tree
+  as it is (``"tree": "gold"`` when every label is a sentiment class 0..4, as in SST, else
+  ``"given"``). A sentence that itself starts with a bracket is read as a tree: pass
+  ``balanced_tree(tokenize(text))`` for it.
+
+Each result is a plain dict (JSON-ready): ``input``, ``label`` (0..4, or 0/1 for a binary run),
+``label_name``, ``probs`` (one float per class, summing to 1), ``tokens``, ``unknown_words``
+(the distinct tokens outside the run's vocabulary, in order), ``unknown_share`` (their share of
+the tokens), ``tree`` (which tree was used), ``ptb`` (that tree with the predicted class on every
+node), ``error`` (None, or why the input could not be read: then the prediction fields are None)
+and, with ``nodes=True``, ``nodes``: one ``{"span", "label", "probs"}`` per node in pre-order
+(root first).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from structrnn._errors import InputError
+from structrnn._io import atomic_write
+from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_root
+from structrnn.tasks.predictor import Predictor, chunks, load
+from structrnn.tasks.sentiment.model import TreeSentiment
+from structrnn.tasks.sentiment.model import evaluate as evaluate_model
+from structrnn.training.checkpoint import load_checkpoint
+from structrnn.training.logging import progress as progress_bar
+from structrnn.trees.loader import TreeLoader, collate_trees
+from structrnn.trees.tokenize import balanced_tree, tokenize
+from structrnn.trees.tree import Tree
+from structrnn.trees.vocab import Vocab
+
+__all__ = ["SentimentPredictor", "PREDICTOR", "CLASS_NAMES", "PROGRESS_THRESHOLD"]
+
+CLASS_NAMES = {5: ("very negative", "negative", "neutral", "positive", "very positive"),
+               2: ("negative", "positive")}
+PROGRESS_THRESHOLD = 1000  # progress=None shows a bar for more inputs than this
+SPLITS = {"train": "train", "dev": "dev", "val": "dev", "test": "test"}
+_FIELDS = ("label", "label_name", "probs", "tokens", "unknown_words", "unknown_share", "tree",
+           "ptb")
+
+
+class SentimentPredictor(Predictor):
+    """A :class:`~structrnn.tasks.sentiment.model.TreeSentiment` model with its vocabulary.
+
+    Attributes:
+        vocab: the run's token vocabulary (a :class:`~structrnn.Vocab`, unknown word at id 0).
+        class_names: a name per class (5 fine-grained classes, or 2 for a binary run).
+
+    Build one with :func:`structrnn.load` (a run folder of ``structrnn train sst`` or an
+    exported file), not directly.
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = ("sst",)
+
+    def __init__(self, config: dict, model: TreeSentiment, vocab: Vocab,
+                 device: torch.device, task: str = "sst") -> None:
+        super().__init__(task, config, [model], device)
+        self.vocab = vocab
+        self.class_names = CLASS_NAMES[model.classifier.out_features]
+
+    # -- loading and saving ---------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, folder: Path, config: dict, device: torch.device) -> SentimentPredictor:
+        """The run's best model (``best.pt``) with its vocabulary (``vocab.json``, else the
+        token list ``best.pt`` keeps)."""
+        folder = Path(folder)
+        best = folder / "best.pt"
+        if not best.is_file():
+            raise InputError(f"{folder}: no best.pt (the trained weights); is the run's first "
+                             "epoch finished?")
+        state = load_checkpoint(best, map_location="cpu")
+        if (folder / "vocab.json").is_file():
+            try:
+                vocab = Vocab.load(folder / "vocab.json")
+            except ValueError as err:
+                raise InputError(str(err)) from err
+        elif "vocab" in state:
+            vocab = _vocab_from_list(state["vocab"])
+        else:
+            raise InputError(f"{folder}: no vocab.json, and best.pt keeps no vocabulary")
+        model = _build_model(config, vocab, state["model"], str(folder))
+        return cls(config, model, vocab, device)
+
+    @classmethod
+    def from_export(cls, state: dict, device: torch.device) -> SentimentPredictor:
+        """The predictor :meth:`save` wrote (``state`` as ``torch.load`` read it)."""
+        if "vocab" not in state:
+            raise InputError("the model file lacks vocab (the token list of the sst task)")
+        vocab = _vocab_from_list(state["vocab"], state.get("vocab_unk", "<unk>"),
+                                 bool(state.get("vocab_lower", False)))
+        model = _build_model(state["config"], vocab, state["models"][0], "the model file")
+        return cls(state["config"], model, vocab, device, state.get("task", "sst"))
+
+    def export_state(self) -> dict[str, Any]:
+        """The vocabulary as a list of tokens (the unknown word first), its unknown word and
+        whether it lower-cases."""
+        return {"vocab": list(self.vocab), "vocab_unk": self.vocab.unk,
+                "vocab_lower": self.vocab.lower}
+
+    # -- predicting -----------------------------------------------------------------------------
+    def predict(self, inputs: Sequence[str | Tree], *, nodes: bool = False,
+                batch_size: int = 256, progress: bool | None = None,
+                png: str | Path | None = None, parser: str | Path | Predictor | None = None,
+                **other: Any) -> list[dict]:
+        """The sentiment of each input: one plain dict per input, in order (see the module
+        docstring for its keys).
+
+        Args:
+            inputs: raw sentences, PTB bracket strings or :class:`~structrnn.Tree` s.
+            nodes: also a prediction for every node (phrase), pre-order, under ``"nodes"``.
+            batch_size: trees per forward pass.
+            progress: a progress bar on stderr: None shows one for more than
+                :data:`PROGRESS_THRESHOLD` inputs, True always, False never.
+            png: draw the first predicted tree (every node coloured by its class) to this file.
+            parser: a constituency parser that gives raw sentences their tree instead of the
+                balanced one: a run folder or model file of ``structrnn train parser``, or its
+                loaded predictor (any :class:`~structrnn.tasks.predictor.Predictor` of task
+                ``"parser"`` whose results carry a PTB ``"tree"``).
+
+        Raises:
+            InputError: an unknown option, ``parser`` not a parser, ``batch_size`` < 1, or
+                ``inputs`` is a single string or tree instead of a list. An input that cannot be
+                read does not raise: its dict says why under ``"error"``.
+        """
+        if other:
+            raise InputError(f"predict: {', '.join(sorted(other))}: not an option of the "
+                             f"{self.task} task")
+        parser = self._parser(parser)
+        if batch_size < 1:
+            raise InputError(f"batch_size: expected >= 1, got {batch_size}")
+        items = _as_list(inputs)
+        results: list[dict] = []
+        show = len(items) > PROGRESS_THRESHOLD if progress is None else bool(progress)
+        with torch.no_grad(), progress_bar(total=len(items), enabled=show, desc="predict",
+                                           unit="input") as bar:
+            for _, chunk in chunks(items, batch_size):
+                results.extend(self._predict_chunk(chunk, nodes, parser))
+                bar.update(len(chunk))
+        if png is not None:
+            self._draw(results, png)
+        return results
+
+    def _parser(self, parser: str | Path | Predictor | None) -> Predictor | None:
+        """The parser predictor ``parser`` names (loaded from a path), checked to be one."""
+        if isinstance(parser, (str, Path)):
+            parser = load(parser, self.device)
+        if parser is not None and (not isinstance(parser, Predictor) or parser.task != "parser"):
+            what = getattr(parser, "task", type(parser).__name__)
+            raise InputError(f"parser: expected a parser (a run of 'structrnn train parser', its "
+                             f"model file or predictor), got {what!r}")
+        return parser
+
+    def _predict_chunk(self, chunk: Sequence[Any], nodes: bool,
+                       parser: Predictor | None) -> list[dict]:
+        """One forward pass over the readable inputs of ``chunk``; a dict for each input."""
+        read: list[tuple[Tree, str] | InputError] = []
+        for item in chunk:
+            try:
+                read.append(_read_input(item))
+            except InputError as err:
+                read.append(err)
+        if parser is not None:
+            _parse_raw(parser, chunk, read)
+        trees = [r for r in read if not isinstance(r, InputError)]
+        outputs = iter(self._forward([tree for tree, _ in trees]) if trees else [])
+        results = []
+        for item, r in zip(chunk, read, strict=True):
+            if isinstance(r, InputError):
+                results.append(_failed(item, r, nodes))
+            else:
+                results.append(self._result(item, *r, *next(outputs), nodes))
+        return results
+
+    def _forward(self, trees: list[Tree]) -> list[tuple[Tensor, Tensor]]:
+        """Per tree: the predicted class (N,) and the probabilities (N, C) of its nodes, in
+        pre-order, on the CPU."""
+        batch = collate_trees([tree.to_data(self.vocab) for tree in trees]).to(self.device)
+        logits = self.model(batch).float()
+        # argmax of the logits, as the evaluation takes it (softmax could tie rounded values)
+        pred, probs = logits.argmax(-1).cpu(), logits.softmax(-1).cpu()
+        ptr = batch.ptr.tolist()
+        return [(pred[a:b], probs[a:b]) for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
+
+    def _result(self, item: Any, tree: Tree, kind: str, pred: Tensor, probs: Tensor,
+                nodes: bool) -> dict:
+        tokens = tree.leaves()
+        unknown = [t for t in tokens if t not in self.vocab]
+        labelled = tree.copy()
+        for node, label in zip(labelled.subtrees(), pred.tolist(), strict=True):
+            node.label = str(label)
+        label = int(pred[0])
+        result = {"input": _input_text(item), "label": label,
+                  "label_name": self.class_names[label], "probs": probs[0].tolist(),
+                  "tokens": tokens, "unknown_words": list(dict.fromkeys(unknown)),
+                  "unknown_share": len(unknown) / len(tokens), "tree": kind,
+                  "ptb": labelled.to_ptb(), "error": None}
+        if nodes:
+            result["nodes"] = [{"span": span, "label": int(p), "probs": row}
+                               for span, p, row in zip(node_spans(tree), pred.tolist(),
+                                                       probs.tolist(), strict=True)]
+        return result
+
+    def _draw(self, results: list[dict], png: str | Path) -> None:
+        """The first prediction's tree, every node coloured by its predicted class."""
+        first = next((r for r in results if r["error"] is None), None)
+        if first is None:
+            raise InputError(f"png: no input could be read, so there is no tree to draw to {png}")
+        from structrnn import viz
+
+        tree = Tree.from_ptb(first["ptb"])
+        # a binary run's classes drawn on the ends of the 5-point colour scale
+        scale = 4 if len(self.class_names) == 2 else 1
+        try:
+            viz.draw_tree(tree, png, [int(n.label) * scale for n in tree.subtrees()],
+                          title=f"predicted sentiment ({first['tree']} tree)")
+        except ImportError as err:
+            raise InputError(f"png: {err}") from err
+
+    def predict_file(self, source: str | Path, destination: str | Path | None,
+                     **options: Any) -> int:
+        """Predict a text file, one sentence or PTB tree a line, into JSON lines.
+
+        Blank lines are skipped; every result carries its 1-based ``"line"`` in ``source``, and
+        the results keep the file's order. ``destination`` is written atomically (stdout when
+        None). ``options`` are those of :meth:`predict`. Returns the number of predictions.
+        """
+        lines = _read_lines(source)
+        results = self.predict([text for _, text in lines], **options)
+        text = "".join(json.dumps({"line": n, **r}) + "\n"
+                       for (n, _), r in zip(lines, results, strict=True))
+        if destination is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write(destination, lambda f: f.write(text.encode()))
+        return len(results)
+
+    # -- evaluating -----------------------------------------------------------------------------
+    def evaluate(self, split: str = "test", data: str | Path | None = None) -> dict:
+        """The run's figures on ``split`` of its data, as training reported them.
+
+        Args:
+            split: ``"train"``, ``"dev"`` (or ``"val"``) or ``"test"``.
+            data: a folder with SST-format ``train.txt``/``dev.txt``/``test.txt`` (or a data root
+                holding ``sst/``); default: the run's own data (its ``--data``, else
+                ``$STRUCTRNN_DATA/sst``; a synthetic run's treebank is generated again from its
+                settings). The run's ``--max-trees`` applies to its own data only.
+
+        Returns:
+            ``root_acc``, ``all_nodes_acc``, ``loss`` (mean node cross-entropy), for a 5-class
+            model ``binary_root_acc``, and ``trees`` (how many were scored).
+        """
+        if split not in SPLITS:
+            raise InputError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+        dataset = self._split_data(SPLITS[split], data)
+        result = evaluate_model(self.model, TreeLoader(dataset, batch_size=256), self.device)
+        figures = {k: v for k, v in result.items() if not isinstance(v, Tensor)}
+        return {**figures, "trees": len(dataset)}
+
+    def _split_data(self, split: str, data: str | Path | None) -> TreeDataset:
+        """The trees of ``split`` under this predictor's vocabulary."""
+        config, binary = self.config, bool(self.config.get("binary"))
+        if data is None and config.get("dataset") == "synthetic":
+            from structrnn.tasks.sentiment.task import load_splits
+
+            args = SimpleNamespace(dataset="synthetic", binary=binary, data=None, download=False,
+                                   synthetic_trees=config.get("synthetic_trees", 2000),
+                                   seed=config.get("seed", 0), max_trees=config.get("max_trees"))
+            trees = dict(zip(("train", "dev", "test"), load_splits(args), strict=True))[split].trees
+            return TreeDataset(trees, vocab=self.vocab, binary=binary)
+        root = Path(data or config.get("data") or default_data_root() / "sst")
+        if not (root / f"{split}.txt").is_file() and (root / "sst" / f"{split}.txt").is_file():
+            root = root / "sst"
+        try:
+            dataset = SST(root, split, binary=binary, vocab=self.vocab)
+        except FileNotFoundError as err:
+            raise InputError(str(err)) from err
+        max_trees = config.get("max_trees")
+        return dataset[:max_trees] if max_trees and data is None else dataset
+
+
+PREDICTOR = SentimentPredictor
+
+
+def node_spans(tree: Tree) -> list[str]:
+    """The words under each node of ``tree``, joined by spaces, in pre-order (root first)."""
+    nodes, parents, _ = tree.flatten()
+    tokens = [node.token for node in nodes if node.token is not None]
+    # a subtree's tokens are contiguous in pre-order: [start, end) of the leaf counter
+    start, end, count = [0] * len(nodes), [0] * len(nodes), 0
+    for i, node in enumerate(nodes):
+        start[i] = count
+        count += node.token is not None
+        end[i] = count
+    for i in range(len(nodes) - 1, 0, -1):  # children come after their parent
+        end[parents[i]] = max(end[parents[i]], end[i])
+    return [" ".join(tokens[a:b]) for a, b in zip(start, end, strict=True)]
+
+
+def _as_list(inputs: Iterable[Any]) -> list[Any]:
+    if isinstance(inputs, (str, Tree)):
+        raise InputError(f"inputs: expected a list of sentences or trees, got one "
+                         f"{type(inputs).__name__} (wrap it in a list)")
+    return list(inputs)
+
+
+def _read_input(item: Any) -> tuple[Tree, str]:
+    """The tree to predict on and which it is: gold, given or balanced. Raises
+    :class:`~structrnn.InputError` (a :class:`~structrnn.ParseError` for bad PTB text)."""
+    if isinstance(item, Tree):
+        tree = item
+    elif isinstance(item, str):
+        text = item.strip()
+        if text.startswith("("):
+            tree = Tree.from_ptb(text)
+        else:
+            tokens = tokenize(text)
+            if not tokens:
+                raise InputError("empty sentence: there is no word to predict from")
+            return balanced_tree(tokens), "balanced"
+    else:
+        raise InputError(f"expected a sentence, PTB text or a Tree, got {type(item).__name__}")
+    if not tree.leaves():
+        raise InputError("the tree has no words to predict from")
+    gold = all(node.label in CLASS_LABELS for node in tree.subtrees())
+    return tree, "gold" if gold else "given"
+
+
+def _parse_raw(parser: Predictor, chunk: Sequence[Any],
+               read: list[tuple[Tree, str] | InputError]) -> None:
+    """Replace the balanced trees of ``read`` by ``parser``'s trees of those sentences (or by
+    the parser's error), in place."""
+    todo = [i for i, r in enumerate(read) if not isinstance(r, InputError) and r[1] == "balanced"]
+    if not todo:
+        return
+    for i, parsed in zip(todo, parser.predict([chunk[i] for i in todo]), strict=True):
+        try:
+            if parsed.get("error") is not None or not isinstance(parsed.get("tree"), str):
+                raise InputError(parsed.get("error") or "no tree")
+            read[i] = (Tree.from_ptb(parsed["tree"]), "parsed")
+        except InputError as err:
+            read[i] = InputError(f"parser: {err}")
+
+
+def _input_text(item: Any) -> str:
+    if isinstance(item, Tree):
+        return item.to_ptb()
+    return item if isinstance(item, str) else repr(item)
+
+
+def _failed(item: Any, error: InputError, nodes: bool) -> dict:
+    """The dict of an input that could not be read: every prediction field None."""
+    result = {"input": _input_text(item), **dict.fromkeys(_FIELDS), "error": str(error)}
+    if nodes:
+        result["nodes"] = None
+    return result
+
+
+def _read_lines(source: str | Path) -> list[tuple[int, str]]:
+    """(1-based line number, text) of every non-blank line of a UTF-8 text file."""
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"--input {source}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"--input {source}: not UTF-8 text ({err})") from err
+    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)
+            if line.strip()]
+
+
+def _vocab_from_list(tokens: Sequence[str], unk: str | None = "<unk>",
+                     lower: bool = False) -> Vocab:
+    """A :class:`~structrnn.Vocab` from its token list (the unknown word first, when it has
+    one), as ``list(vocab)`` gives it."""
+    tokens = list(tokens)
+    if unk is not None and (not tokens or tokens[0] != unk):
+        raise InputError(f"vocab: expected the unknown word {unk!r} first, got "
+                         f"{tokens[:1]!r}")
+    return Vocab(tokens[1:] if unk is not None else tokens, unk=unk, lower=lower)
+
+
+def _build_model(config: dict, vocab: Vocab, weights: dict, where: str) -> TreeSentiment:
+    """The model ``config`` describes with ``weights`` loaded, in eval mode."""
+    missing = [k for k in ("model", "embed_dim", "hidden") if config.get(k) is None]
+    if missing:
+        raise InputError(f"{where}: the config lacks {', '.join(missing)}")
+    rows = weights.get("embedding.weight")
+    if rows is not None and rows.size(0) != len(vocab):
+        raise InputError(f"{where}: the vocabulary has {len(vocab)} tokens but the weights "
+                         f"{rows.size(0)} embedding rows")
+    try:
+        model = TreeSentiment(len(vocab), 2 if config.get("binary") else 5, config["model"],
+                              config["embed_dim"], config["hidden"],
+                              config.get("dropout", 0.0), unk_id=vocab.unk_id)
+        model.load_state_dict(weights)
+    except (ValueError, RuntimeError) as err:
+        raise InputError(f"{where}: the weights do not fit the model its config describes "
+                         f"({err})") from err
+    return model.eval()
