@@ -127,7 +127,7 @@ def test_bad_flags(tmp_path):
         task.main(["--dataset", "nope"])
 
 
-def test_example_script_runs_tiny(tmp_path):
+def test_example_script_runs_tiny(tmp_path, capsys):
     import importlib.util
 
     from tests.conftest import REPO
@@ -136,9 +136,20 @@ def test_example_script_runs_tiny(tmp_path):
                                                   REPO / "examples" / "molecules.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    metrics = example.main(["--max-molecules", "40", "--epochs", "2", "--seeds", "0",
-                            "--out", str(tmp_path / "ex"), *TINY])
-    assert "test_r2" in metrics and (tmp_path / "ex" / "metrics.json").is_file()
+    out = tmp_path / "ex"
+    rows = example.main(["--max-molecules", "40", "--epochs", "2", "--seeds", "0,1",
+                         "--hidden", "8", "--out", str(out)])
+    assert (out / "metrics.json").is_file() and (out / "model.pt").is_file()
+    assert [r["input"] for r in rows] == ["CCO", "c1ccccc1", "not-a-smiles"]
+    assert all(isinstance(r["tpsa"], float) and r["tpsa_std"] >= 0 for r in rows[:2])
+    assert rows[2]["tpsa"] is None and "not-a-smiles" in rows[2]["error"]
+    # the file it saved predicts what the run folder does
+    import structrnn
+
+    assert structrnn.load(out).predict(example.NEW_MOLECULES) == rows
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{")]
+    assert printed == rows
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):

@@ -31,7 +31,8 @@ the best validation score is the one tested. Training runs in the shared loop
 ``--clip-grad`` (default 10), ``--tensorboard``, ``--resume``, DDP under torchrun). The run folder
 holds ``config.json``, ``metrics.json``, ``metrics.jsonl`` (every unit's epochs, with ``unit``),
 one folder per seed (and fold) under ``units/NAME/`` with its ``checkpoint.pt``, ``best.pt``
-(weights, the target scaling and the descriptor reference) and ``metrics.jsonl``,
+(weights, model arguments, target scaling, featuriser version and descriptor
+reference: what ``structrnn.load(RUN)`` predicts with) and ``metrics.jsonl``,
 ``scatter.png`` and, for ``atom-sum``, ``atom_contributions.png``.
 """
 
@@ -294,9 +295,7 @@ class Unit:
             self.mean = torch.nanmean(y, 0)
             std = torch.sqrt(torch.nanmean((y - self.mean) ** 2, 0))
             self.std = torch.where(std > 0, std, torch.ones_like(std))
-        self.model = MoleculeModel(prep.node_in, prep.edge_in, prep.out_channels, args.hidden,
-                                   args.steps, args.model, args.readout, args.dropout,
-                                   0 if u is None else u.size(1)).to(device)
+        self.model = MoleculeModel(**self.model_args()).to(device)
 
     def batches(self, epoch: int):
         """This process's shuffled batches; the order is seeded by the unit's seed and the
@@ -341,7 +340,8 @@ class Unit:
         names = self.prep.target_names
         if len(names) == 1:
             return metrics["rmse"][names[0]]
-        return float(np.mean([metrics["mae"][n] / float(s) for n, s in zip(names, self.std)]))
+        scaled = [metrics["mae"][n] / float(s) for n, s in zip(names, self.std, strict=True)]
+        return float(np.mean(scaled))
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         val = self.evaluate(model, self.val_set)
@@ -353,10 +353,25 @@ class Unit:
             figures["test_accuracy"] = self.evaluate(model, self.test_set)["accuracy"]
         return figures
 
+    def model_args(self) -> dict[str, Any]:
+        """The :class:`MoleculeModel` arguments of this unit (what rebuilds it to predict)."""
+        return {"node_in": self.prep.node_in, "edge_in": self.prep.edge_in,
+                "out_channels": self.prep.out_channels, "hidden": self.args.hidden,
+                "steps": self.args.steps, "model": self.args.model,
+                "readout": self.args.readout, "dropout": self.args.dropout,
+                "global_in": 0 if self.prep.descriptors is None
+                else int(self.prep.descriptors.size(1))}
+
     def best_extra(self) -> dict:
-        """What predicting in real units needs, saved beside the best weights."""
+        """What predicting in real units needs, saved beside the best weights: the model's
+        arguments, the target names and scaling, the featuriser version (SMILES sets) and the
+        descriptor reference (``--global-features rdkit``)."""
         extra: dict[str, Any] = {"target_names": self.prep.target_names,
-                                 "kind": self.prep.kind}
+                                 "kind": self.prep.kind, "model_args": self.model_args()}
+        if self.prep.smiles is not None:
+            from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
+
+            extra["featuriser"] = FEATURISER_VERSION
         if self.mean is not None:
             extra["target_mean"], extra["target_std"] = self.mean, self.std
         if self.prep.descriptors is not None:

@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-__all__ = ["make_graph", "to_data", "make_dataset", "Splits", "make_splits"]
+__all__ = ["make_graph", "graph_features", "to_data", "make_dataset", "Splits", "make_splits",
+           "split_rng", "SPLITS"]
+
+SPLITS = ("train", "val", "test_same", "test_large")
 
 
 def make_graph(rng: np.random.Generator, num_nodes: int, degree: float = 4.0,
@@ -44,24 +47,35 @@ def make_graph(rng: np.random.Generator, num_nodes: int, degree: float = 4.0,
     return g, start, end, path
 
 
-def to_data(g: nx.Graph, start: int, end: int, path: list[int]) -> Data:
-    """A PyG graph: ``x`` (N, 2) ``[is_start, is_end]``, ``edge_index`` (2, E) with both
-    directions of every edge, ``edge_attr`` (E, 1) the distance, ``pos`` (N, 2); targets ``y``
-    (N,) node on the path and ``edge_y`` (E,) edge on the path (in either direction)."""
+def graph_features(g: nx.Graph, start: int, end: int) -> Data:
+    """The model's inputs of a graph whose nodes are ``0..N-1`` with ``pos`` and whose edges
+    carry ``distance``: ``x`` (N, 2) ``[is_start, is_end]``, ``edge_index`` (2, E) with both
+    directions of every edge (``g.edges`` first, then the same edges reversed), ``edge_attr``
+    (E, 1) the distance and ``pos`` (N, 2). What prediction reads; :func:`to_data` adds the
+    targets."""
     n = g.number_of_nodes()
     pairs = list(g.edges) + [(b, a) for a, b in g.edges]
     edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
-    on_path = set(zip(path[:-1], path[1:]))
-    on_path |= {(b, a) for a, b in on_path}
     x = torch.zeros(n, 2)
     x[start, 0] = x[end, 1] = 1.0
-    y = torch.zeros(n, dtype=torch.long)
-    y[path] = 1
     dist = torch.tensor([[g[a][b]["distance"]] for a, b in pairs], dtype=torch.float32)
-    edge_y = torch.tensor([int(p in on_path) for p in pairs], dtype=torch.long)
     pos = torch.tensor([g.nodes[i]["pos"] for i in range(n)], dtype=torch.float32)
-    return Data(x=x, edge_index=edge_index, edge_attr=dist.reshape(-1, 1), y=y, edge_y=edge_y,
-                pos=pos, num_nodes=n)
+    return Data(x=x, edge_index=edge_index, edge_attr=dist.reshape(-1, 1), pos=pos,
+                num_nodes=n)
+
+
+def to_data(g: nx.Graph, start: int, end: int, path: list[int]) -> Data:
+    """A PyG graph: the inputs of :func:`graph_features` and the targets ``y`` (N,) node on the
+    path and ``edge_y`` (E,) edge on the path (in either direction)."""
+    data = graph_features(g, start, end)
+    on_path = set(zip(path[:-1], path[1:], strict=True))
+    on_path |= {(b, a) for a, b in on_path}
+    y = torch.zeros(data.num_nodes, dtype=torch.long)
+    y[path] = 1
+    data.y = y
+    data.edge_y = torch.tensor([int(tuple(p) in on_path) for p in data.edge_index.t().tolist()],
+                               dtype=torch.long)
+    return data
 
 
 def make_dataset(rng: np.random.Generator, count: int, nodes: tuple[int, int]) -> list[Data]:
@@ -81,12 +95,17 @@ class Splits:
     test_large: list[Data]
 
 
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """The NumPy stream of one split (``train``, ``val``, ``test_same`` or ``test_large``):
+    spawned from ``seed``, so that each split depends on the seed alone."""
+    streams = np.random.SeedSequence(seed % 2**64).spawn(len(SPLITS))
+    return np.random.default_rng(streams[SPLITS.index(split)])
+
+
 def make_splits(seed: int, train_graphs: int, val_graphs: int, test_graphs: int,
                 train_nodes: tuple[int, int], test_nodes: tuple[int, int]) -> Splits:
     """The four splits of a run, a function of ``seed`` and the sizes alone."""
-    streams = [np.random.default_rng(s)
-               for s in np.random.SeedSequence(seed % 2**64).spawn(4)]
-    return Splits(make_dataset(streams[0], train_graphs, train_nodes),
-                  make_dataset(streams[1], val_graphs, train_nodes),
-                  make_dataset(streams[2], test_graphs, train_nodes),
-                  make_dataset(streams[3], test_graphs, test_nodes))
+    return Splits(make_dataset(split_rng(seed, "train"), train_graphs, train_nodes),
+                  make_dataset(split_rng(seed, "val"), val_graphs, train_nodes),
+                  make_dataset(split_rng(seed, "test_same"), test_graphs, train_nodes),
+                  make_dataset(split_rng(seed, "test_large"), test_graphs, test_nodes))

@@ -1,0 +1,585 @@
+"""A trained molecule or TU run as a predictor: SMILES, networkx graphs or PyG ``Data`` in,
+targets in real units (or class probabilities) out.
+
+::
+
+    import structrnn as sr
+
+    esol = sr.load("runs/esol")                  # every seed's best.pt: an ensemble
+    esol.predict(["CCO", "not-a-smiles"])
+    # [{"input": "CCO", "measured log solubility in mols per litre": 0.41,
+    #   "measured log solubility in mols per litre_std": 0.07, "error": None},
+    #  {"input": "not-a-smiles", "measured log ...": None, "..._std": None,
+    #   "error": "invalid SMILES 'not-a-smiles': RDKit could not parse it (syntax error)"}]
+    esol.predict_file("new.csv", "preds.csv")    # the CSV with prediction columns added
+    esol.save("esol.pt")                         # one file; sr.load("esol.pt") reads it back
+
+A run trained on several seeds (and folds, for TU sets) is an ensemble: each member puts its
+output back into real units with its own training split's target mean and standard deviation
+(and, with ``--global-features rdkit``, maps the input's RDKit descriptors through its own
+training molecules' distribution); the prediction is the members' mean and ``<target>_std`` the
+standard deviation of the members' predictions (the population one, as Chemprop's ensemble
+variance). A classifier returns the members' mean class probabilities and their argmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from structrnn._errors import InputError
+from structrnn._io import atomic_write
+from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
+from structrnn.tasks.molecules.model import MoleculeModel
+from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.training.checkpoint import load_checkpoint
+
+__all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
+
+# above this many inputs a progress bar is shown unless asked otherwise
+PROGRESS_FROM = 1000
+
+
+@dataclass
+class Member:
+    """What one model of the ensemble needs beside its weights.
+
+    Attributes:
+        name: its unit (``seed0``, ``seed1-fold3`` ...).
+        mean, std: (T,) the training split's target scaling (regression), else None.
+        reference: (R, D) the training molecules' raw RDKit descriptors (``--global-features
+            rdkit``), else None.
+    """
+
+    name: str
+    mean: Tensor | None = None
+    std: Tensor | None = None
+    reference: Tensor | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values and tensors for the exported file (absent parts left out)."""
+        state: dict[str, Any] = {"name": self.name}
+        for key, value in (("target_mean", self.mean), ("target_std", self.std),
+                           ("descriptor_reference", self.reference)):
+            if value is not None:
+                state[key] = value.cpu()
+        return state
+
+    @classmethod
+    def from_state(cls, name: str, state: dict) -> Member:
+        """From a best.pt or an exported member (the keys of :meth:`to_state`), on the CPU
+        (where the descriptors are computed; the scaling moves to the models' device)."""
+        mean, std, reference = (None if state.get(k) is None else state[k].cpu() for k in
+                                ("target_mean", "target_std", "descriptor_reference"))
+        return cls(name, mean, std, reference)
+
+
+def unit_names(config: dict) -> list[str]:
+    """The units of a run, in training order: ``seedS`` (``seedS-foldF`` for TU sets)."""
+    seeds = config.get("seeds") or ([config["seed"]] if config.get("seed") is not None else [])
+    if config.get("dataset") == "mutag":
+        return [f"seed{s}-fold{f}" for s in seeds for f in range(int(config.get("folds", 10)))]
+    return [f"seed{s}" for s in seeds]
+
+
+def infer_model_args(config: dict, state: dict) -> dict[str, Any]:
+    """The :class:`MoleculeModel` arguments of a best.pt written before it stored them: the
+    layer sizes from the weights, the rest from the run's config."""
+    weights = [v for k, v in state["model"].items() if k.endswith("weight") and v.dim() == 2]
+    head = [v for k, v in state["model"].items() if k.startswith("head.") and v.dim() == 2]
+    reference = state.get("descriptor_reference")
+    # both node models embed the atoms first and the bonds second
+    return {"node_in": int(weights[0].size(1)), "edge_in": int(weights[1].size(1)),
+            "out_channels": int(head[-1].size(0)), "hidden": config["hidden"],
+            "steps": config["steps"], "model": config["model"], "readout": config["readout"],
+            "dropout": config.get("dropout", 0.0),
+            "global_in": 0 if reference is None else int(reference.size(1))}
+
+
+def smiles_error(smiles: str) -> str:
+    """Why RDKit cannot read ``smiles``: a syntax error or its sanitisation message (a valence
+    or aromaticity problem)."""
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles.strip(), sanitize=False)
+        if mol is None:
+            return f"invalid SMILES {smiles!r}: RDKit could not parse it (syntax error)"
+        if mol.GetNumAtoms() == 0:
+            return f"invalid SMILES {smiles!r}: no atoms"
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception as err:  # noqa: BLE001 - RDKit raises several kinds; all are the reason
+            return f"invalid SMILES {smiles!r}: {err}"
+    return f"invalid SMILES {smiles!r}: RDKit could not read it"
+
+
+def _feature(attrs: dict, key: str, width: int, where: str) -> Tensor:
+    """(width,) features of a networkx node or edge: its ``key`` (``x`` / ``edge_attr``), or a
+    class index ``label`` one-hot encoded (the TU files' node and edge labels)."""
+    if key in attrs:
+        value = torch.as_tensor(attrs[key], dtype=torch.float).flatten()
+        if value.numel() != width:
+            raise ValueError(f"{where}: '{key}' has {value.numel()} values, the model expects "
+                             f"{width}")
+        return value
+    if "label" in attrs:
+        label = int(attrs["label"])
+        if not 0 <= label < width:
+            raise ValueError(f"{where}: label {label} is not in 0..{width - 1}")
+        return torch.nn.functional.one_hot(torch.tensor(label), width).float()
+    raise ValueError(f"{where}: no '{key}' ({width} numbers) and no 'label' (0..{width - 1})")
+
+
+def from_networkx_graph(g, node_in: int, edge_in: int) -> Data:
+    """A networkx graph as the model's input: nodes numbered in ``g.nodes`` order, every
+    undirected edge in both directions; features from :func:`_feature`; ``g.graph["smiles"]``
+    kept (the RDKit descriptors of ``--global-features rdkit`` need it)."""
+    index = {v: i for i, v in enumerate(g.nodes)}
+    if not index:
+        raise ValueError("the graph has no nodes")
+    x = torch.stack([_feature(a, "x", node_in, f"node {v!r}") for v, a in g.nodes(data=True)])
+    pairs, feats = [], []
+    for a, b, attrs in g.edges(data=True):
+        f = _feature(attrs, "edge_attr", edge_in, f"edge ({a!r}, {b!r})")
+        pairs.append((index[a], index[b]))
+        feats.append(f)
+        if not g.is_directed():
+            pairs.append((index[b], index[a]))
+            feats.append(f)
+    edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
+    edge_attr = torch.stack(feats) if feats else torch.zeros(0, edge_in)
+    data = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, num_nodes=len(index))
+    if g.graph.get("smiles"):
+        data.smiles = str(g.graph["smiles"])
+    return data
+
+
+def check_graph(data: Data, node_in: int, edge_in: int, what: str) -> Data:
+    """A clean copy of ``data`` (``x``, ``edge_index``, ``edge_attr``, ``smiles``) after
+    checking its shapes against the model's; ValueError naming the mismatch."""
+    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
+    if x is None or x.dim() != 2 or x.size(1) != node_in:
+        shape = None if x is None else tuple(x.shape)
+        raise ValueError(f"x: expected (num_nodes, {node_in}) node features {what}, got {shape}")
+    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError("edge_index: expected (2, num_edges)")
+    if edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in \
+            or edge_attr.size(0) != edge_index.size(1):
+        shape = None if edge_attr is None else tuple(edge_attr.shape)
+        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, {edge_in}) edge features "
+                         f"{what}, got {shape}")
+    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) < len(x):
+        raise ValueError(f"edge_index: node ids outside 0..{len(x) - 1}")
+    clean = Data(x=x.float(), edge_index=edge_index.long(), edge_attr=edge_attr.float(),
+                 num_nodes=x.size(0))
+    if isinstance(getattr(data, "smiles", None), str):
+        clean.smiles = data.smiles
+    return clean
+
+
+def is_networkx(obj: Any) -> bool:
+    """A networkx graph, without importing networkx when it was never used."""
+    return type(obj).__module__.startswith("networkx.")
+
+
+class MoleculePredictor(Predictor):
+    """The predictor of ``structrnn train molecules`` and ``structrnn train tu`` runs.
+
+    Attributes (beside :class:`~structrnn.tasks.predictor.Predictor`'s):
+        target_names: the T targets (``["class"]`` for a TU set).
+        kind: ``"regression"`` or ``"classification"``.
+        model_args: the :class:`MoleculeModel` arguments every member shares.
+        members: one :class:`Member` per model, in the run's unit order.
+        featuriser: ``FEATURISER_VERSION`` of the atom and bond features (None for TU sets).
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = ("molecules", "tu")
+
+    def __init__(self, task: str, config: dict, models: Sequence[torch.nn.Module],
+                 device: torch.device, *, members: Sequence[Member], target_names: list[str],
+                 kind: str, model_args: dict[str, Any], featuriser: str | None) -> None:
+        super().__init__(task, config, models, device)
+        self.members = list(members)
+        self.target_names, self.kind = list(target_names), kind
+        self.model_args, self.featuriser = dict(model_args), featuriser
+        self._scales = [(None if m.mean is None else m.mean.to(device),
+                         None if m.std is None else m.std.to(device)) for m in self.members]
+
+    # -- building ---------------------------------------------------------------------------------
+    @classmethod
+    def _build(cls, task: str, config: dict, device: torch.device, states: list[dict],
+               members: list[Member], common: dict, where: str) -> MoleculePredictor:
+        """Check what predicting needs and rebuild the models from their state dicts."""
+        kind, names = common.get("kind"), common.get("target_names")
+        featuriser = common.get("featuriser")
+        if kind not in ("regression", "classification") or not names:
+            raise InputError(f"{where} lacks the target names and kind: it was trained before "
+                             "best.pt held them; retrain the run with this structrnn")
+        if task == "molecules" and featuriser not in (None, FEATURISER_VERSION):
+            raise InputError(f"{where} was made with the featuriser {featuriser!r}, this "
+                             f"structrnn featurises molecules with {FEATURISER_VERSION!r}: its "
+                             "predictions would be wrong; retrain, or predict with the "
+                             "structrnn version that trained it")
+        for member in members:
+            if kind == "regression" and (member.mean is None or member.std is None):
+                raise InputError(f"{where} ({member.name}) lacks the target scaling "
+                                 "(target_mean, target_std): it was trained before best.pt held "
+                                 "it; retrain the run with this structrnn (the weights alone "
+                                 "cannot give predictions in real units)")
+            if config.get("global_features") == "rdkit" and member.reference is None:
+                raise InputError(f"{where} ({member.name}) lacks the descriptor reference of "
+                                 "--global-features rdkit: it was trained before best.pt held "
+                                 "it; retrain the run with this structrnn")
+        model_args = common.get("model_args") or infer_model_args(config, states[0])
+        models = []
+        for state, member in zip(states, members, strict=True):
+            model = MoleculeModel(**model_args)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as err:
+                raise InputError(f"{where} ({member.name}): the weights do not fit the model of "
+                                 f"its config ({err})") from err
+            models.append(model)
+        return cls(task, config, models, device, members=members, target_names=names,
+                   kind=kind, model_args=model_args,
+                   featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None))
+
+    @classmethod
+    def from_run(cls, folder: Path, config: dict, device: torch.device) -> MoleculePredictor:
+        """Every unit's ``RUN/units/NAME/best.pt``: one model each (an ensemble when the run
+        has several seeds or folds)."""
+        names = unit_names(config)
+        if not names:
+            raise InputError(f"{folder}/config.json names no seeds: not a molecule run")
+        states, members = [], []
+        for name in names:
+            path = folder / "units" / name / "best.pt"
+            if not path.is_file():
+                raise InputError(f"{path}: missing; the run has not finished unit {name!r} "
+                                 "(continue it with --resume)")
+            state = load_checkpoint(path, map_location="cpu")
+            states.append(state)
+            members.append(Member.from_state(name, state))
+        task = config.get("task") or ("tu" if config.get("dataset") == "mutag" else "molecules")
+        return cls._build(task, config, device, states, members, states[0],
+                          f"{folder}/units/{names[0]}/best.pt")
+
+    @classmethod
+    def from_export(cls, state: dict, device: torch.device) -> MoleculePredictor:
+        """The file :meth:`save` wrote."""
+        missing = [k for k in ("members", "target_names", "kind", "model_args") if k not in state]
+        if missing:
+            raise InputError(f"the model file lacks {', '.join(missing)}")
+        if len(state["members"]) != len(state["models"]):
+            raise InputError("the model file holds a different number of models and members")
+        members = [Member.from_state(m["name"], m) for m in state["members"]]
+        if state["task"] == "molecules" and state.get("featuriser") is None:
+            raise InputError("the model file does not name its featuriser version")
+        states = [{"model": weights} for weights in state["models"]]
+        return cls._build(state["task"], state["config"], device, states, members, state,
+                          "the model file")
+
+    def export_state(self) -> dict[str, Any]:
+        """Target names, kind, model arguments, featuriser version and, per model, its target
+        scaling and descriptor reference."""
+        state: dict[str, Any] = {"target_names": self.target_names, "kind": self.kind,
+                                 "model_args": self.model_args,
+                                 "members": [m.to_state() for m in self.members]}
+        if self.featuriser is not None:
+            state["featuriser"] = self.featuriser
+        return state
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def _graph(self, item: Any) -> Data:
+        """One input as the model's graph; ValueError with the reason when it cannot be."""
+        node_in, edge_in = self.model_args["node_in"], self.model_args["edge_in"]
+        what = ("(structrnn's atom featuriser)" if self.task == "molecules"
+                else f"(the node labels of {self.config.get('tu_name', 'the TU set')})")
+        if isinstance(item, str):
+            from structrnn.datasets.molecules.graphs import from_smiles
+
+            if not item.strip():
+                raise ValueError("empty SMILES")
+            try:
+                return from_smiles(item)
+            except ValueError as err:
+                raise ValueError(smiles_error(item)) from err
+        if isinstance(item, Data):
+            return check_graph(item, node_in, edge_in, what)
+        if is_networkx(item):
+            return check_graph(from_networkx_graph(item, node_in, edge_in), node_in, edge_in,
+                               what)
+        kinds = "a networkx graph or a PyG Data"
+        raise ValueError(f"expected {'a SMILES string, ' if self.task == 'molecules' else ''}"
+                         f"{kinds}, got {type(item).__name__}")
+
+    def _check_inputs(self, inputs: Any) -> list:
+        if isinstance(inputs, str | Data) or is_networkx(inputs):
+            raise InputError(f"inputs: expected a list of inputs, got one {type(inputs).__name__}"
+                             f"; wrap it in a list: predict([...])")
+        inputs = list(inputs)
+        if self.task == "tu":
+            text = next((x for x in inputs if isinstance(x, str)), None)
+            if text is not None:
+                raise InputError(f"this run classifies graphs of the TU set "
+                                 f"{self.config.get('tu_name', '')} (networkx graphs or PyG "
+                                 f"Data from Python), not SMILES such as {text!r}: predict "
+                                 "molecules with a run of 'structrnn train molecules'")
+        return inputs
+
+    def _read(self, item: Any) -> tuple[Data, Tensor | None]:
+        """One input's graph and, when the run uses them, its raw RDKit descriptors (1, D)."""
+        graph = self._graph(item)
+        if not self.model_args.get("global_in"):
+            return graph, None
+        smiles = getattr(graph, "smiles", None)
+        if not smiles:
+            raise ValueError("the RDKit descriptors this run uses need the molecule's SMILES "
+                             "(Data.smiles, or graph['smiles'] of a networkx graph)")
+        from structrnn.datasets.molecules.descriptors import rdkit_descriptors
+
+        return graph, rdkit_descriptors([smiles])[0]
+
+    # -- predicting -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, graphs: list[Data], raw: Tensor | None) -> Tensor:
+        """(B, M, T) every member's output for ``graphs``: targets in real units, or class
+        probabilities (T = classes). ``raw`` (B, D): the RDKit descriptors, or None."""
+        batch = Batch.from_data_list(graphs).to(self.device)
+        outs = []
+        for model, member, (mean, std) in zip(self.models, self.members, self._scales,
+                                              strict=True):
+            if raw is not None:
+                from structrnn.datasets.molecules.descriptors import cdf_normalise
+
+                # each member maps them through its own training molecules' distribution
+                batch.u = cdf_normalise(raw, member.reference).to(self.device)
+            out = model(batch).float()
+            outs.append(torch.softmax(out, 1) if self.kind == "classification"
+                        else out * std + mean)
+        return torch.stack(outs, 1).cpu()
+
+    def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
+        """The dicts of ``part``, the inputs ``start, start + 1, ...``."""
+        read: dict[int, tuple[Data, Tensor | None]] = {}
+        errors: dict[int, str] = {}
+        for k, item in enumerate(part):
+            try:
+                read[k] = self._read(item)
+            except ValueError as err:  # one bad input: its reason, the others go on
+                errors[k] = str(err)
+        outs = None
+        if read:
+            raw = [r for _, r in read.values()]
+            outs = self._forward([g for g, _ in read.values()],
+                                 torch.cat(raw) if raw[0] is not None else None)
+        position = {k: j for j, k in enumerate(read)}
+        return [self._row(item, start + k, outs[position[k]] if k in position else None,
+                          errors.get(k)) for k, item in enumerate(part)]
+
+    def _row(self, item: Any, index: int, out: Tensor | None, error: str | None) -> dict:
+        """The dict of one input; ``out`` (M, T) its members' outputs, None after an error."""
+        row: dict[str, Any] = {"input": item if isinstance(item, str) else index}
+        ensemble = len(self.models) > 1
+        if self.kind == "classification":
+            probs = None if out is None else out.mean(0)
+            row["label"] = None if probs is None else int(probs.argmax())
+            row["probs"] = None if probs is None else probs.tolist()
+        else:
+            for t, name in enumerate(self.target_names):
+                row[name] = None if out is None else float(out[:, t].mean())
+                if ensemble:
+                    row[f"{name}_std"] = (None if out is None
+                                          else float(out[:, t].std(unbiased=False)))
+        row["error"] = error
+        return row
+
+    def predict(self, inputs: Sequence[Any], *, batch_size: int = 256,
+                progress: bool | None = None, **options: Any) -> list[dict]:
+        """Predict every input; one plain dict each, in order.
+
+        Args:
+            inputs: SMILES strings (a molecule run), networkx graphs or PyG ``Data`` (a
+                ``Data`` from :func:`structrnn.datasets.molecules.from_smiles`, or built like the
+                run's TU set; a networkx graph with node ``x`` or ``label`` and edge
+                ``edge_attr`` or ``label``, and ``graph["smiles"]`` when the run uses RDKit
+                descriptors).
+            batch_size: graphs per forward pass.
+            progress: a progress bar on stderr; None shows one above 1000 inputs.
+
+        Returns:
+            ``{"input": the SMILES or the input's index, "<target>": float in the data's units,
+            "<target>_std": the ensemble's spread (several models only), "error": None}`` per
+            regression input; ``{"input", "label": int, "probs": [C floats summing to 1],
+            "error"}`` per classified graph. An input that cannot be read has its reason under
+            ``"error"`` and None in the prediction keys; the others are predicted as usual.
+
+        Raises:
+            InputError: an option that does not apply, or SMILES given to a TU run.
+        """
+        if options:
+            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
+                             f"{self.task} run")
+        inputs = self._check_inputs(inputs)
+        from tqdm.auto import tqdm
+
+        show = len(inputs) > PROGRESS_FROM if progress is None else progress
+        rows: list[dict] = []
+        with tqdm(total=len(inputs), desc="predicting", unit="input", disable=not show,
+                  file=sys.stderr) as bar:
+            for start, part in chunks(inputs, batch_size):
+                rows += self._predict_chunk(part, start)
+                bar.update(len(part))
+        return rows
+
+    # -- files ------------------------------------------------------------------------------------
+    def output_columns(self, header: Sequence[str]) -> list[str]:
+        """The columns added to a CSV: ``<target>`` (and ``<target>_std`` for an ensemble) per
+        target, then ``error``; a name the CSV already has gets ``_pred`` appended (predicting
+        on a CSV that holds the measured values keeps them)."""
+        keys = [k for k in self._row("", 0, None, None) if k != "input"]
+        taken, out = set(header), []
+        for key in keys:
+            name = key
+            while name in taken:
+                name += "_pred"
+            taken.add(name)
+            out.append(name)
+        return out
+
+    def predict_file(self, source: str | Path, destination: str | Path | None, *,
+                     smiles_col: str | None = None, batch_size: int = 256,
+                     progress: bool | None = None, **options: Any) -> int:
+        """Predict every row of the CSV ``source`` into the CSV ``destination`` (stdout when
+        None, else written atomically): every row in order with all its columns, plus
+        ``<target>``, ``<target>_std`` (ensembles) and ``error``. A row whose SMILES is invalid
+        or empty keeps empty prediction cells and the reason in ``error``.
+
+        Args:
+            smiles_col: the SMILES column (default: the run's ``--smiles-col``, else
+                ``smiles``).
+
+        Returns:
+            The number of rows.
+
+        Raises:
+            InputError: a TU run (its graphs come from Python), no such file, no header, or no
+                column ``smiles_col``.
+        """
+        if self.task == "tu":
+            raise InputError("predict --input: a TU run classifies graphs, which come from "
+                             "Python: structrnn.load(RUN).predict([networkx graphs or PyG Data])")
+        if options:
+            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
+                             f"{self.task} run")
+        column = smiles_col or self.config.get("smiles_col") or "smiles"
+        header, rows = read_csv(source)
+        if column not in header:
+            raise InputError(f"{source}: no column {column!r} in the header {header} (choose "
+                             "it with --smiles-col)")
+        j = header.index(column)
+        smiles = [row[j] if j < len(row) else "" for row in rows]
+        results = self.predict(smiles, batch_size=batch_size, progress=progress)
+        keys = [k for k in self._row("", 0, None, None) if k != "input"]
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow([*header, *self.output_columns(header)])
+        for row, result in zip(rows, results, strict=True):
+            cells = ["" if result[k] is None else result[k] for k in keys]
+            # a short row is padded, so the added columns stay under their headers
+            writer.writerow([*row, *[""] * (len(header) - len(row)), *cells])
+        if destination is None:
+            sys.stdout.write(text.getvalue())
+        else:
+            data = text.getvalue().encode("utf-8")
+            atomic_write(destination, lambda f: f.write(data))
+        return len(rows)
+
+    # -- evaluating -------------------------------------------------------------------------------
+    def task_args(self, data: str | None = None) -> argparse.Namespace:
+        """The run's training arguments (config.json over the task's defaults); ``data``
+        replaces the data root (or the CSV of ``--dataset csv``)."""
+        from structrnn.tasks.molecules import task as molecule_task
+
+        args = molecule_task.add_arguments(argparse.ArgumentParser()).parse_args([])
+        for key, value in self.config.items():
+            setattr(args, key, value)
+        args.no_progress = True
+        if data is not None:
+            if args.dataset == "csv" and Path(data).is_file():
+                args.csv = data
+            else:
+                args.data = data
+        return args
+
+    def evaluate(self, split: str = "test", data: str | None = None) -> dict:
+        """The run's figures on ``split`` (``test``, ``val``/``dev``, ``train``): its data set and
+        every unit's split re-created from the config, each unit's model evaluated as the run
+        did. Returns ``{"<split>_rmse"|"_mae"|"_r2": {target: {"mean", "std"}}}`` (regression)
+        or ``{"<split>_accuracy": {"mean", "std"}}`` (classification), the mean and standard
+        deviation over the units (what metrics.json reports for the test split), and
+        ``"units"``: each unit's figures."""
+        from structrnn.tasks.molecules import task as molecule_task
+
+        part = {"test": "test", "val": "val", "dev": "val", "train": "train"}.get(split)
+        if part is None:
+            raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
+        args = self.task_args(data)
+        prep = molecule_task.prepare(args)
+        units = molecule_task.units(args, prep)
+        if [u["name"] for u in units] != [m.name for m in self.members]:
+            raise InputError(f"the run's units {[m.name for m in self.members]} are not the "
+                             f"ones its config makes {[u['name'] for u in units]}")
+        per_unit = []
+        for unit, model in zip(units, self.models, strict=True):
+            with torch.random.fork_rng(devices=[]):  # building a Unit draws initial weights
+                work = molecule_task.Unit(args, prep, unit, self.device)
+            figures = work.evaluate(model, getattr(work, f"{part}_set"))
+            per_unit.append(figures)
+        return summarise(per_unit, [u["name"] for u in units], part, self.target_names,
+                         self.kind)
+
+
+def summarise(per_unit: list[dict], names: list[str], part: str, targets: list[str],
+              kind: str) -> dict:
+    """The mean +- std over units of :meth:`structrnn.tasks.molecules.task.Unit.evaluate`'s
+    figures, as metrics.json reports them."""
+    from structrnn.tasks.molecules.task import _mean_std
+
+    if kind == "classification":
+        out: dict[str, Any] = {f"{part}_accuracy": _mean_std([f["accuracy"] for f in per_unit])}
+        out["units"] = [{"unit": n, f"{part}_accuracy": f["accuracy"]}
+                        for n, f in zip(names, per_unit, strict=True)]
+        return out
+    out = {f"{part}_{k}": {t: _mean_std([f[k][t] for f in per_unit]) for t in targets}
+           for k in ("rmse", "mae", "r2")}
+    out["units"] = [{"unit": n, **{f"{part}_{k}": f[k] for k in ("rmse", "mae", "r2")}}
+                    for n, f in zip(names, per_unit, strict=True)]
+    return out
+
+
+def read_csv(source: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of a CSV (a byte-order mark ignored); InputError when the file
+    is missing or empty."""
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{source}: no such file")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise InputError(f"{source}: empty file (expected a CSV with a header)")
+    return rows[0], rows[1:]
+
+
+PREDICTOR = MoleculePredictor

@@ -1,0 +1,285 @@
+"""A trained shortest-path run as a predictor: graphs with a start and an end node in, the nodes
+and edges on the shortest path out.
+
+::
+
+    import networkx as nx
+    import structrnn as sr
+
+    g = nx.random_geometric_graph(12, 0.4, seed=1)      # nodes carry "pos"
+    g.graph.update(start=0, end=7)                       # or node flags start=True / end=True
+    sr.load("runs/shortest_path").predict([g])
+    # [{"input": 0, "nodes_on_path": [0, 3, 7], "edges_on_path": [[0, 3], [3, 7]],
+    #   "node_probs": [...], "error": None}]
+
+Edge lengths are the edges' ``distance`` attribute, else the Euclidean distance between the
+ends' ``pos`` (what the training graphs use). The model runs the run's test rounds
+(``--test-steps``, default twice the training rounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from structrnn._errors import InputError
+from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.training.checkpoint import load_checkpoint
+
+__all__ = ["ShortestPathPredictor", "PREDICTOR", "from_networkx_graph"]
+
+# figures of tasks.shortest_path.task.evaluate, and the names metrics.json gives them per split
+FIGURES = ("node_accuracy", "edge_accuracy", "solved")
+PREFIX = {"test": ("test_large", "test_"), "same_size": ("test_same", "same_size_"),
+          "val": ("val", "val_"), "train": ("train", "train_")}
+
+
+def _endpoints(g) -> tuple[Any, Any]:
+    """The start and end nodes: graph attributes ``start``/``end``, else the one node flagged
+    ``start=True`` and the one flagged ``end=True``."""
+    found = []
+    for key in ("start", "end"):
+        if key in g.graph:
+            node = g.graph[key]
+            if node not in g:
+                raise ValueError(f"graph['{key}'] = {node!r} is not a node of the graph")
+        else:
+            flagged = [v for v, flag in g.nodes(data=key) if flag]
+            if len(flagged) != 1:
+                raise ValueError(f"no {key} node: set graph['{key}'] or flag exactly one node "
+                                 f"with {key}=True (found {len(flagged)})")
+            node = flagged[0]
+        found.append(node)
+    if found[0] == found[1]:
+        raise ValueError(f"start and end are the same node {found[0]!r}")
+    return found[0], found[1]
+
+
+def from_networkx_graph(g) -> tuple[Data, list]:
+    """A networkx graph as the model's input (:func:`structrnn.tasks.shortest_path.data.
+    graph_features`) and its node ids in the order of the rows.
+
+    Nodes need ``pos`` (2 numbers); edges use ``distance`` when they have it, else the distance
+    between their ends. ValueError naming what is missing."""
+    import networkx as nx
+
+    from structrnn.tasks.shortest_path.data import graph_features
+
+    start, end = _endpoints(g)
+    nodes = list(g.nodes)
+    if len(nodes) < 2:
+        raise ValueError("the graph needs at least two nodes")
+    missing = [v for v in nodes if "pos" not in g.nodes[v] or len(g.nodes[v]["pos"]) != 2]
+    if missing:
+        raise ValueError(f"node {missing[0]!r} has no 2-d 'pos' ({len(missing)} such nodes)")
+    index = {v: i for i, v in enumerate(nodes)}
+    h = nx.Graph()  # nodes 0..N-1 in g's order, as graph_features reads them
+    h.add_nodes_from((index[v], {"pos": tuple(map(float, g.nodes[v]["pos"]))}) for v in nodes)
+    for a, b, attrs in g.edges(data=True):
+        if a == b:
+            continue  # a self-loop is never on a shortest path
+        distance = attrs.get("distance")
+        if distance is None:
+            distance = math.dist(h.nodes[index[a]]["pos"], h.nodes[index[b]]["pos"])
+        h.add_edge(index[a], index[b], distance=float(distance))
+    return graph_features(h, index[start], index[end]), nodes
+
+
+def check_data(data: Data) -> Data:
+    """A ``Data`` built like the task's (``x`` (N, 2) start/end flags, ``edge_index`` (2, E),
+    ``edge_attr`` (E, 1) lengths): a clean copy, or ValueError naming the mismatch."""
+    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
+    if x is None or x.dim() != 2 or x.size(1) != 2:
+        raise ValueError(f"x: expected (num_nodes, 2) [is_start, is_end] flags, got "
+                         f"{None if x is None else tuple(x.shape)}")
+    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError("edge_index: expected (2, num_edges)")
+    if edge_attr is None or tuple(edge_attr.shape) != (edge_index.size(1), 1):
+        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, 1) edge lengths, got "
+                         f"{None if edge_attr is None else tuple(edge_attr.shape)}")
+    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) < len(x):
+        raise ValueError(f"edge_index: node ids outside 0..{len(x) - 1}")
+    return Data(x=x.float(), edge_index=edge_index.long(), edge_attr=edge_attr.float(),
+                num_nodes=x.size(0))
+
+
+def path_edges(edge_index: Tensor, edge_prob: Tensor, nodes: list) -> list[list]:
+    """The undirected edges on the path, each once as ``[u, v]`` (node ids) in the order of
+    their first direction: an edge is on the path when the mean probability of its directions
+    is above one half. ``edge_index`` (2, E), ``edge_prob`` (E,)."""
+    probs: dict[frozenset, list[float]] = {}
+    first: dict[frozenset, tuple[int, int]] = {}
+    for (a, b), p in zip(edge_index.t().tolist(), edge_prob.tolist(), strict=True):
+        key = frozenset((a, b))
+        probs.setdefault(key, []).append(p)
+        first.setdefault(key, (a, b))
+    return [[nodes[first[k][0]], nodes[first[k][1]]] for k, ps in probs.items()
+            if sum(ps) / len(ps) > 0.5]
+
+
+class ShortestPathPredictor(Predictor):
+    """The predictor of ``structrnn train shortest-path`` runs.
+
+    Attributes (beside :class:`~structrnn.tasks.predictor.Predictor`'s):
+        steps: the message-passing rounds of a prediction (the run's test rounds).
+    """
+
+    tasks: ClassVar[tuple[str, ...]] = ("shortest-path",)
+
+    def __init__(self, task: str, config: dict, models: Sequence[torch.nn.Module],
+                 device: torch.device) -> None:
+        super().__init__(task, config, models, device)
+        self.steps = int(config.get("test_steps") or 2 * config["steps"])
+
+    @staticmethod
+    def build_model(config: dict, weights: dict, where: str) -> torch.nn.Module:
+        """The run's EncodeProcessDecode with ``weights``."""
+        from argparse import Namespace
+
+        from structrnn.tasks.shortest_path.task import build_model
+
+        missing = [k for k in ("hidden", "steps") if k not in config]
+        if missing:
+            raise InputError(f"{where}: the config lacks {', '.join(missing)}")
+        model = build_model(Namespace(hidden=config["hidden"], steps=config["steps"]))
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as err:
+            raise InputError(f"{where}: the weights do not fit the model of its config "
+                             f"({err})") from err
+        return model
+
+    @classmethod
+    def from_run(cls, folder: Path, config: dict, device: torch.device) -> ShortestPathPredictor:
+        """The run's ``best.pt`` (the epoch that solved the most validation graphs)."""
+        path = folder / "best.pt"
+        if not path.is_file():
+            raise InputError(f"{path}: missing; the run has not finished an epoch")
+        weights = load_checkpoint(path, map_location="cpu")["model"]
+        return cls("shortest-path", config, [cls.build_model(config, weights, str(path))],
+                   device)
+
+    @classmethod
+    def from_export(cls, state: dict, device: torch.device) -> ShortestPathPredictor:
+        """The file :meth:`save` wrote."""
+        return cls("shortest-path", state["config"],
+                   [cls.build_model(state["config"], state["models"][0], "the model file")],
+                   device)
+
+    def export_state(self) -> dict[str, Any]:
+        """Nothing beyond the weights and the config."""
+        return {}
+
+    def _read(self, item: Any) -> tuple[Data, list]:
+        if isinstance(item, Data):
+            data = check_data(item)
+            return data, list(range(data.num_nodes))
+        if type(item).__module__.startswith("networkx."):
+            return from_networkx_graph(item)
+        raise ValueError(f"expected a networkx graph or a PyG Data, got {type(item).__name__}")
+
+    @torch.no_grad()
+    def _forward(self, graphs: list[Data]) -> tuple[Tensor, Tensor, Batch]:
+        """Node and edge probabilities of being on the path (N,), (E,) of the batch."""
+        batch = Batch.from_data_list(graphs).to(self.device)
+        x, e, _ = self.model(batch, steps=self.steps)[-1]
+        return torch.softmax(x.float(), 1)[:, 1].cpu(), torch.softmax(e.float(), 1)[:, 1].cpu(), \
+            batch.cpu()
+
+    def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
+        read, errors = {}, {}
+        for k, item in enumerate(part):
+            try:
+                read[k] = self._read(item)
+            except ValueError as err:  # one bad graph: its reason, the others go on
+                errors[k] = str(err)
+        rows = [{"input": start + k, "nodes_on_path": None, "edges_on_path": None,
+                 "node_probs": None, "error": errors.get(k)} for k in range(len(part))]
+        if not read:
+            return rows
+        node_prob, edge_prob, batch = self._forward([g for g, _ in read.values()])
+        for j, (k, (_, nodes)) in enumerate(read.items()):
+            lo, hi = int(batch.ptr[j]), int(batch.ptr[j + 1])
+            in_graph = batch.batch[batch.edge_index[0]] == j
+            probs = node_prob[lo:hi]
+            rows[k].update(
+                nodes_on_path=[nodes[i] for i in (probs > 0.5).nonzero().flatten().tolist()],
+                edges_on_path=path_edges(batch.edge_index[:, in_graph] - lo,
+                                         edge_prob[in_graph], nodes),
+                node_probs=probs.tolist())
+        return rows
+
+    def predict(self, inputs: Sequence[Any], *, batch_size: int = 64,
+                progress: bool | None = None, **options: Any) -> list[dict]:
+        """The path of every graph; one plain dict each, in order.
+
+        Args:
+            inputs: networkx graphs whose nodes have ``pos`` (2-d) and whose start and end are
+                ``graph["start"]``/``graph["end"]`` (or the nodes flagged ``start=True`` /
+                ``end=True``), or PyG ``Data`` built like the task's
+                (:func:`structrnn.tasks.shortest_path.data.to_data`).
+            batch_size: graphs per forward pass.
+            progress: a progress bar on stderr; None shows one above 1000 graphs.
+
+        Returns:
+            ``{"input": the graph's index, "nodes_on_path": [node ids], "edges_on_path":
+            [[u, v], ...], "node_probs": [N floats: each node's probability of being on the
+            path, in node order], "error": None}``; a graph that cannot be read has the reason
+            under ``"error"`` and None elsewhere.
+        """
+        if options:
+            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
+                             "shortest-path run")
+        if isinstance(inputs, str | Data) or type(inputs).__module__.startswith("networkx."):
+            raise InputError(f"inputs: expected a list of graphs, got one "
+                             f"{type(inputs).__name__}; wrap it in a list: predict([...])")
+        inputs = list(inputs)
+        text = next((x for x in inputs if isinstance(x, str)), None)
+        if text is not None:
+            raise InputError(f"a shortest-path run reads graphs (networkx or PyG Data from "
+                             f"Python), not text such as {text!r}")
+        from tqdm.auto import tqdm
+
+        show = len(inputs) > 1000 if progress is None else progress
+        rows: list[dict] = []
+        with tqdm(total=len(inputs), desc="predicting", unit="graph", disable=not show) as bar:
+            for start, part in chunks(inputs, batch_size):
+                rows += self._predict_chunk(part, start)
+                bar.update(len(part))
+        return rows
+
+    def evaluate(self, split: str = "test", data: str | None = None) -> dict:
+        """The run's figures on its generated graphs, re-created from the config's seed and
+        sizes: ``test`` gives metrics.json's ``test_*`` (the larger graphs) and
+        ``same_size_*`` figures; ``val``/``dev`` the ``val_*`` and ``train`` the ``train_*``
+        ones (node accuracy, edge accuracy, solved fraction)."""
+        from structrnn.tasks.shortest_path.data import make_dataset, split_rng
+        from structrnn.tasks.shortest_path.task import evaluate
+
+        if data is not None:
+            raise InputError("eval --data: the shortest-path graphs are generated from the "
+                             "run's seed; there is no data folder to give")
+        names = {"test": ["test", "same_size"], "val": ["val"], "dev": ["val"],
+                 "train": ["train"]}.get(split)
+        if names is None:
+            raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
+        c = self.config
+        count = {"test_large": "test_graphs", "test_same": "test_graphs", "val": "val_graphs",
+                 "train": "train_graphs"}
+        out: dict[str, Any] = {}
+        for name in names:
+            part, prefix = PREFIX[name]
+            nodes = c["test_nodes"] if part == "test_large" else c["train_nodes"]
+            graphs = make_dataset(split_rng(c["seed"], part), c[count[part]], tuple(nodes))
+            figures = evaluate(self.model, graphs, self.steps, self.device)
+            out.update({prefix + k: figures[k] for k in FIGURES})
+        return out
+
+
+PREDICTOR = ShortestPathPredictor
