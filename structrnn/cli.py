@@ -107,6 +107,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--nodes", action="store_true",
                     help="trees: also a prediction for every phrase")
     pr.add_argument("--png", default=None, help="trees: draw the first predicted tree here")
+    pr.add_argument("--parser", default=None, metavar="RUN",
+                    help="sentences: parse them with this parser run (structrnn train parser) "
+                         "instead of a balanced tree")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -183,9 +186,10 @@ def cmd_predict(args) -> int:
         raise UsageError("predict: give the inputs on the command line or --input FILE "
                          "(one of the two)")
     predictor = load(args.run, args.device)
-    options = {"batch_size": args.batch_size, "progress": not args.no_progress}
-    options.update({k: v for k, v in (("smiles_col", args.smiles_col), ("png", args.png))
-                    if v is not None})
+    # a bar for large inputs (the predictor decides), none with --no-progress
+    options = {"batch_size": args.batch_size, "progress": False if args.no_progress else None}
+    options.update({k: v for k, v in (("smiles_col", args.smiles_col), ("png", args.png),
+                                      ("parser", args.parser)) if v is not None})
     if args.nodes:
         options["nodes"] = True
     if args.input:
@@ -214,7 +218,7 @@ def cmd_parse(args) -> int:
     if predictor.task != "parser":
         raise UsageError(f"parse: {args.run} is a {predictor.task!r} run, not a parser "
                          "(structrnn train parser)")
-    options = {"batch_size": args.batch_size, "progress": not args.no_progress}
+    options = {"batch_size": args.batch_size, "progress": False if args.no_progress else None}
     if args.png:
         options["png"] = args.png
     if args.input:
@@ -310,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:  # NonFiniteError: the message names epoch and step
         print(f"structrnn {args.command}: stopped: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `structrnn eval RUN | head`: the reader left, nothing is lost
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"structrnn {args.command}: interrupted; the last finished epoch's checkpoint is "
               "kept (--resume continues)", file=sys.stderr)

@@ -127,7 +127,14 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]
 def _predictor_class(task: str | None, where: Path) -> type[Predictor]:
     if task not in PREDICTORS:
         raise InputError(f"{where}: unknown task {task!r} (known: {', '.join(PREDICTORS)})")
-    return importlib.import_module(PREDICTORS[task]).PREDICTOR
+    try:
+        module = importlib.import_module(PREDICTORS[task])
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("structrnn"):
+            raise  # a module of our own missing is a bug, not bad input
+        raise InputError(f"{where}: predicting with a {task!r} model needs {err.name} "
+                         "(pip install 'structrnn[all]')") from err
+    return module.PREDICTOR
 
 
 def _infer_task(folder: Path, config: dict) -> str | None:
