@@ -4,7 +4,11 @@ torch.nn's), hand-computed attention; the cycle error; gradcheck. All in float64
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -480,3 +484,24 @@ def test_gradcheck_on_a_tiny_dag(kind, aggregation, fused):
         return sr.cells.state_tuple(out)
 
     assert torch.autograd.gradcheck(f, (x, *params))
+
+
+# ------------------------------------------------------------------ the benchmark, smallest
+TINY_BENCH = ["--graphs", "2", "--depth", "2", "--hidden", "4", "--repeats", "1", "--warmup",
+              "0", "--threads", "1"]
+
+
+def test_the_benchmark_runs_at_its_smallest_settings(tmp_path):
+    # through the source-tree launcher (which runs the package's module), outside the repository
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_dags.py"),
+                           *TINY_BENCH], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    for name in ("structrnn", "op-by-op", "per-node"):
+        assert re.search(rf"^{name} +median +[\d.]+ ms +\( *\d+ nodes/s\)", out, re.M), out
+    assert "command:" in out and "threads 1" in out and "load average" in out
+    diffs = [float(v) for v in re.findall(r"- per-node\| \(float32\): (\S+)", out)]
+    assert len(diffs) == 2 and max(diffs) < 1e-5  # the three compute the same states

@@ -1,0 +1,289 @@
+"""``structrnn train circuits``: compute every gate of a random boolean circuit.
+
+The circuits (:mod:`structrnn.datasets.circuits`: AND, OR, NOT and XOR gates over input bits,
+deterministic by seed) are trained on at depths ``--train-depth`` (default 1-8) and tested at
+the largest training depth and at deeper circuits (``--test-depths``, default 8 16 32). Three
+models, each predicting every gate's value from the gate kinds and the input bits:
+
+- ``dag``: :class:`~structrnn.graphs.dag.DAGRecurrent` (a GRU or LSTM cell, ``--cell``) run
+  once over the circuit's topological levels, operands before gates, then a classifier on every
+  node: one cell application per node, whatever the depth.
+- ``gn``: the encode-process-decode graph network of the graph_nets demos
+  (:class:`~structrnn.graphs.models.EncodeProcessDecode`) on the operand -> gate edges, its core
+  run a fixed ``--rounds`` times (default 8, the deepest training circuit: enough rounds for
+  every training gate to hear from every input), in training and in testing alike.
+- ``gn-depth``: the same network run as many rounds as each circuit is deep (up to 32 in
+  testing), its prediction read after the last of them.
+
+On the shared training core (:func:`structrnn.training.loop.fit`): the loss is the cross-entropy
+of every gate (the inputs are given), the epoch is chosen by the fraction of held-out
+training-depth circuits with every gate right; ``metrics.json`` holds per-gate and per-circuit
+accuracy at each test depth, with the accuracy of always answering the majority value.
+
+    structrnn train circuits --model dag --out runs/circuits_dag
+    structrnn train circuits --model gn --out runs/circuits_gn
+    structrnn train circuits --model gn-depth --out runs/circuits_gn_depth
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+from structrnn._errors import InputError
+from structrnn.cells import GRUCell, LSTMCell, state_h
+from structrnn.datasets.circuits import INPUT, NUM_FEATURES, make_circuits
+from structrnn.graphs.dag import DAGRecurrent
+from structrnn.graphs.models import EncodeProcessDecode, mlp
+from structrnn.training import distributed
+from structrnn.training.checkpoint import seed_everything
+from structrnn.training.logging import notice
+from structrnn.training.loop import FitOptions, FitResult, fit
+from structrnn.training.options import (
+    add_run_arguments,
+    apply_config,
+    explicit_dests,
+    run_config,
+    set_threads,
+)
+from structrnn.training.run_folder import RunFolder, open_run
+
+__all__ = ["add_arguments", "run", "main", "build_model", "CircuitDAG", "CircuitGN",
+           "batch_loss", "evaluate", "CONFIG_KEYS"]
+
+MODELS = ("dag", "gn", "gn-depth")
+CONFIG_KEYS = ("model", "cell", "aggregation", "hidden", "rounds", "train_circuits",
+               "val_circuits", "test_circuits", "train_depth", "test_depths", "width", "inputs",
+               "lr", "batch_size")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The task's flags and the shared run flags."""
+    add_run_arguments(p, out="runs/circuits", epochs=20)
+    # as the other graph tasks: an occasional large gradient must not undo an epoch
+    p.set_defaults(clip_grad=1.0)
+    p.add_argument("--model", choices=MODELS, default="dag",
+                   help="dag: a cell over the topological levels; gn: a graph network run "
+                        "--rounds rounds; gn-depth: a graph network run as many rounds as the "
+                        "circuit is deep")
+    p.add_argument("--cell", choices=("gru", "lstm"), default="gru", help="the dag model's cell")
+    p.add_argument("--aggregation", choices=("sum", "attention"), default="sum",
+                   help="how the dag model's cell takes a gate's operands")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="global batch size (under torchrun split evenly between the processes)")
+    p.add_argument("--rounds", type=int, default=8, help="the gn model's rounds")
+    p.add_argument("--train-circuits", type=int, default=4000)
+    p.add_argument("--val-circuits", type=int, default=200,
+                   help="held-out circuits of the training depths that choose the epoch")
+    p.add_argument("--test-circuits", type=int, default=500, help="circuits of each test depth")
+    p.add_argument("--train-depth", type=int, nargs=2, default=[1, 8], metavar=("MIN", "MAX"),
+                   help="depths of the training and validation circuits")
+    p.add_argument("--test-depths", type=int, nargs="+", default=[8, 16, 32])
+    p.add_argument("--width", type=int, nargs=2, default=[2, 5], metavar=("MIN", "MAX"),
+                   help="gates per layer")
+    p.add_argument("--inputs", type=int, nargs=2, default=[2, 6], metavar=("MIN", "MAX"),
+                   help="input bits per circuit")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m structrnn.tasks.circuits.task [flags]`` (``argv``, default
+    ``sys.argv[1:]``); returns the metrics."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    # a replay: config.json's values for every flag not typed on the command line
+    return run(apply_config(args, explicit_dests(parser, argv)) if args.config else args)
+
+
+# -- the models ----------------------------------------------------------------------------------
+class CircuitDAG(nn.Module):
+    """:class:`DAGRecurrent` forward over the circuit, then a two-layer classifier on every
+    node's ``h``: ``Batch`` -> logits (N, 2)."""
+
+    def __init__(self, hidden: int, cell: str = "gru", aggregation: str = "sum") -> None:
+        super().__init__()
+        cell_class = {"gru": GRUCell, "lstm": LSTMCell}[cell]
+        self.dag = DAGRecurrent(cell_class(NUM_FEATURES, hidden), aggregation=aggregation)
+        self.head = mlp([hidden, hidden, 2])
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.head(state_h(self.dag(batch.x, batch.edge_index, batch.num_nodes)))
+
+
+class CircuitGN(nn.Module):
+    """:class:`EncodeProcessDecode` on the operand -> gate edges (edge input: a constant 1):
+    ``rounds`` rounds, or with ``rounds=None`` as many rounds as each circuit's ``depth``, read
+    per circuit after its own last round. ``Batch`` -> logits (N, 2)."""
+
+    def __init__(self, hidden: int, rounds: int | None) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.net = EncodeProcessDecode(node_in=NUM_FEATURES, edge_in=1, node_out=2,
+                                       hidden=hidden, steps=rounds or 1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        graph = batch.batch if batch.batch is not None else \
+            batch.x.new_zeros(batch.num_nodes, dtype=torch.long)
+        edge_attr = batch.x.new_ones(batch.edge_index.size(1), 1)
+        steps = self.rounds if self.rounds is not None else int(batch.depth.max())
+        outputs = self.net(batch.x, batch.edge_index, edge_attr, batch=graph,
+                           num_graphs=batch.num_graphs, steps=steps)
+        if self.rounds is not None:
+            return outputs[-1][0]
+        # each circuit's nodes after as many rounds as that circuit is deep
+        stacked = torch.stack([x for x, _, _ in outputs])  # (rounds, N, 2)
+        node = torch.arange(batch.num_nodes, device=stacked.device)
+        return stacked[batch.depth[graph] - 1, node]
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """The ``--model`` with its flags."""
+    if args.model == "dag":
+        return CircuitDAG(args.hidden, args.cell, args.aggregation)
+    return CircuitGN(args.hidden, args.rounds if args.model == "gn" else None)
+
+
+# -- loss and evaluation -------------------------------------------------------------------------
+def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The gates' mean cross-entropy (the inputs are given, not predicted): the loss to
+    back-propagate and its detached value; under DDP each process's sum over the global count
+    (:func:`structrnn.training.distributed.global_mean_loss`)."""
+    gate = (batch.x[:, INPUT] == 0).to(batch.x.dtype)
+    total = (F.cross_entropy(model(batch).float(), batch.y, reduction="none") * gate).sum()
+    if distributed.is_distributed():
+        return distributed.global_mean_loss(total, gate.sum())
+    loss = total / gate.sum().clamp(min=1)
+    return loss, loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, circuits: list[Data], device: torch.device | str,
+             batch_size: int = 64) -> dict[str, float]:
+    """``gate_accuracy`` (every gate of every circuit), ``circuit_accuracy`` (circuits with every
+    gate right) and ``majority_gate_accuracy`` (always answering the commoner value). The model
+    is evaluated in eval mode and left in the mode it had."""
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(4, dtype=torch.long, device=device)  # right, gates, ones, solved
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        for batch in DataLoader(circuits, batch_size=batch_size):
+            batch = batch.to(device)
+            gate = batch.x[:, INPUT] == 0
+            logits = model(batch).float()
+            loss += (F.cross_entropy(logits, batch.y, reduction="none") * gate).sum().double()
+            wrong = (logits.argmax(1) != batch.y) & gate
+            per_circuit = torch.zeros(batch.num_graphs, dtype=torch.long, device=device)
+            per_circuit.index_add_(0, batch.batch, wrong.long())
+            counts += torch.stack([(gate & ~wrong).sum(), gate.sum(), (batch.y * gate).sum(),
+                                   (per_circuit == 0).sum()])
+    finally:
+        model.train(was_training)
+    right, gates, ones, solved = counts.tolist()  # the one host read (and the loss's)
+    gates = max(gates, 1)
+    return {"gate_accuracy": right / gates, "circuit_accuracy": solved / max(len(circuits), 1),
+            "loss": float(loss) / gates, "majority_gate_accuracy": max(ones, gates - ones) / gates}
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    """Train, select on the validation circuits, test at every ``--test-depths``; write
+    ``metrics.json`` and return the metrics. Under torchrun every process calls this; all of
+    them return rank 0's metrics."""
+    set_threads(args.threads)
+    _check_args(args)
+    with distributed.process_group(args.device) as device:
+        return _run(args, device)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every count and range flag, before anything is written."""
+    least = {"train_circuits": 1, "val_circuits": 1, "test_circuits": 1, "hidden": 1,
+             "rounds": 1, "batch_size": distributed.world_size()}
+    for flag, low in least.items():
+        if getattr(args, flag) < low:
+            raise InputError(f"--{flag.replace('_', '-')}: expected >= {low}, got "
+                             f"{getattr(args, flag)}")
+    if args.batch_size % distributed.world_size():
+        raise InputError(f"--batch-size: expected a multiple of the {distributed.world_size()} "
+                         f"processes (each gets an equal share), got {args.batch_size}")
+    ranges = {"train_depth": 1, "width": 1, "inputs": 2}
+    for flag, low in ranges.items():
+        first, last = getattr(args, flag)
+        if not low <= first <= last:
+            raise InputError(f"--{flag.replace('_', '-')}: expected {low} <= MIN <= MAX, got "
+                             f"{first} {last}")
+    if min(args.test_depths) < 1:
+        raise InputError(f"--test-depths: expected depths >= 1, got {args.test_depths}")
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> dict:
+    # lists, as config.json reads them back (a tuple would differ from it on --resume)
+    for key in ("train_depth", "test_depths", "width", "inputs"):
+        setattr(args, key, list(getattr(args, key)))
+    config = run_config(args, CONFIG_KEYS, "circuits")
+    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
+    seed_everything(args.seed)
+    shape = {"width": tuple(args.width), "inputs": tuple(args.inputs)}
+    depths = tuple(args.train_depth)
+    train = make_circuits(args.seed, args.train_circuits, depths, "train", **shape)
+    val = make_circuits(args.seed, args.val_circuits, depths, "val", **shape)
+    model = build_model(args).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loader_seed = args.seed * 100_003
+
+    def train_batches(epoch: int) -> DataLoader:
+        # the order is a function of the seed and the epoch, so a resumed run draws the same
+        # batches
+        return distributed.distributed_loader(
+            train, args.batch_size, shuffle=True, seed=loader_seed, epoch=epoch,
+            loader_class=DataLoader, generator=torch.Generator().manual_seed(loader_seed + epoch))
+
+    result = fit(model, optimizer, train_batches=train_batches, loss=batch_loss,
+                 validate=lambda m: evaluate(m, val, device), folder=folder,
+                 options=FitOptions.from_args(args), device=device, config=config,
+                 select="loss", mode="min", resume=args.resume)
+    metrics = None
+    if distributed.is_main():
+        metrics = finish(result, folder, args, device, shape)
+    return distributed.broadcast_object(metrics)
+
+
+def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace,
+           device: torch.device, shape: dict) -> dict:
+    """Test the selected model at every depth, write ``metrics.json``; return the metrics."""
+    tests = {str(d): evaluate(result.model, make_circuits(args.seed, args.test_circuits, d,
+                                                          "test", **shape), device)
+             for d in args.test_depths}
+    seconds = [h["epoch_seconds"] for h in result.history]
+    metrics = {
+        "model": args.model, "cell": args.cell if args.model == "dag" else None,
+        "rounds": args.rounds if args.model == "gn" else
+        ("depth" if args.model == "gn-depth" else None),
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "train_depth": list(args.train_depth), "test": tests,
+        "val_circuit_accuracy": result.best_score, "best_epoch": result.best_epoch,
+        "epochs": len(result.history), "train_seconds": round(sum(seconds), 1),
+        "final_loss": result.history[-1]["train_loss"] if result.history else None,
+        "epoch_seconds": seconds,
+    }
+    folder.write_metrics(metrics)
+    shown = ", ".join(f"depth {d}: gates {t['gate_accuracy']:.3f}, circuits "
+                      f"{t['circuit_accuracy']:.3f}" for d, t in tests.items())
+    notice(f"{args.model}: {shown} | best epoch {result.best_epoch} of "
+           f"{len(result.history)} -> {folder.path}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
