@@ -41,6 +41,20 @@ def test_vanishing_gradients_plot_and_ratios(tmp_path):
     assert metrics["lstm_ratio"] > 100 * metrics["elman_ratio"]  # ... far faster than the LSTM's
 
 
+def test_exploding_gradients_unclipped_explodes_and_clipping_bounds_every_step(tmp_path):
+    out = tmp_path / "eg.png"
+    metrics = load("exploding_gradients").main(["--updates", "40", "--steps", "40", "--hidden",
+                                                "16", "--max-norm", "1.0", "--clip-value",
+                                                "0.1", "--out", str(out)])
+    assert out.stat().st_size > 1000
+    none, norm, value = metrics["none"], metrics["norm"], metrics["value"]
+    assert none["max_grad_norm"] > 100 * 1.0  # far beyond the bound the clipped runs keep
+    assert none["max_clipped_norm"] == none["max_grad_norm"]  # nothing touched it
+    assert norm["max_grad_norm"] > 1.0 and norm["max_clipped_norm"] <= 1.0 + 1e-6
+    assert value["max_grad_norm"] > 1.0 and value["max_abs_grad"] <= 0.1 + 1e-6  # float32 0.1
+    assert norm["diverged_at"] is None and value["diverged_at"] is None
+
+
 def test_char_rnn_learns_and_resumes(tmp_path):
     char_rnn = load("char_rnn")
     tiny = ["--modules", "textwrap", "--max-chars", "4000", "--hidden", "24", "--layers", "1",
@@ -61,6 +75,20 @@ def test_sequence_labelling_beats_majority_tag():
                                                "--embed", "16", "--lr", "0.02"])
     assert metrics["tag_accuracy"] > 0.8  # the most frequent tag alone gives about 0.4
     assert metrics["word_f1"] > 0.5
+
+
+def test_sequence_labelling_with_a_crf_reports_both_taggers_on_the_same_data(capsys):
+    labelling = load("sequence_labelling")
+    assert labelling.illegal_pairs(labelling.bmes([["ab", "c", "def"]])) == 0
+    assert labelling.illegal_pairs("MBBE") == 3  # starts inside a word; B after M; B after B
+    metrics = labelling.main(["--sentences", "300", "--vocab", "40", "--epochs", "3",
+                              "--hidden", "24", "--embed", "16", "--lr", "0.02", "--crf"])
+    soft, crf = metrics["softmax"], metrics["crf"]
+    for m in (soft, crf):
+        assert m["tag_accuracy"] > 0.8 and m["word_f1"] > 0.5
+    # the CRF scores tag pairs: it learns which neighbours never occur, the softmax cannot
+    assert crf["illegal_pairs"] < soft["illegal_pairs"]
+    assert "BiLSTM-CRF vs BiLSTM-softmax" in capsys.readouterr().out
 
 
 def test_seq2seq_learns_short_reversals():
