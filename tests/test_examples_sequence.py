@@ -69,6 +69,65 @@ def test_char_rnn_learns_and_resumes(tmp_path):
     assert math.isfinite(second["val_loss"])
 
 
+TEXT = "the cat sat on the mat. the dog sat on the log. " * 40
+
+
+def test_char_rnn_on_a_text_file_resumes_exactly(tmp_path):
+    """--text FILE; 12 steps straight equal 7 steps, a checkpoint and 5 resumed steps: the
+    weights, the optimiser, the stream position and the carried state all come back."""
+    char_rnn = load("char_rnn")
+    text = tmp_path / "corpus.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    common = ["--text", str(text), "--hidden", "16", "--layers", "1", "--seq-len", "10",
+              "--batch-size", "4", "--sample-chars", "12", "--quiet", "--lr", "0.02"]
+    straight = char_rnn.main(common + ["--steps", "12", "--out-dir", str(tmp_path / "a")])
+    assert straight["sample"].startswith(TEXT[:4]) and len(straight["sample"]) == 16
+    # 1728 training characters in 4 streams of 432: 12 windows of 10 end at column 120
+    assert straight["position"] == 120
+    char_rnn.main(common + ["--steps", "7", "--out-dir", str(tmp_path / "b")])
+    resumed = char_rnn.main(common + ["--steps", "12", "--resume", "--out-dir",
+                                      str(tmp_path / "b")])
+    assert resumed["start_step"] == 7
+    assert resumed["val_loss"] == straight["val_loss"]
+    assert resumed["train_loss"] == straight["train_loss"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(u, v) for u, v in zip(a["state"], b["state"], strict=True))
+
+
+def test_char_rnn_carries_the_state_across_windows_and_detaches_it():
+    char_rnn = load("char_rnn")
+    data = torch.arange(40)
+    streams = char_rnn.Streams(data, batch=2, length=6)  # two streams of 20: 0..19, 20..39
+    x, y, restart = streams.next()
+    assert x.tolist() == [list(range(6)), list(range(20, 26))] and not restart
+    assert torch.equal(y, x + 1)
+    x, _, restart = streams.next()
+    assert x[0].tolist() == list(range(6, 12)) and not restart  # the next window continues
+    streams.next()
+    x, _, restart = streams.next()  # 18 + 6 + 1 > 20: start over with a zero state
+    assert restart and x[0].tolist() == list(range(6))
+    with pytest.raises(ValueError, match="too short"):
+        char_rnn.Streams(data, batch=8, length=6)
+    h = torch.ones(1, 2, 3, requires_grad=True)
+    carried = char_rnn.detach((h * 2, h * 3))
+    assert not any(t.requires_grad for t in carried) and torch.equal(carried[0], 2 * h.detach())
+
+
+def test_char_rnn_sampling_temperature():
+    char_rnn = load("char_rnn")
+    torch.manual_seed(0)
+    chars = "abcdef"
+    model = char_rnn.CharLSTM(len(chars), 8, 1, 0.0)
+    greedy = char_rnn.sample(model, chars, "ab", 30, 0.0, torch.Generator().manual_seed(1))
+    cold = char_rnn.sample(model, chars, "ab", 30, 1e-4, torch.Generator().manual_seed(2))
+    hot = {char_rnn.sample(model, chars, "ab", 30, 5.0, torch.Generator().manual_seed(s))
+           for s in range(3)}
+    assert cold == greedy  # a temperature near 0 is the argmax
+    assert len(hot) == 3 and greedy not in hot  # a high one samples widely
+
+
 def test_sequence_labelling_beats_majority_tag():
     metrics = load("sequence_labelling").main(["--sentences", "300", "--vocab", "40",
                                                "--epochs", "3", "--hidden", "24",
