@@ -66,7 +66,7 @@ from structrnn.cells import (
     state_tuple,
 )
 
-__all__ = ["RNN", "GRU", "LSTM", "Recurrent", "RECURRENT_DROPOUT"]
+__all__ = ["RNN", "GRU", "LSTM", "Recurrent", "run_cell", "RECURRENT_DROPOUT"]
 
 RECURRENT_DROPOUT = ("variational", "zoneout")
 _STOCK_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -369,18 +369,7 @@ class _Sequence:
 
     def _as_packed(self, input) -> _Packed:
         """Padded (time- or batch-major, batched or not) or packed input as packed rows."""
-        if isinstance(input, PackedSequence):
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            # batch_sizes lives on the CPU: no device sync
-            return _Packed(data, batch_sizes.tolist(), True, sorted_indices, unsorted_indices)
-        x = input
-        batched = x.dim() == 3
-        if not batched:
-            x = x.unsqueeze(0 if self.batch_first else 1)
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        steps, batch = x.shape[:2]
-        return _Packed(x.reshape(steps * batch, x.size(2)), [batch] * steps, batched, None, None)
+        return _packed_rows(input, self.batch_first)
 
     def _initial_state(self, hx, seq: _Packed) -> State:
         """``hx`` as a tuple of (layers * directions, batch, H) tensors in packed row order
@@ -399,19 +388,81 @@ class _Sequence:
     def _format_output(self, input, seq: _Packed, last: Tensor, hidden: State):
         """``(output, h_n)`` in the layout of ``input`` from the last layer's packed rows and the
         final states (the inverse of :meth:`_as_packed` and :meth:`_initial_state`)."""
-        if isinstance(input, PackedSequence):
-            output = PackedSequence(last, input.batch_sizes, seq.sorted_indices,
-                                    seq.unsorted_indices)
-            if seq.unsorted_indices is not None:
-                hidden = tuple(h.index_select(1, seq.unsorted_indices) for h in hidden)
-            return output, state_from_tuple(hidden)
-        output = last.view(len(seq.sizes), seq.sizes[0], -1)
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not seq.batched:
-            output = output.squeeze(0 if self.batch_first else 1)
+        if isinstance(input, PackedSequence) and seq.unsorted_indices is not None:
+            hidden = tuple(h.index_select(1, seq.unsorted_indices) for h in hidden)
+        elif not seq.batched:
             hidden = tuple(h.squeeze(1) for h in hidden)
-        return output, state_from_tuple(hidden)
+        return _output_layout(input, seq, last, self.batch_first), state_from_tuple(hidden)
+
+
+def _packed_rows(input, batch_first: bool) -> _Packed:
+    """Padded (time- or batch-major, batched or not) or packed input as time-major packed
+    rows."""
+    if isinstance(input, PackedSequence):
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        # batch_sizes lives on the CPU: no device sync
+        return _Packed(data, batch_sizes.tolist(), True, sorted_indices, unsorted_indices)
+    x = input
+    batched = x.dim() == 3
+    if not batched:
+        x = x.unsqueeze(0 if batch_first else 1)
+    if batch_first:
+        x = x.transpose(0, 1)
+    steps, batch = x.shape[:2]
+    return _Packed(x.reshape(steps * batch, x.size(2)), [batch] * steps, batched, None, None)
+
+
+def _output_layout(input, seq: _Packed, rows: Tensor, batch_first: bool):
+    """Packed output rows (N, F) in the layout of ``input`` (the inverse of
+    :func:`_packed_rows`)."""
+    if isinstance(input, PackedSequence):
+        return PackedSequence(rows, input.batch_sizes, seq.sorted_indices, seq.unsorted_indices)
+    output = rows.view(len(seq.sizes), seq.sizes[0], -1)
+    if batch_first:
+        output = output.transpose(0, 1)
+    return output if seq.batched else output.squeeze(0 if batch_first else 1)
+
+
+def run_cell(cell: RNNCellBase, input, state=None, *, batch_first: bool = False,
+             reverse: bool = False):
+    """Run one cell along sequences: one layer, one direction, the generic loop of
+    :class:`RNN`/:class:`GRU`/:class:`LSTM` with the cell's own weights.
+
+    This is how a cell trained on trees reads a sentence: ``TreeLSTM(variant="n-ary").cell``
+    (whose call without ``index`` is the one-child step, the child in slot 0) or the Child-Sum
+    ``TreeLSTM(...).cell`` run left to right, word by word, as a sequence LSTM; a chain is a
+    tree whose nodes have one child each, so the result is the bottom-up pass over that chain.
+
+    Args:
+        cell: any :class:`~structrnn.RNNCellBase` (its ``project_input`` and ``combine``).
+        input: (T, B, I), or (B, T, I) with ``batch_first``, or unbatched (T, I), or a
+            ``PackedSequence``.
+        state: the initial state, (B, H) (``(h, c)`` for LSTM cells; (H,) unbatched), or None
+            for zeros.
+        reverse: read each sequence from its last element to its first.
+
+    Returns:
+        ``(output, final)``: ``output`` (T, B, H) in the layout of ``input`` (a
+        ``PackedSequence`` for packed input); ``final`` each sequence's state after its own
+        last element, (B, H) or ``(h, c)``.
+    """
+    seq = _packed_rows(input, batch_first)
+    if state is None:
+        parts = state_tuple(cell.zero_state(seq.sizes[0], seq.data))
+    else:
+        parts = state_tuple(state)
+        if not seq.batched:
+            parts = tuple(p.unsqueeze(0) for p in parts)
+        if seq.sorted_indices is not None:
+            parts = tuple(p.index_select(0, seq.sorted_indices) for p in parts)
+    offsets = list(accumulate(seq.sizes[:-1], initial=0))
+    rows, final = _DirectionLoop(cell)(seq.data, parts, seq.sizes, offsets, reverse, None, 0.0,
+                                       cell.training)
+    if seq.unsorted_indices is not None:
+        final = tuple(f.index_select(0, seq.unsorted_indices) for f in final)
+    elif not seq.batched:
+        final = tuple(f.squeeze(0) for f in final)
+    return _output_layout(input, seq, rows, batch_first), state_from_tuple(final)
 
 
 def _mask(like: Tensor, rows: int, rate: float, cols: int | None = None) -> Tensor:

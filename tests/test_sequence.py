@@ -457,3 +457,56 @@ def test_feedback_layers_read_every_layer_of_the_previous_step(kind):
                                                          kind == "lstm")):
         torch.testing.assert_close(out[: LENGTHS[b], b], rows, atol=1e-12, rtol=0)
         torch.testing.assert_close(h_n[:, b], torch.stack(last_h), atol=1e-12, rtol=0)
+
+
+# -- run_cell: one cell along sequences (a tree cell reading a sentence) --------------------
+def test_run_cell_is_one_torch_layer_in_every_layout():
+    from structrnn.sequence import run_cell
+
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, bidirectional=True, dtype=D64)
+    fwd, bwd = sr.LSTMCell(I, H, dtype=D64), sr.LSTMCell(I, H, dtype=D64)
+    for cell, suffix in ((fwd, "l0"), (bwd, "l0_reverse")):
+        cell.load_state_dict({n: getattr(ref, f"{n}_{suffix}") for n in
+                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    x = torch.randn(T, B, I, dtype=D64)
+    h0, c0 = (torch.randn(2, B, H, dtype=D64) for _ in range(2))
+    want, (h_n, c_n) = ref(x, (h0, c0))
+    out, (h, c) = run_cell(fwd, x, (h0[0], c0[0]))
+    back, (hb, _) = run_cell(bwd, x, (h0[1], c0[1]), reverse=True)
+    assert_all_close([out, back, h, c, hb], [want[..., :H], want[..., H:], h_n[0], c_n[0], h_n[1]])
+    # batch first, unbatched, packed with uneven unsorted lengths
+    assert_all_close([run_cell(fwd, x.transpose(0, 1), batch_first=True)[0].transpose(0, 1)],
+                     [ref(x)[0][..., :H]])
+    assert_all_close([run_cell(fwd, x[:, 0])[0]], [ref(x[:, :1])[0][:, 0, :H]])
+    packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
+    got_out, (got_h, _) = run_cell(fwd, packed)
+    want_out, (want_h, _) = ref(packed)
+    got_pad, _ = pad_packed_sequence(got_out)
+    want_pad, _ = pad_packed_sequence(want_out)
+    assert_all_close([got_pad, got_h], [want_pad[..., :H], want_h[0]])
+
+
+def test_the_constituency_tree_cell_reads_a_sentence_as_an_lstm_and_as_a_chain():
+    """TreeLSTM(variant="n-ary").cell along a sequence: each word a node whose one child (slot 0)
+    is the previous word's node. That is sr.LSTM with the slot-0 blocks of the tree cell's
+    weights, and run_up over the chain tree computes the same states."""
+    from structrnn.levels.run import run_up
+    from structrnn.sequence import run_cell
+
+    torch.manual_seed(0)
+    cell = sr.TreeLSTM(I, H, variant="n-ary", arity=2).cell.double()
+    x = torch.randn(T, I, dtype=D64)  # one sentence of T words
+    out, (h, c) = run_cell(cell, x)
+    # rows i, f_0, g, o of weight_hh (i, f_0, f_1, g, o), columns of slot 0: a plain LSTM
+    rows = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 5 * H)])
+    lstm = LSTM(I, H, dtype=D64)
+    lstm.load_state_dict({"weight_ih_l0": cell.weight_ih, "bias_ih_l0": cell.bias_ih,
+                          "weight_hh_l0": cell.weight_hh[rows, :H],
+                          "bias_hh_l0": cell.bias_hh[rows]})
+    want, (want_h, want_c) = lstm(x)
+    assert_all_close([out, h, c], [want, want_h[0], want_c[0]])
+    # the chain tree: node t reads word t, its child is node t - 1 in slot 0
+    edge_index = torch.tensor([list(range(T - 1)), list(range(1, T))])
+    chain_h, _ = run_up(cell, x, edge_index, pos=torch.zeros(T, dtype=torch.long))
+    assert_all_close([chain_h], [out])

@@ -28,6 +28,13 @@ from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
+from structrnn.tasks.sentiment.sequence_model import (
+    POOLS,
+    SEQUENCE_MODELS,
+    SequenceSentiment,
+    is_sequence_model,
+    root_labels_only,
+)
 from structrnn.training import distributed
 from structrnn.training.checkpoint import load_checkpoint, seed_everything
 from structrnn.training.logging import notice
@@ -42,7 +49,7 @@ __all__ = ["add_arguments", "run", "load_splits", "build_model", "make_optimizer
 
 CONFIG_KEYS = ("dataset", "data", "model", "batch_size", "lr", "embed_lr", "weight_decay",
                "dropout", "hidden", "embed_dim", "embed_init", "binary", "vectors", "init_from",
-               "word_dropout", "max_trees", "synthetic_trees")
+               "word_dropout", "max_trees", "synthetic_trees", "layers", "pool")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,8 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder with train.txt/dev.txt/test.txt (default $STRUCTRNN_DATA/sst)")
     p.add_argument("--download", action="store_true",
                    help="fetch the official SST archive into --data when it is missing")
-    p.add_argument("--model", choices=MODELS, default="tree-lstm",
-                   help="tree-lstm is the constituency (binary N-ary) Tree-LSTM of Tai et al.")
+    p.add_argument("--model", choices=MODELS + SEQUENCE_MODELS, default="tree-lstm",
+                   help="tree-lstm is the constituency (binary N-ary) Tree-LSTM of Tai et al.; "
+                        "lstm, bilstm, gru, bigru read the words in order and are trained on "
+                        "the root label only; tree-lstm-as-sequence runs the Tree-LSTM's cell "
+                        "along the words (start it from a tree-lstm run with --init-from)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="sequence models: stacked layers (default 1)")
+    p.add_argument("--pool", choices=POOLS, default=None,
+                   help="sequence models: the sentence vector is the last state (default) or "
+                        "the mean or max over the words")
     p.add_argument("--batch-size", type=int, default=25,
                    help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--lr", type=float, default=0.05, help="Adagrad learning rate")
@@ -101,6 +116,8 @@ def load_splits(args) -> tuple[SST, SST, SST]:
         test = SST(root, "test", binary=args.binary, vocab=train.vocab)
     if args.max_trees:
         train, dev, test = (s[: args.max_trees] for s in (train, dev, test))
+    if is_sequence_model(args.model):  # no phrase nodes: trained and scored on the root
+        train, dev, test = (root_labels_only(s) for s in (train, dev, test))
     return train, dev, test
 
 
@@ -122,6 +139,13 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
 
         vectors, coverage = load_word_vectors(args.vectors, vocab, dim=args.embed_dim)
         notice(f"word vectors: {coverage}")
+    if is_sequence_model(args.model):
+        return SequenceSentiment(len(vocab), num_classes, args.model, args.embed_dim,
+                                 args.hidden, args.dropout, vectors,
+                                 getattr(args, "embed_init", None), sparse,
+                                 getattr(args, "word_dropout", 0.0), vocab.unk_id,
+                                 getattr(args, "layers", None) or 1,
+                                 getattr(args, "pool", None) or "last")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None), sparse,
                          getattr(args, "word_dropout", 0.0), vocab.unk_id)
