@@ -263,3 +263,91 @@ def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
     fresh = sst.build_model(args, train.vocab, 5).embedding.weight[0]
     torch.testing.assert_close(unk_rows[0], fresh)
     assert float((unk_rows[1] - fresh).abs().max()) > 1e-3
+
+
+# ------------------------------------------------------------------ sequence models
+SEQ_COMMON = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+              "--embed-dim", "6", "--no-progress", "--epochs", "2", "--batch-size", "10"]
+
+
+@pytest.mark.parametrize("extra", [["--model", "lstm"],
+                                   ["--model", "bilstm", "--layers", "2", "--pool", "mean"],
+                                   ["--model", "bigru", "--pool", "max"]],
+                         ids=["lstm", "bilstm-2-mean", "bigru-max"])
+def test_a_sequence_model_trains_in_the_run_format_of_the_tree_models(tmp_path, extra):
+    metrics = sst.run(parse(SEQ_COMMON + extra + ["--out", str(tmp_path)]))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["test_fine_root"] == metrics["test_fine_root"]
+    assert METRIC_KEYS <= set(written) and written["epochs"] == 2
+    # no phrase labels: the all-nodes figure is the root figure
+    assert written["test_fine_all_nodes"] == written["test_fine_root"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == extra[1]
+    assert config["layers"] == (2 if "--layers" in extra else None)
+    weights = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
+    assert ("encoder.rnn.weight_hh_l1_reverse" in weights) == ("--layers" in extra)
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["train_loss"] > 0
+
+
+def test_sequence_model_is_embedding_torch_lstm_pool_classifier_on_the_words():
+    """The root logits against a reference built here: the sentences' word ids taken from the
+    trees' tokens, torch.nn.LSTM with the model's weights copied, the pooling by hand."""
+    from structrnn.tasks.sentiment.sequence_model import SequenceSentiment
+    from structrnn.trees.loader import TreeLoader
+
+    train = SyntheticSentiment(12, seed=3)
+    batch = next(iter(TreeLoader(train, batch_size=12)))
+    for pool in ("last", "mean", "max"):
+        torch.manual_seed(0)
+        model = SequenceSentiment(len(train.vocab), 5, "bilstm", 6, 5, dropout=0.3, layers=2,
+                                  pool=pool).eval()
+        ref = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True)
+        ref.load_state_dict({k.removeprefix("encoder.rnn."): v for k, v in
+                             model.state_dict().items() if k.startswith("encoder.rnn.")})
+        logits = model(batch)
+        got = logits[batch.ptr[:-1]]
+        first = logits[: batch.ptr[1]]  # every node of a tree carries its sentence's logits
+        assert torch.equal(first, first[:1].expand_as(first))
+        for b, tree in enumerate(train.trees):
+            ids = torch.tensor([train.vocab[t] for t in tree.leaves()])
+            out, (h_n, _) = ref(model.embedding(ids).unsqueeze(1))
+            pooled = {"last": torch.cat([h_n[-2, 0], h_n[-1, 0]]), "mean": out[:, 0].mean(0),
+                      "max": out[:, 0].max(0).values}[pool]
+            torch.testing.assert_close(got[b], model.classifier(pooled), atol=1e-6, rtol=0)
+
+
+def test_sequence_runs_keep_the_root_label_only_and_leave_the_treebank_alone():
+    from structrnn.tasks.sentiment.sequence_model import root_labels_only
+
+    args = parse(SEQ_COMMON + ["--model", "lstm"])
+    train, dev, _ = sst.load_splits(args)
+    full = SyntheticSentiment(60, seed=0)
+    for i in (0, 7):
+        assert train[i].y[0] == full[i].y[0] and (train[i].y[1:] == -1).all()
+        assert (full[i].y[1:] >= 0).all()  # the original trees keep every label
+        assert torch.equal(train[i].x, full[i].x)
+    assert (root_labels_only(full)[3].y[1:] == -1).all() and (full[3].y >= 0).all()
+    assert len(dev) == len(SyntheticSentiment(50, seed=1))
+
+
+def test_tree_lstm_as_sequence_starts_from_a_trained_tree_run(tmp_path):
+    """The constituency Tree-LSTM's trained cell, read along the words: --init-from copies the
+    cell (the same names), the word vectors and the classifier; the run then trains it."""
+    common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+              "--embed-dim", "6", "--no-progress", "--epochs", "1"]
+    sst.run(parse(common + ["--model", "tree-lstm", "--out", str(tmp_path / "tree")]))
+    tree = torch.load(tmp_path / "tree" / "best.pt", weights_only=True)["model"]
+    args = parse(common + ["--model", "tree-lstm-as-sequence", "--out", str(tmp_path / "seq")])
+    train = sst.load_splits(args)[0]
+    model = sst.build_model(args, train.vocab, 5)
+    message = sst.init_from_run(model, tmp_path / "tree", train.vocab)
+    assert "kept fresh" not in message
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, tree[name], msg=name)
+    metrics = sst.run(parse(common + ["--model", "tree-lstm-as-sequence", "--init-from",
+                                      str(tmp_path / "tree"), "--out", str(tmp_path / "seq")]))
+    assert 0.0 <= metrics["test_fine_root"] <= 1.0
+    with pytest.raises(ValueError, match="one layer, one direction"):
+        sst.build_model(parse(common + ["--model", "tree-lstm-as-sequence", "--layers", "2"]),
+                        train.vocab, 5)
