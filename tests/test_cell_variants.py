@@ -347,3 +347,23 @@ def test_graph_node_update_is_the_cell_on_aggregated_messages(kind):
     inbox = torch.zeros(4, 5, dtype=D64).index_add_(0, edge_index[1], messages)
     torch.testing.assert_close(new_e, messages)
     assert_close(new_x, reference(kind, cell, inbox, x, torch.arange(4), 4))
+
+
+def test_recurrent_dropout_and_residual_with_a_variant_cell():
+    torch.manual_seed(0)
+    plain = Recurrent(sr.MGUCell, I, H, num_layers=2, dtype=D64)
+    x = torch.randn(5, 3, I, dtype=D64)
+    for mode, rate in (("variational", 0.5), ("zoneout", 0.0)):
+        other = Recurrent(sr.MGUCell, I, H, num_layers=2, dtype=D64, recurrent_dropout=mode,
+                          recurrent_dropout_rate=rate)
+        other.load_state_dict(plain.state_dict())
+        if rate:
+            assert not torch.allclose(other(x)[0], plain(x)[0])  # masks act in training
+        other.eval()  # no masks in evaluation; zoneout at rate 0 changes nothing
+        torch.testing.assert_close(other(x)[0], plain(x)[0], atol=1e-12, rtol=0)
+    residual = Recurrent(sr.MGUCell, I, H, num_layers=2, residual=True, dtype=D64)
+    residual.load_state_dict(plain.state_dict())
+    below = Recurrent(sr.MGUCell, I, H, dtype=D64)
+    below.load_state_dict({k: v for k, v in plain.state_dict().items() if "l0" in k})
+    torch.testing.assert_close(residual(x)[0] - plain(x)[0], torch.zeros(5, 3, H, dtype=D64)
+                               + below(x)[0], atol=1e-12, rtol=0)
