@@ -11,7 +11,10 @@ backward (:mod:`structrnn.levels.kernels`; ``fused=False`` runs them op by op li
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structrnn.cells import (
@@ -23,7 +26,10 @@ from structrnn.cells import (
     state_tuple,
 )
 from structrnn.levels.kernels.child_sum import child_sum_lstm
+from structrnn.levels.kernels.child_sum import kernel_order as child_sum_order
 from structrnn.levels.kernels.level_store import LevelStore
+from structrnn.levels.kernels.nary import input_order as nary_input_order
+from structrnn.levels.kernels.nary import kernel_order as nary_order
 from structrnn.levels.kernels.nary import nary_lstm
 from structrnn.levels.schedule import Schedule, TreeSchedule, tree_schedule
 
@@ -51,9 +57,80 @@ def _autocast_on(device_type: str) -> bool:
 # from the cell's own ``project_input`` and ``_input_gates``, so a subclass may change those and
 # keep the kernel; one that changes ``combine`` runs op by op.
 _KERNEL_REPLACES = ("combine",)
+# A cell whose input methods are the stock ones gets its projection computed here, straight
+# into the kernel's layout (and only where the kernel reads it).
+_STOCK_INPUT = ("project_input", "_input_gates")
 
 
-def _run_fused(cell: nn.Module, x: Tensor | None, s: Schedule, n: int,
+class _Layout(NamedTuple):
+    """Where the kernel wants the cell's gates: ``hh`` (G,) the rows of ``weight_hh`` and
+    ``bias_hh`` in the kernel's order, ``ih`` (G,) the rows of the input projection (N-ary: its
+    forget block once per slot), ``forget`` the kernel's columns of the forget gate(s), which
+    level 0 (no predecessors) never reads."""
+
+    hh: Tensor
+    ih: Tensor
+    forget: slice
+
+
+def _layout(cell: nn.Module, child_sum: bool, device: torch.device) -> _Layout:
+    H = cell.hidden_size
+    if child_sum:
+        order = child_sum_order(H, device)
+        return _Layout(order, order, slice(3 * H, 4 * H))
+    A = cell.arity
+    return _Layout(nary_order(H, A, device), nary_input_order(H, A, device),
+                   slice(2 * H, (2 + A) * H))
+
+
+def _kernel_pre(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Schedule, n: int,
+                lay: _Layout) -> Tensor:
+    """(n, G) the kernel's pre-activations before the recurrence, rows in the schedule's order,
+    columns in the kernel's: the input projection plus both biases.
+
+    With ``x_rows`` only those nodes have an input; every other row is the biases alone (what a
+    zero input gives). Rows of level 0 have no predecessor, so their forget block is never read:
+    when every input row is on level 0 (the words of a sentence are its leaves) that block of
+    the projection is skipped. Besides the work, this keeps ``weight_ih``'s forget rows out of
+    the products: a tree model whose inputs sit on its leaves never trains them, and weight
+    decay shrinks them into subnormal floats, on which CPU arithmetic runs ten times slower.
+    """
+    b_hh = cell.bias_hh.index_select(0, lay.hh) if cell.bias_hh is not None else None
+    if not inherits(cell, RNNCellBase, _STOCK_INPUT):  # the cell's own input methods
+        if x is not None and x_rows is not None:
+            x = _dense_input(x, x_rows, n)
+        xs = x.index_select(0, s.order) if x is not None else None
+        pre = cell._input_gates(cell.project_input(xs), n).index_select(1, lay.ih)
+        return pre if b_hh is None else pre + b_hh
+    b_ih = cell.bias_ih.index_select(0, lay.ih) if cell.bias_ih is not None else None
+    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
+    if x is None:
+        width = lay.hh.numel()
+        return bias.expand(n, width) if bias is not None else cell.weight_hh.new_zeros(n, width)
+    w_ih = cell.weight_ih.index_select(0, lay.ih)
+    if x_rows is None:
+        return F.linear(x.index_select(0, s.order), w_ih, bias)
+    rows = s.rank.index_select(0, x_rows)
+    base = (bias if bias is not None else w_ih.new_zeros(w_ih.size(0))).expand(n, -1)
+    n_leaf = s.node_ptr[1]
+    if rows.device.type == "cpu" and bool((rows < n_leaf).all()):  # host read: CPU only
+        f = lay.forget
+        keep = torch.cat([torch.arange(f.start, device=rows.device),
+                          torch.arange(f.stop, w_ih.size(0), device=rows.device)])
+        proj = F.linear(x, w_ih.index_select(0, keep))
+        proj = torch.cat([proj[:, :f.start], proj.new_zeros(proj.size(0), f.stop - f.start),
+                          proj[:, f.start:]], dim=1)
+    else:
+        proj = F.linear(x, w_ih)
+    return base.index_add(0, rows, proj)
+
+
+def _dense_input(x: Tensor, x_rows: Tensor, n: int) -> Tensor:
+    """(n, input_size): ``x``'s rows at ``x_rows``, zeros elsewhere."""
+    return x.new_zeros(n, x.size(1)).index_copy(0, x_rows, x)
+
+
+def _run_fused(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Schedule, n: int,
                pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """The pass through a fused kernel (one autograd node, hand-written backward) when one
     computes exactly what ``cell.combine`` would, else None.
@@ -66,18 +143,13 @@ def _run_fused(cell: nn.Module, x: Tensor | None, s: Schedule, n: int,
         return None
     if _autocast_on(cell.weight_hh.device.type):
         return None
-    H = cell.hidden_size
-    xp = cell._input_gates(cell.project_input(x), n)  # (n, 4H): i, f, g, o
-    if child_sum:  # the kernel sorts the rows itself
-        pre = xp if cell.bias_hh is None else xp + cell.bias_hh
-        return child_sum_lstm(pre, cell.weight_hh, s)
-    A = cell.arity
-    # the input's forget block feeds every slot's forget gate
-    pre = torch.cat([xp[:, :H], xp[:, H:2 * H].repeat(1, A), xp[:, 2 * H:]], dim=1)
-    if cell.bias_hh is not None:
-        pre = pre + cell.bias_hh
+    lay = _layout(cell, child_sum, cell.weight_hh.device)
+    pre = _kernel_pre(cell, x, x_rows, s, n, lay)
+    w_hh = cell.weight_hh.index_select(0, lay.hh)
+    if child_sum:
+        return child_sum_lstm(pre, w_hh, s, True)
     slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
-    return nary_lstm(pre, cell.weight_hh, s, slot, A)
+    return nary_lstm(pre, w_hh, s, slot, cell.arity, True)
 
 
 def _check_slots(cell: nn.Module, pos_s: Tensor | None) -> None:
@@ -93,7 +165,7 @@ def _check_slots(cell: nn.Module, pos_s: Tensor | None) -> None:
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
-                 pos: Tensor | None = None, fused: bool = True):
+                 pos: Tensor | None = None, fused: bool = True, x_rows: Tensor | None = None):
     """Run ``cell`` over the levels of ``schedule``.
 
     Args:
@@ -107,6 +179,10 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         fused: run a plain :class:`LSTMCell` or :class:`NaryLSTMCell` through its kernel
             (:mod:`structrnn.levels.kernels.child_sum`, :mod:`structrnn.levels.kernels.nary`: one
             autograd node for the whole pass); False runs every cell op by op.
+        x_rows: (M,) long, when only some nodes have an input: ``x`` (M, input_size) holds the
+            inputs of nodes ``x_rows`` and every other node's input is zero (the words of a
+            sentence sit on its leaves). The same states as the dense ``x``; the fused kernels
+            then project the M rows only.
 
     Returns:
         The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
@@ -117,8 +193,10 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
     pos_s = pos[s.order][s.pred] if pos is not None else None
     _check_slots(cell, pos_s)
-    if fused and (states := _run_fused(cell, x, s, num_nodes, pos_s)) is not None:
+    if fused and (states := _run_fused(cell, x, x_rows, s, num_nodes, pos_s)) is not None:
         return states
+    if x is not None and x_rows is not None:
+        x = _dense_input(x, x_rows, num_nodes)
     xs = x[s.order] if x is not None else None
     xp = cell.project_input(xs) if fast else xs
     # Split once: a slice per level would make backward build and add a full-size gradient of
@@ -164,7 +242,7 @@ def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
 
 def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor | None = None,
            pos: Tensor | None = None, schedule: TreeSchedule | None = None,
-           num_nodes: int | None = None, fused: bool = True):
+           num_nodes: int | None = None, fused: bool = True, x_rows: Tensor | None = None):
     """Run ``cell`` bottom-up: each node's predecessors are its children.
 
     Args:
@@ -174,22 +252,30 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
         pos: (N,) each node's position under its parent (needed by N-ary cells).
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
             :func:`~structrnn.trees.loader.collate_trees`); built on the CPU when None.
-        num_nodes: N, when ``x`` is None.
-        fused: as in :func:`run_schedule`.
+        num_nodes: N, when ``x`` is None or holds only some nodes' inputs (``x_rows``).
+        fused, x_rows: as in :func:`run_schedule`.
 
     Returns:
         The state of every node: (N, H), or ``(h, c)`` for LSTM cells.
     """
-    n = x.size(0) if num_nodes is None else num_nodes
+    n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, height, schedule)
-    return run_schedule(cell, x, sched.up, n, pos, fused=fused)
+    return run_schedule(cell, x, sched.up, n, pos, fused=fused, x_rows=x_rows)
 
 
 def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
              schedule: TreeSchedule | None = None, num_nodes: int | None = None,
-             fused: bool = True):
+             fused: bool = True, x_rows: Tensor | None = None):
     """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero).
     Arguments and result as :func:`run_up`."""
-    n = x.size(0) if num_nodes is None else num_nodes
+    n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, None, schedule)
-    return run_schedule(cell, x, sched.down, n, fused=fused)
+    return run_schedule(cell, x, sched.down, n, fused=fused, x_rows=x_rows)
+
+
+def _num_nodes(x: Tensor | None, num_nodes: int | None, x_rows: Tensor | None) -> int:
+    if num_nodes is not None:
+        return num_nodes
+    if x_rows is not None:
+        raise ValueError("num_nodes: required with x_rows (x then holds only some nodes)")
+    return x.size(0)

@@ -31,9 +31,10 @@ class _TreeModel(nn.Module):
         check_shape(x, "x", (None, self.input_size), name)
         check_shape(edge_index, "edge_index", (2, None), name)
 
-    def _up(self, x, edge_index, height, pos, schedule):
+    def _up(self, x, edge_index, height, pos, schedule, x_rows=None, num_nodes=None):
         self._check(x, edge_index)
-        return run_up(self.cell, x, edge_index, height, pos, schedule)
+        return run_up(self.cell, x, edge_index, height, pos, schedule, num_nodes=num_nodes,
+                      x_rows=x_rows)
 
 
 class TreeLSTM(_TreeModel):
@@ -48,6 +49,11 @@ class TreeLSTM(_TreeModel):
     Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent, ``height`` (N,),
     ``pos`` (N,) each node's position under its parent. Returns ``h`` (N, hidden_size), or
     ``(h, c)`` with ``return_cell=True``.
+
+    When only some nodes have an input (the words of a sentence are its leaves), pass those
+    inputs alone: ``x`` (M, input_size), ``x_rows`` (M,) their node ids and ``num_nodes`` N.
+    The states equal those of the dense ``x`` with zero rows elsewhere, and the input projection
+    runs over the M rows only.
     """
 
     def __init__(self, input_size: int, hidden_size: int, variant: str = "child-sum",
@@ -63,11 +69,12 @@ class TreeLSTM(_TreeModel):
 
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
                 pos: Tensor | None = None, schedule: TreeSchedule | None = None,
-                return_cell: bool = False):
+                return_cell: bool = False, x_rows: Tensor | None = None,
+                num_nodes: int | None = None):
         if self.variant == "n-ary" and pos is None:
             raise ValueError("TreeLSTM(variant='n-ary'): pass pos (each child's position)")
         slots = pos if self.variant == "n-ary" else None  # child-sum children are unordered
-        h, c = self._up(x, edge_index, height, slots, schedule)
+        h, c = self._up(x, edge_index, height, slots, schedule, x_rows, num_nodes)
         return (h, c) if return_cell else h
 
 

@@ -3,14 +3,25 @@
 The constituency Tree-LSTM of Tai et al. (2015, section 3.2) run the way
 :mod:`structrnn.levels.kernels.child_sum` runs the Child-Sum one: level by level into preallocated
 buffers with no autograd graph, and a backward that walks the levels in reverse. Each node's
-children are laid side by side by slot (``h_cat`` (N, arity * H), ``c_cat`` likewise), which
-is what :meth:`structrnn.cells.NaryLSTMCell.combine` builds per level.
+children are laid side by side by slot (``h_cat`` (N', arity * H), ``c_cat`` likewise, for the
+N' nodes above level 0), which is what :meth:`structrnn.cells.NaryLSTMCell.combine` builds per
+level.
+
+Inside, the gate blocks are in the order ``o, i, f_0 .. f_{A-1}, g`` (:func:`kernel_order`), not
+the cell's ``i, f_0 .. f_{A-1}, g, o``: then one sigmoid covers every sigmoid gate, one tanh the
+candidate, and in the backward every block driven by the memory's gradient (``i``, the ``f_k``,
+``g``) is one contiguous slice, one broadcast multiplication per level. When every node above
+level 0 has exactly one child in every slot (a binarised treebank such as SST), the children's
+states are gathered straight into ``h_cat`` and ``c_cat`` (one ``index_select`` each) instead of
+being zeroed and scattered; the plan that says so is built once per pass on the CPU.
 
 Checked against the op-by-op path and by ``torch.autograd.gradcheck`` in
 ``tests/test_tree_kernels.py``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,99 +30,159 @@ from torch.autograd.function import once_differentiable
 
 from structrnn.levels.schedule import Schedule
 
-__all__ = ["nary_lstm"]
+__all__ = ["nary_lstm", "kernel_order", "input_order"]
+
+
+def _blocks(*blocks: int, size: int, device: torch.device | None = None) -> Tensor:
+    """Row indices of the given blocks of ``size`` rows, in that order."""
+    return torch.cat([torch.arange(b * size, (b + 1) * size, device=device) for b in blocks])
+
+
+def kernel_order(hidden: int, arity: int, device: torch.device | None = None) -> Tensor:
+    """((3 + arity) H,) rows of :class:`~structrnn.cells.NaryLSTMCell`'s ``weight_hh`` (blocks
+    i, f_0 .. f_{A-1}, g, o) in the kernel's order o, i, f_0 .. f_{A-1}, g."""
+    a = arity
+    return _blocks(a + 2, 0, *range(1, a + 1), a + 1, size=hidden, device=device)
+
+
+def input_order(hidden: int, arity: int, device: torch.device | None = None) -> Tensor:
+    """((3 + arity) H,) rows of the input projection (blocks i, f, g, o: one forget block for
+    every slot) in the kernel's order o, i, f (arity times), g."""
+    return _blocks(3, 0, *[1] * arity, 2, size=hidden, device=device)
+
+
+class _Plan(NamedTuple):
+    """Where each level's children go: ``pred`` (E,) each edge's child (sorted position),
+    ``rows`` (E,) its ``parent_in_level * A + slot``; ``full``: the edges of every level are
+    exactly its ``(parent, slot)`` pairs in order, so ``h_cat`` is a plain gather."""
+
+    node_ptr: list[int]
+    edge_ptr: list[int]
+    pred: Tensor
+    rows: Tensor
+    full: bool
+    arity: int
+    order: Tensor
+    rank: Tensor
+
+
+def _plan(s: Schedule, slot: Tensor, arity: int) -> _Plan:
+    """The pass's :class:`_Plan`. The check for ``full`` reads the indices on the host, so it is
+    made only when they are on the CPU (where the schedule is built); elsewhere the general
+    scatter runs."""
+    rows = s.target * arity + slot
+    n_leaf, n = s.node_ptr[1] if s.num_levels else 0, s.node_ptr[-1]
+    general = _Plan(s.node_ptr, s.edge_ptr, s.pred, rows, False, arity, s.order, s.rank)
+    if s.pred.device.type != "cpu" or s.pred.numel() != (n - n_leaf) * arity:
+        return general
+    counts = torch.tensor([s.edge_ptr[k + 1] - s.edge_ptr[k] for k in range(s.num_levels)])
+    starts = torch.tensor(s.node_ptr[:-1]) * arity
+    # the (parent, slot) row of every edge in one numbering of all levels
+    global_rows = rows + torch.repeat_interleave(starts, counts, output_size=rows.numel())
+    perm = torch.argsort(global_rows)
+    full = bool((global_rows[perm] == torch.arange(n_leaf * arity, n * arity)).all())
+    if not full:
+        return general
+    # the sort keeps the levels apart (their rows are increasing), so edge_ptr still holds
+    return general._replace(pred=s.pred[perm], rows=rows[perm], full=True)
 
 
 class _NaryLSTM(Function):
     @staticmethod
-    def forward(ctx, pre: Tensor, w_hh: Tensor, order: Tensor, rank: Tensor, pred: Tensor,
-                target: Tensor, slot: Tensor, node_ptr: list[int], edge_ptr: list[int],
-                arity: int):
-        N, A = pre.size(0), arity
+    def forward(ctx, pre: Tensor, w_hh: Tensor, plan: _Plan):
+        N, A = pre.size(0), plan.arity
         H = w_hh.size(1) // A
-        pre = pre.index_select(0, order)  # sorted: each level a contiguous block of rows
-        act = torch.empty_like(pre)  # sigmoid(i), sigmoid(f_0 .. f_A-1), tanh(g), sigmoid(o)
+        sig = (2 + A) * H  # o, i, f_0 .. f_A-1: the sigmoid gates; then g (tanh)
+        node_ptr, edge_ptr = plan.node_ptr, plan.edge_ptr
+        n_leaf = node_ptr[1]
+        act = torch.empty_like(pre)
         h, c, tanh_c = (pre.new_empty(N, H) for _ in range(3))
-        h_cat, c_cat = pre.new_empty(N, A * H), pre.new_empty(N, A * H)  # children by slot
+        # children by slot, for the nodes above level 0 only (leaves have none)
+        h_cat, c_cat = pre.new_empty(N - n_leaf, A * H), pre.new_empty(N - n_leaf, A * H)
         w_t = w_hh.t()
-        i_, f_, g_, o_ = _blocks(H, A)
         for level in range(len(node_ptr) - 1):
             n0, n1 = node_ptr[level], node_ptr[level + 1]
             e0, e1 = edge_ptr[level], edge_ptr[level + 1]
             gates, a, c_l = pre[n0:n1], act[n0:n1], c[n0:n1]
-            if e1 > e0:
-                src = pred[e0:e1]
-                rows = target[e0:e1] * A + slot[e0:e1]  # (parent, slot) in a (n * A, H) table
-                hc, cc = h_cat[n0:n1].zero_(), c_cat[n0:n1].zero_()
-                hc.view(-1, H).index_add_(0, rows, h.index_select(0, src))
-                cc.view(-1, H).index_add_(0, rows, c.index_select(0, src))
+            if level:
+                hc, cc = h_cat[n0 - n_leaf:n1 - n_leaf], c_cat[n0 - n_leaf:n1 - n_leaf]
+                _gather_children(h, hc, plan, e0, e1, H)
+                _gather_children(c, cc, plan, e0, e1, H)
                 gates = torch.addmm(gates, hc, w_t)
-            else:  # no children: h_cat and c_cat are zero (the backward reads them)
-                h_cat[n0:n1].zero_()
-                c_cat[n0:n1].zero_()
-            torch.sigmoid(gates[:, :(1 + A) * H], out=a[:, :(1 + A) * H])
-            torch.tanh(gates[:, g_], out=a[:, g_])
-            torch.sigmoid(gates[:, o_], out=a[:, o_])
-            torch.mul(a[:, i_], a[:, g_], out=c_l)
-            if e1 > e0:
-                c_l.add_((a[:, f_] * c_cat[n0:n1]).view(-1, A, H).sum(1))
+            torch.sigmoid(gates[:, :sig], out=a[:, :sig])
+            torch.tanh(gates[:, sig:], out=a[:, sig:])
+            torch.mul(a[:, H:2 * H], a[:, sig:], out=c_l)  # i * g
+            if level and e1 > e0:
+                for k in range(A):  # a loop over slots: c += f_k * c_k
+                    c_l.addcmul_(a[:, (2 + k) * H:(3 + k) * H], cc[:, k * H:(k + 1) * H])
             torch.tanh(c_l, out=tanh_c[n0:n1])
-            torch.mul(a[:, o_], tanh_c[n0:n1], out=h[n0:n1])
-        ctx.save_for_backward(act, tanh_c, h_cat, c_cat, w_hh, order, rank, pred, target, slot)
-        ctx.node_ptr, ctx.edge_ptr, ctx.arity = node_ptr, edge_ptr, A
-        return h.index_select(0, rank), c.index_select(0, rank)
+            torch.mul(a[:, :H], tanh_c[n0:n1], out=h[n0:n1])
+        ctx.save_for_backward(act, tanh_c, h_cat, c_cat, w_hh)
+        ctx.plan = plan
+        return h.index_select(0, plan.rank), c.index_select(0, plan.rank)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Tensor | None, grad_c: Tensor | None):
-        act, tanh_c, h_cat, c_cat, w_hh, order, rank, pred, target, slot = ctx.saved_tensors
-        node_ptr, edge_ptr, A = ctx.node_ptr, ctx.edge_ptr, ctx.arity
+        act, tanh_c, h_cat, c_cat, w_hh = ctx.saved_tensors
+        plan: _Plan = ctx.plan
+        node_ptr, edge_ptr, A = plan.node_ptr, plan.edge_ptr, plan.arity
         N, H = tanh_c.shape
-        i_, f_, g_, o_ = _blocks(H, A)
+        n_leaf = node_ptr[1]
         # the outputs were h[rank]: their gradient in sorted order is a gather by order
-        dh = tanh_c.new_zeros(N, H) if grad_h is None else grad_h.index_select(0, order)
-        dc = tanh_c.new_zeros(N, H) if grad_c is None else grad_c.index_select(0, order)
-        # local derivatives of every node at once, so each level below is a few multiplications
-        i, f, g, o = act[:, i_], act[:, f_], act[:, g_], act[:, o_]
+        dh = tanh_c.new_zeros(N, H) if grad_h is None else grad_h.index_select(0, plan.order)
+        dc = tanh_c.new_zeros(N, H) if grad_c is None else grad_c.index_select(0, plan.order)
+        # local derivatives of every node at once, so each level below is a few multiplications:
+        # coef's o block multiplies dh, its i, f_k and g blocks multiply dc
+        o, i, g = act[:, :H], act[:, H:2 * H], act[:, (2 + A) * H:]
         dc_dh = o * (1 - tanh_c * tanh_c)  # c -> h
-        do_dh = tanh_c * o * (1 - o)  # o's pre-activation -> h
-        di_dc = g * i * (1 - i)
-        dg_dc = i * (1 - g * g)
-        df_dc = c_cat * f * (1 - f)  # every slot's forget pre-activation -> c (0 without child)
-        d_gates = act.new_empty(act.shape)
+        coef = torch.empty_like(act)
+        torch.mul(tanh_c * o, 1 - o, out=coef[:, :H])
+        torch.mul(g * i, 1 - i, out=coef[:, H:2 * H])
+        torch.mul(i, 1 - g * g, out=coef[:, (2 + A) * H:])
+        coef[:n_leaf, 2 * H:(2 + A) * H].zero_()  # leaves keep no child memory
+        f = act[n_leaf:, 2 * H:(2 + A) * H]
+        torch.mul(c_cat * f, 1 - f, out=coef[n_leaf:, 2 * H:(2 + A) * H])
+        d_gates = torch.empty_like(act)
         for level in reversed(range(len(node_ptr) - 1)):
             n0, n1 = node_ptr[level], node_ptr[level + 1]
             e0, e1 = edge_ptr[level], edge_ptr[level + 1]
+            n = n1 - n0
             dh_l, dc_l, dg = dh[n0:n1], dc[n0:n1], d_gates[n0:n1]
             dc_l.addcmul_(dh_l, dc_dh[n0:n1])
-            torch.mul(dh_l, do_dh[n0:n1], out=dg[:, o_])
-            torch.mul(dc_l, di_dc[n0:n1], out=dg[:, i_])
-            torch.mul(dc_l, dg_dc[n0:n1], out=dg[:, g_])
-            dc_rep = dc_l.repeat(1, A)  # dc against every slot
-            torch.mul(dc_rep, df_dc[n0:n1], out=dg[:, f_])
+            torch.mul(dh_l, coef[n0:n1, :H], out=dg[:, :H])
+            torch.mul(dc_l.unsqueeze(1), coef[n0:n1, H:].view(n, 2 + A, H),
+                      out=dg[:, H:].view(n, 2 + A, H))
             if e1 > e0:
-                n = n1 - n0
-                src = pred[e0:e1]
-                rows = target[e0:e1] * A + slot[e0:e1]
-                dc.index_add_(0, src, (dc_rep * f[n0:n1]).view(n * A, H).index_select(0, rows))
-                dh_cat = (dg @ w_hh).view(n * A, H)
-                dh.index_add_(0, src, dh_cat.index_select(0, rows))
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            n1 = node_ptr[1]  # level 0 has no children: h_cat = 0 there
-            grad_w = d_gates[n1:].t() @ h_cat[n1:]
-        grad_pre = d_gates.index_select(0, rank) if ctx.needs_input_grad[0] else None
-        return grad_pre, grad_w, None, None, None, None, None, None, None, None
+                f_l = act[n0:n1, 2 * H:(2 + A) * H].view(n, A, H)
+                _scatter_children(dc, (dc_l.unsqueeze(1) * f_l).view(n * A, H), plan, e0, e1)
+                _scatter_children(dh, (dg @ w_hh).view(n * A, H), plan, e0, e1)
+        grad_w = d_gates[n_leaf:].t() @ h_cat if ctx.needs_input_grad[1] else None
+        return d_gates, grad_w, None
 
 
-def _blocks(H: int, A: int) -> tuple[slice, slice, slice, slice]:
-    """Column blocks of the gates: i, the A forget gates, g, o."""
-    return (slice(0, H), slice(H, (1 + A) * H), slice((1 + A) * H, (2 + A) * H),
-            slice((2 + A) * H, (3 + A) * H))
+def _gather_children(states: Tensor, out: Tensor, plan: _Plan, e0: int, e1: int,
+                     H: int) -> None:
+    """``out`` (n, A * H) := the children's ``states`` by slot, zero where a slot is empty."""
+    if plan.full:
+        torch.index_select(states, 0, plan.pred[e0:e1], out=out.view(-1, H))
+        return
+    out.zero_()
+    if e1 > e0:
+        out.view(-1, H).index_add_(0, plan.rows[e0:e1], states.index_select(0, plan.pred[e0:e1]))
 
 
-def nary_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule, slot: Tensor,
-              arity: int) -> tuple[Tensor, Tensor]:
+def _scatter_children(grad: Tensor, by_slot: Tensor, plan: _Plan, e0: int, e1: int) -> None:
+    """Add the (n * A, H) per-(parent, slot) gradients into the children's rows of ``grad``."""
+    src = plan.pred[e0:e1]
+    if plan.full:  # the edges are the (parent, slot) rows in order
+        grad.index_add_(0, src, by_slot)
+    else:
+        grad.index_add_(0, src, by_slot.index_select(0, plan.rows[e0:e1]))
+
+
+def nary_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule, slot: Tensor, arity: int,
+              prepared: bool = False) -> tuple[Tensor, Tensor]:
     """N-ary Tree-LSTM states of every node, run over the levels of ``schedule``.
 
     Args:
@@ -123,11 +194,21 @@ def nary_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule, slot: Tensor,
         schedule: a :class:`~structrnn.levels.schedule.Schedule` whose level 0 has no incoming
             edges.
         slot: (E,) each scheduled edge's child slot (``pos``), each < ``arity``.
+        prepared: ``pre``'s rows are already in the schedule's order (``pre[schedule.order]``)
+            and ``pre``'s columns and ``weight_hh``'s rows in the kernel's order
+            (:func:`kernel_order`); the rows of level 0's forget blocks are not read. This is
+            how :func:`structrnn.levels.run.run_schedule` calls it, sparing two gathers.
 
     Returns:
         ``(h, c)``, each (N, H), rows in the original node order. Double backward is not
         supported.
     """
     s = schedule
-    return _NaryLSTM.apply(pre, weight_hh, s.order, s.rank, s.pred, s.target, slot, s.node_ptr,
-                           s.edge_ptr, arity)
+    if not prepared:
+        order = kernel_order(weight_hh.size(1) // arity, arity, pre.device)
+        pre = pre.index_select(0, s.order).index_select(1, order)
+        weight_hh = weight_hh.index_select(0, order)
+    if s.num_levels == 0:
+        empty = pre.new_zeros(0, weight_hh.size(1) // arity)
+        return empty, empty.clone()
+    return _NaryLSTM.apply(pre, weight_hh, _plan(s, slot, arity))

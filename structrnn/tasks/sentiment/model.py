@@ -89,11 +89,27 @@ class TreeSentiment(nn.Module):
         if self.training and self.word_dropout > 0:
             dropped = torch.rand(x.shape, device=x.device) < self.word_dropout
             x = x.masked_fill(dropped, self.unk_id)
+        if isinstance(self.encoder, TreeLSTM) and x.device.type == "cpu":
+            return self._encode_tokens(x, has_token.squeeze(1), edge_index, height, pos,
+                                       schedule)
         emb = self.embedding(x) * has_token
         emb = self.dropout(emb)
         if self.project is not None:
             emb = torch.tanh(self.project(emb)) * has_token
         return self.encoder(emb, edge_index, height=height, pos=pos, schedule=schedule)
+
+    def _encode_tokens(self, x: Tensor, has_token: Tensor, edge_index: Tensor,
+                       height: Tensor | None, pos: Tensor | None,
+                       schedule: TreeSchedule | None) -> Tensor:
+        """:meth:`encode` for a Tree-LSTM on the CPU, with the same states: only the M nodes
+        with a token (about half of a sentence's tree, its leaves) are embedded, dropped out and
+        projected, instead of N rows of which the rest are zeros. (The row ids are read on the
+        host, free on the CPU; on a GPU that would be a synchronisation per batch, so there the
+        dense path runs.)"""
+        rows = has_token.nonzero().squeeze(1)  # (M,)
+        emb = self.dropout(self.embedding(x.index_select(0, rows)))  # (M, embed_dim)
+        return self.encoder(emb, edge_index, height=height, pos=pos, schedule=schedule,
+                            x_rows=rows, num_nodes=x.numel())
 
     def forward(self, batch) -> Tensor:
         h = self.encode(batch.x, batch.edge_index, getattr(batch, "height", None),

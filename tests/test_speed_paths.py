@@ -1,0 +1,221 @@
+"""The fast paths of issue 18 compute what the plain formulation computes (float64):
+
+* a tree model fed the inputs of the nodes that have one (``x_rows``) equals the dense input
+  with zero rows elsewhere, fused and op by op;
+* TreeSentiment's CPU path (only the words are embedded, dropped out and projected) equals the
+  old formulation, ``embedding(x) * has_token`` through the op-by-op Tree-LSTM;
+* the N-ary kernel's gather plan (every inner node has all its slots: a binarised treebank) and
+  its general scatter give the op-by-op states and gradients;
+* the forget rows of ``weight_ih`` are never read when the inputs sit on the leaves (they are
+  dead weights there, which weight decay drives into subnormal floats).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import structrnn as sr
+from structrnn.levels.kernels.nary import _plan, nary_lstm
+from structrnn.levels.run import run_schedule, run_up
+from structrnn.tasks.sentiment.model import TreeSentiment
+from structrnn.trees.loader import collate_trees
+from tests.test_tree_kernels import forest
+
+DT = torch.float64
+
+
+def random_binary_ptb(leaves: int, gen: torch.Generator, words: int = 30) -> str:
+    """A random bracketing of ``leaves`` words, labels 0-4 on every node (like SST)."""
+    label = int(torch.randint(0, 5, (1,), generator=gen))
+    if leaves == 1:
+        return f"({label} w{int(torch.randint(0, words, (1,), generator=gen))})"
+    left = int(torch.randint(1, leaves, (1,), generator=gen))
+    return (f"({label} {random_binary_ptb(left, gen, words)} "
+            f"{random_binary_ptb(leaves - left, gen, words)})")
+
+
+def sentiment_batch(sizes=(1, 2, 5, 9, 17), seed=0, unknown=True):
+    gen = torch.Generator().manual_seed(seed)
+    trees = [sr.Tree.from_ptb(random_binary_ptb(n, gen)) for n in sizes]
+    vocab = sr.Vocab.build(trees[1:] if unknown else trees)  # the first tree's words: <unk>
+    return collate_trees([t.to_data(vocab) for t in trees]), len(vocab)
+
+
+def grads_of(out: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    grads = torch.autograd.grad((out * weights).sum(), tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
+
+
+def assert_all_close(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+# -- x_rows: the inputs of some nodes only ------------------------------------------------------
+@pytest.mark.parametrize("variant", ["child-sum", "n-ary"])
+@pytest.mark.parametrize("where", ["leaves", "some-inner", "none"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_x_rows_equals_the_dense_input(variant, where, fused):
+    batch = forest([1, 2, 9, 30, 17], seed=4, max_children=2)
+    n = batch.num_nodes
+    s = sr.tree_schedule(batch.edge_index, n)
+    leaves = s.up.order[:s.up.node_ptr[1]]
+    rows = {"leaves": leaves.sort().values,
+            "some-inner": torch.arange(0, n, 3),
+            "none": torch.empty(0, dtype=torch.long)}[where]
+    model = sr.TreeLSTM(5, 4, variant=variant).to(DT)
+    x = torch.randn(rows.numel(), 5, dtype=DT, requires_grad=True)
+    dense = torch.zeros(n, 5, dtype=DT).index_copy(0, rows, x)
+    params = list(model.parameters())
+    pos = batch.pos
+
+    def run(inp, x_rows):
+        return run_up(model.cell, inp, batch.edge_index, pos=pos if variant == "n-ary" else None,
+                      schedule=s, num_nodes=n, fused=fused, x_rows=x_rows)
+
+    h, c = run(x, rows)
+    h_ref, c_ref = run_up(model.cell, dense, batch.edge_index,
+                          pos=pos if variant == "n-ary" else None, schedule=s, fused=False)
+    assert_all_close([h, c], [h_ref, c_ref])
+    out, out_ref = torch.cat([h, c], 1), torch.cat([h_ref, c_ref], 1)
+    want = grads_of(out_ref, [dense, *params])
+    want[0] = want[0][rows]  # the gradient of the rows given
+    assert_all_close(grads_of(out, [x, *params]), want)
+
+
+def test_tree_lstm_takes_x_rows_and_needs_num_nodes():
+    batch, _ = sentiment_batch()
+    model = sr.TreeLSTM(3, 4, variant="n-ary").to(DT)
+    rows = torch.nonzero(batch.x >= 0).squeeze(1)
+    x = torch.randn(rows.numel(), 3, dtype=DT)
+    dense = torch.zeros(batch.num_nodes, 3, dtype=DT).index_copy(0, rows, x)
+    h = model(x, batch.edge_index, pos=batch.pos, schedule=batch.schedule, x_rows=rows,
+              num_nodes=batch.num_nodes)
+    torch.testing.assert_close(h, model(dense, batch.edge_index, pos=batch.pos), atol=1e-12,
+                               rtol=0)
+    with pytest.raises(ValueError, match="num_nodes"):
+        run_up(model.cell, x, batch.edge_index, pos=batch.pos, x_rows=rows)
+
+
+def test_x_rows_with_a_cell_of_its_own_projection():
+    class Scaled(sr.NaryLSTMCell):
+        def project_input(self, x):
+            return None if x is None else super().project_input(2.0 * x) + 0.25
+
+    batch, _ = sentiment_batch(seed=3)
+    n = batch.num_nodes
+    cell = Scaled(3, 4).to(DT)
+    rows = torch.nonzero(batch.x >= 0).squeeze(1)
+    x = torch.randn(rows.numel(), 3, dtype=DT)
+    dense = torch.zeros(n, 3, dtype=DT).index_copy(0, rows, x)
+    s = batch.schedule.up
+    h, _ = run_schedule(cell, x, s, n, pos=batch.pos, x_rows=rows)
+    h_ref, _ = run_schedule(cell, dense, s, n, pos=batch.pos, fused=False)
+    torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
+
+
+# -- the N-ary kernel's two routes ----------------------------------------------------------------
+def test_binarised_trees_take_the_gather_plan_and_others_the_scatter():
+    batch, _ = sentiment_batch()
+    s = batch.schedule.up
+    slot = batch.pos[s.order][s.pred]
+    assert _plan(s, slot, 2).full
+    ragged = forest([9, 30, 17], seed=2, max_children=2)  # some nodes have one child
+    s2 = sr.tree_schedule(ragged.edge_index, ragged.num_nodes).up
+    assert not _plan(s2, ragged.pos[s2.order][s2.pred], 2).full
+    assert not _plan(s, slot, 3).full  # arity 3: the third slot is empty everywhere
+
+
+@pytest.mark.parametrize("arity", [2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_nary_kernel_on_binarised_trees_equals_op_by_op(arity, bias):
+    batch, _ = sentiment_batch(sizes=(3, 1, 12, 7, 25), seed=arity)
+    n = batch.num_nodes
+    cell = sr.NaryLSTMCell(4, 3, arity=arity, bias=bias).to(DT)
+    x = torch.randn(n, 4, dtype=DT, requires_grad=True)
+    params = [x, *cell.parameters()]
+    outs = []
+    for fused in (True, False):
+        h, c = run_schedule(cell, x, batch.schedule.up, n, pos=batch.pos, fused=fused)
+        outs.append(([h, c], grads_of(torch.cat([h, c], 1), params)))
+    assert_all_close(outs[0][0] + outs[0][1], outs[1][0] + outs[1][1])
+
+
+def test_nary_kernel_full_plan_passes_gradcheck():
+    batch, _ = sentiment_batch(sizes=(4, 2, 6), seed=8)
+    s = batch.schedule.up
+    slot = batch.pos[s.order][s.pred]
+    assert _plan(s, slot, 2).full
+    pre = torch.randn(batch.num_nodes, 10, dtype=DT, requires_grad=True)  # (3 + 2) * H, H = 2
+    w_hh = torch.randn(10, 4, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, w: nary_lstm(p, w, s, slot, 2),
+                                    (pre, w_hh))
+
+
+# -- the forget rows of weight_ih -----------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["child-sum", "n-ary"])
+def test_leaf_inputs_never_read_the_forget_rows_of_weight_ih(variant):
+    batch, vocab_size = sentiment_batch(seed=5)
+    torch.manual_seed(0)
+    model = TreeSentiment(vocab_size, model="tree-lstm" if variant == "n-ary"
+                          else "child-sum-tree-lstm", embed_dim=6, hidden=4, dropout=0.0).to(DT)
+    H = 4
+    with torch.no_grad():  # a poisoned forget block: NaN wherever it were read
+        model.encoder.cell.weight_ih[H:2 * H] = float("nan")
+    model.train()
+    logits = model(batch)
+    assert bool(torch.isfinite(logits).all())
+    loss = torch.nn.functional.cross_entropy(logits, batch.y)
+    loss.backward()
+    for name, p in model.named_parameters():
+        grad = p.grad.to_dense() if p.grad.is_sparse else p.grad
+        assert bool(torch.isfinite(grad).all()), name
+    assert bool((model.encoder.cell.weight_ih.grad[H:2 * H] == 0).all())
+
+
+# -- TreeSentiment: the words only, against the old formulation ---------------------------------
+def old_logits(model: TreeSentiment, batch) -> torch.Tensor:
+    """The formulation before issue 18: every node embedded (zeros without a word), dropout
+    over all of them, the op-by-op Tree-LSTM over the dense input."""
+    has_token = (batch.x >= 0).unsqueeze(1)
+    emb = model.dropout(model.embedding(batch.x.clamp(min=0)) * has_token)
+    cell = model.encoder.cell
+    pos = batch.pos if isinstance(cell, sr.NaryLSTMCell) else None
+    h, _ = run_up(cell, emb, batch.edge_index, pos=pos, schedule=batch.schedule, fused=False)
+    return model.classifier(model.dropout(h))
+
+
+@pytest.mark.parametrize("name", ["tree-lstm", "child-sum-tree-lstm"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_tree_sentiment_equals_the_old_formulation(name, training, sparse):
+    batch, vocab_size = sentiment_batch(seed=7)
+    torch.manual_seed(1)
+    # dropout 0 in training: the masks of the two formulations are drawn over other rows
+    model = TreeSentiment(vocab_size, model=name, embed_dim=6, hidden=5,
+                          dropout=0.0 if training else 0.5, sparse_embedding=sparse).to(DT)
+    model.train(training)
+    params = list(model.parameters())
+    got = model(batch)
+    got_grads = grads_of(got, params)
+    want = old_logits(model, batch)
+    want_grads = grads_of(want, params)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        a = a.to_dense() if a.is_sparse else a
+        b = b.to_dense() if b.is_sparse else b
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_tree_sentiment_drops_out_the_words_only():
+    batch, vocab_size = sentiment_batch(seed=2)
+    model = TreeSentiment(vocab_size, embed_dim=8, hidden=4, dropout=0.5).to(DT)
+    seen = []
+    model.dropout.register_forward_hook(lambda m, inp, out: seen.append(out.shape))
+    model.train()
+    model(batch)
+    words = int((batch.x >= 0).sum())
+    assert seen == [(words, 8), (batch.num_nodes, 4)]  # the embeddings, then the states
