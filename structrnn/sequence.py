@@ -221,7 +221,7 @@ class _Sequence:
 
     def _extra(self) -> str:
         s = ""
-        if self.cell_class is not self._stock_cell:
+        if self._stock_cell is not None and self.cell_class is not self._stock_cell:
             s += f", cell={self.cell_class.__name__}"
         if self.recurrent_dropout is not None:
             s += (f", recurrent_dropout={self.recurrent_dropout!r}, "
