@@ -352,3 +352,31 @@ def test_tree_lstm_as_sequence_starts_from_a_trained_tree_run(tmp_path):
     with pytest.raises(ValueError, match="one layer, one direction"):
         sst.build_model(parse(common + ["--model", "tree-lstm-as-sequence", "--layers", "2"]),
                         train.vocab, 5)
+
+
+def test_lstm_as_tree_runs_a_sequence_runs_cell_up_the_tree(tmp_path):
+    """lstm-as-tree: the LSTM's weights under their sequence names, run as the Child-Sum
+    Tree-LSTM (checked against sr.TreeLSTM with the weights copied); --init-from an lstm run
+    reads every tensor by name."""
+    from structrnn import TreeLSTM
+    from structrnn.trees.loader import TreeLoader
+
+    common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+              "--embed-dim", "6", "--no-progress", "--epochs", "1"]
+    sst.run(parse(common + ["--model", "lstm", "--out", str(tmp_path / "lstm")]))
+    seq = torch.load(tmp_path / "lstm" / "best.pt", weights_only=True)["model"]
+    args = parse(common + ["--model", "lstm-as-tree"])
+    train = sst.load_splits(args)[0]
+    model = sst.build_model(args, train.vocab, 5).eval()
+    assert "kept fresh" not in sst.init_from_run(model, tmp_path / "lstm", train.vocab)
+    assert all(torch.equal(v, seq[k]) for k, v in model.state_dict().items())
+    tree = TreeLSTM(6, 8, variant="child-sum")
+    tree.cell.load_state_dict({n: seq[f"encoder.rnn.{n}_l0"] for n in
+                               ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    batch = next(iter(TreeLoader(train, batch_size=8)))
+    emb = model.embedding(batch.x.clamp(min=0)) * (batch.x >= 0).unsqueeze(1)
+    torch.testing.assert_close(model.encoder(emb, batch.edge_index, batch.height),
+                               tree(emb, batch.edge_index, batch.height))
+    with pytest.raises(ValueError, match="no layers or pooling"):
+        sst.build_model(parse(common + ["--model", "lstm-as-tree", "--pool", "max"]),
+                        train.vocab, 5)

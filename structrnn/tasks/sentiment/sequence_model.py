@@ -10,7 +10,10 @@ nodes: it is trained and scored on the root label only (:func:`root_labels_only`
 along the sentence instead: each word a node whose one child (slot 0) is the previous word's
 node (:func:`structrnn.sequence.run_cell`). Started from a trained tree run with
 ``--init-from RUN``, it shows how much of the Tree-LSTM's gain is the structure: the same cell,
-the same words and vectors, no tree.
+the same words and vectors, no tree. ``lstm-as-tree`` goes the other way: the cell of a
+sequence LSTM (``--model lstm``, read by name with ``--init-from``) run bottom-up over the parse
+tree (Child-Sum: a forget gate per child; :class:`SequenceCellOnTree`), scored on the root like
+the sequence models.
 
 ``SequenceSentiment`` takes the embedding, word dropout and classifier of
 :class:`~structrnn.tasks.sentiment.model.TreeSentiment` unchanged and the same batches of trees;
@@ -27,14 +30,15 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from structrnn.cells import NaryLSTMCell
+from structrnn.levels.run import run_up
 from structrnn.levels.schedule import TreeSchedule
 from structrnn.sequence import GRU, LSTM, run_cell
 from structrnn.tasks.sentiment.model import TreeSentiment
 
 __all__ = ["SEQUENCE_MODELS", "POOLS", "SequenceSentiment", "SentenceEncoder",
-           "is_sequence_model", "root_labels_only", "leaf_sequences"]
+           "SequenceCellOnTree", "is_sequence_model", "root_labels_only", "leaf_sequences"]
 
-SEQUENCE_MODELS = ("lstm", "bilstm", "gru", "bigru", "tree-lstm-as-sequence")
+SEQUENCE_MODELS = ("lstm", "bilstm", "gru", "bigru", "tree-lstm-as-sequence", "lstm-as-tree")
 POOLS = ("last", "mean", "max")
 
 
@@ -138,14 +142,49 @@ class SentenceEncoder(nn.Module):
         return _pool(states, lengths, last, self.pool)
 
 
+class SequenceCellOnTree(nn.Module):
+    """A sequence LSTM's cell run bottom-up over the tree: the Child-Sum Tree-LSTM pass with the
+    weights of ``rnn`` (an ``sr.LSTM`` of one layer), kept under their sequence names
+    (``rnn.weight_ih_l0``, ...) so that a sequence run's weights load into it by name.
+
+    Arguments and result as :class:`~structrnn.TreeLSTM`: ``x`` (N, I) node inputs,
+    ``edge_index`` (2, E) child -> parent; returns ``h`` (N, H).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.width = input_size, hidden_size
+        self.rnn = LSTM(input_size, hidden_size)
+
+    def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
+                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+        # the layer's cell holds no weights of its own: bind the network's for the pass
+        weights = {f"cell.{n}": getattr(self.rnn, f"{n}_l0")
+                   for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        h, _ = torch.func.functional_call(_UpPass(self.rnn.cells["l0"]), weights,
+                                          (x, edge_index, height, schedule))
+        return h
+
+
+class _UpPass(nn.Module):
+    """``run_up`` of one cell, as a module (what ``functional_call`` binds weights around)."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x, edge_index, height, schedule):
+        return run_up(self.cell, x, edge_index, height, None, schedule)
+
+
 class SequenceSentiment(TreeSentiment):
     """Embedding -> sequence network over the words -> pooled state -> classifier.
 
     Arguments as :class:`~structrnn.tasks.sentiment.model.TreeSentiment` (``model`` one of
     :data:`SEQUENCE_MODELS`), plus ``layers`` and ``pool`` (see :class:`SentenceEncoder`).
     ``forward(batch)`` takes the same tree ``Batch`` and returns (N, num_classes): every node's
-    row is its sentence's logits (the root's row is the prediction; train with
-    :func:`root_labels_only` data).
+    row is its sentence's logits (``lstm-as-tree``: each node's own); the root's row is the
+    prediction. Train with :func:`root_labels_only` data.
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 5, model: str = "lstm",
@@ -162,8 +201,15 @@ class SequenceSentiment(TreeSentiment):
         self.model_name, self.layers, self.pool = model, layers, pool
         bidirectional = model in ("bilstm", "bigru")
         kind = model.removeprefix("bi") if bidirectional else model
-        self.encoder = SentenceEncoder(kind, embed_dim, hidden, bidirectional, layers, dropout,
-                                       pool)
+        if model == "lstm-as-tree":
+            if layers != 1 or pool != "last":
+                raise ValueError("lstm-as-tree runs one LSTM cell up the tree and reads the "
+                                 f"root: no layers or pooling (got layers={layers}, "
+                                 f"pool={pool!r})")
+            self.encoder = SequenceCellOnTree(embed_dim, hidden)
+        else:
+            self.encoder = SentenceEncoder(kind, embed_dim, hidden, bidirectional, layers,
+                                           dropout, pool)
         self.classifier = nn.Linear(self.encoder.width, num_classes)
 
 
