@@ -64,7 +64,7 @@ def test_sst_fine_dev_and_layout(data_root):
     binary = SST(data_root / "sst", "dev", binary=True, vocab=dev.vocab)
     kept = [i for i, t in enumerate(dev.trees) if t.label != "2"]
     assert len(kept) == len(binary)
-    for i, j in zip(kept[:50], range(50)):
+    for i, j in zip(kept[:50], range(50), strict=True):
         lut = {0: 0, 1: 0, 2: -1, 3: 1, 4: 1}
         assert binary[j].y.tolist() == [lut[v] for v in dev[i].y.tolist()]
     # slicing and PyG batching
@@ -329,3 +329,106 @@ def test_synthetic_dataset_vocab_binary_and_bag_of_words():
     assert all(t.label != "2" for t in binary.trees)
     assert set(torch.cat([d.y for d in binary.data]).tolist()) <= {-1, 0, 1}
     assert binary.num_classes == 2
+
+
+# ------------------------------------------------------------------ the processed cache
+CACHED_LINES = ["(3 (2 It) (4 (3 works) (2 .)))", "", "(1 (2 Not) (1 good))",
+                "(2 (2 8\u00a01\\/2) (3 (2 -LRB-) (3 fine)))", "(0 (0 bad))", "(4 (4 great))"]
+
+
+def assert_same_dataset(got: SST, want: SST) -> None:
+    assert len(got) == len(want) and got.vocab == want.vocab and got.binary == want.binary
+    for a, b in zip(got.data, want.data, strict=True):
+        assert list(a.keys()) == list(b.keys())
+        for key in a.keys():
+            va, vb = a[key], b[key]
+            if torch.is_tensor(va):
+                assert va.dtype == vb.dtype and torch.equal(va, vb), key
+            else:
+                assert va == vb, key
+    assert [t.to_ptb() for t in got.trees] == [t.to_ptb() for t in want.trees]
+    assert got.skipped_lines == want.skipped_lines
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_cache_gives_the_data_and_trees_of_a_fresh_parse(tmp_path, binary):
+    root = write_split(tmp_path / "sst", "train", CACHED_LINES)
+    first = SST(root, "train", binary=binary)
+    assert not first.cache_hit and first.cache_path.is_file()
+    assert first.cache_path.parent == root / "processed"  # a writable data folder
+    second = SST(root, "train", binary=binary)
+    assert second.cache_hit
+    fresh = SST(root, "train", binary=binary, use_cache=False)
+    assert_same_dataset(second, fresh)
+    assert_same_dataset(first, fresh)
+    # each Data equals Tree.to_data, the per-tree conversion
+    for tree, data in zip(fresh.trees, second.data, strict=True):
+        ref = tree.to_data(fresh.vocab)
+        if binary:
+            ref.y = to_binary(ref.y)
+        assert torch.equal(ref.x, data.x) and torch.equal(ref.edge_index, data.edge_index)
+        assert torch.equal(ref.y, data.y) and torch.equal(ref.height, data.height)
+
+
+def test_cache_is_independent_of_the_vocabulary_and_slices_stay_lazy(tmp_path):
+    root = write_split(tmp_path / "sst", "dev", CACHED_LINES)
+    SST(root, "dev")  # writes the cache
+    vocab = Vocab.build([["works", "good", "nothing"]])
+    cached = SST(root, "dev", vocab=vocab)
+    assert cached.cache_hit
+    assert_same_dataset(cached, SST(root, "dev", vocab=vocab, use_cache=False))
+    part = cached[1:3]
+    assert [t.to_ptb() for t in part.trees] == [CACHED_LINES[2], CACHED_LINES[3]]
+    assert part.trees[0] is cached.trees[1]  # parsed once, shared
+
+
+def test_cache_of_a_read_only_folder_goes_to_the_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path / "cache"))
+    root = write_split(tmp_path / "sst", "test", CACHED_LINES)
+    root.chmod(0o555)
+    try:
+        ds = SST(root, "test")
+        assert ds.cache_path.parent == tmp_path / "cache" / "sst"
+        assert sorted(p.name for p in root.iterdir()) == ["test.txt"]  # nothing written there
+        assert SST(root, "test").cache_hit
+    finally:
+        root.chmod(0o755)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "another-format"])
+def test_a_damaged_cache_is_detected_and_rebuilt(tmp_path, damage):
+    root = write_split(tmp_path / "sst", "train", CACHED_LINES)
+    path = SST(root, "train").cache_path
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":  # one byte of the stored arrays: only the checksum sees it
+        state = torch.load(path, weights_only=True)
+        state["y"][3] += 1
+        torch.save(state, path)
+    elif damage == "garbage":
+        path.write_bytes(b"not a cache")
+    else:
+        state = torch.load(path, weights_only=True)
+        state["format"] = "structrnn-sst-0"
+        torch.save(state, path)
+    with pytest.warns(UserWarning, match="damaged SST cache"):
+        rebuilt = SST(root, "train")
+    assert not rebuilt.cache_hit
+    assert_same_dataset(rebuilt, SST(root, "train", use_cache=False))
+    assert SST(root, "train").cache_hit  # written again, sound
+
+
+def test_an_edited_file_is_parsed_again(tmp_path):
+    root = write_split(tmp_path / "sst", "train", CACHED_LINES)
+    SST(root, "train")
+    write_split(root, "train", CACHED_LINES[:3])
+    again = SST(root, "train")
+    assert not again.cache_hit and len(again) == 2
+
+
+def test_a_file_with_bad_lines_is_not_cached(tmp_path):
+    root = write_split(tmp_path, "test", [GOOD, "(3 (9 a) (3 b))"])
+    with pytest.warns(UserWarning):
+        ds = SST(root, "test", on_error="skip")
+    assert ds.skipped_lines == [2] and not ds.cache_path.exists()

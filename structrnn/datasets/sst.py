@@ -24,7 +24,8 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -32,14 +33,19 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
+from structrnn import __version__
 from structrnn._errors import InputError
+from structrnn._io import atomic_write, is_writable
+from structrnn._paths import cache_dir as default_cache_dir
 from structrnn._paths import data_root as default_data_root
-from structrnn.trees.ptb import PTBFile, read_ptb_file
+from structrnn.trees.convert import FlatTrees, flat_to_data, flatten_trees
+from structrnn.trees.ptb import PTBFile, parse_ptb, read_ptb_file
 from structrnn.trees.tree import Tree, gc_paused
 from structrnn.trees.vocab import Vocab
 
 __all__ = ["SST", "TreeDataset", "to_binary", "default_data_root", "download_sst", "SST_URL",
-           "SST_SHA256", "SPLITS"]
+           "SST_SHA256", "SPLITS", "LazyTrees", "CACHE_FORMAT", "cache_key", "cache_location",
+           "read_cache", "write_cache"]
 
 SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 # 789,539 bytes; digest as pinned by a public project (see ../shared/datasets/sst/README.md);
@@ -48,6 +54,10 @@ SST_SHA256 = "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc"
 SPLITS = ("train", "dev", "test")
 _BINARY = torch.tensor([0, 0, -1, 1, 1])
 CLASS_LABELS = frozenset("01234")  # SST writes each class as one digit
+# Bump when what the processed cache holds (or how it is read) changes: its key includes it.
+CACHE_FORMAT = "structrnn-sst-1"
+_CACHE_TENSORS = ("num_nodes", "y", "pos", "height", "parent", "token_rows", "line_numbers",
+                  "tokens")
 
 
 def to_binary(y: Tensor) -> Tensor:
@@ -90,18 +100,21 @@ class TreeDataset(Dataset):
             raise ValueError(f"line_numbers: expected one per tree ({len(trees)}), got "
                              f"{len(line_numbers)}")
         trees, self.skipped_lines = _checked(trees, source, line_numbers, on_error)
-        if binary:
-            trees = [t for t in trees if t.label != "2"]
+        self._setup(trees, flatten_trees(trees), vocab, binary, min_count, lower)
+
+    def _setup(self, trees: Sequence[Tree], flat: FlatTrees, vocab: Vocab | None, binary: bool,
+               min_count: int, lower: bool) -> None:
+        """``.trees``, ``.data``, ``.vocab`` from the checked trees and their
+        :class:`~structrnn.trees.convert.FlatTrees` (whole-array work, no per-node Python)."""
+        if binary:  # trees with a neutral root are dropped; labels 0-1 -> 0, 3-4 -> 1, 2 -> -1
+            kept = torch.nonzero(flat.y[flat.offsets()] != 2).squeeze(1)
+            flat, trees = flat.take(kept), _take(trees, kept.tolist())
+            flat = flat._replace(y=to_binary(flat.y))
         if vocab is None:
-            vocab = Vocab.build(trees, min_count=min_count, lower=lower)
-        with gc_paused():
-            data = [t.to_data(vocab) for t in trees]
-        if binary and data:  # one mapping for all trees, then a view per tree
-            ys = to_binary(torch.cat([d.y for d in data]))
-            for d, y in zip(data, ys.split([d.num_nodes for d in data])):
-                d.y = y
-        self.trees: list[Tree] = list(trees)
-        self.data: list[Data] = data
+            with gc_paused():  # millions of live tree nodes make each collection slow
+                vocab = Vocab.build([flat.tokens], min_count=min_count, lower=lower)
+        self.trees: Sequence[Tree] = trees if isinstance(trees, LazyTrees) else list(trees)
+        self.data: list[Data] = flat_to_data(flat, vocab)
         self.vocab = vocab
         self.binary = binary
 
@@ -120,7 +133,7 @@ class TreeDataset(Dataset):
         if isinstance(index, (range, list, tuple)):
             sub = object.__new__(type(self))
             sub.__dict__.update(self.__dict__)
-            sub.trees = [self.trees[i] for i in index]
+            sub.trees = _take(self.trees, list(index))
             sub.data = [self.data[i] for i in index]
             return sub
         return self.data[index]
@@ -145,11 +158,23 @@ class SST(TreeDataset):
         min_count, lower: options of the vocabulary built when ``vocab`` is None.
         on_error: ``"raise"`` or ``"skip"`` malformed lines and trees whose labels are not
             classes 0..4 (skipped ones are reported in ``.skipped_lines`` and by a warning).
+        cache_dir: where the processed split goes (see below); default ``processed/`` in
+            ``root`` when ``root`` is writable, else ``$STRUCTRNN_CACHE/sst`` (by default
+            ``~/.cache/structrnn/sst``).
+        use_cache: ``False`` neither reads nor writes the processed split.
+
+    The processed split (every tree's nodes as flat arrays and its tokens, independent of the
+    vocabulary) is cached, keyed by the sha256 of the file's bytes, the library version and
+    the cache format, written atomically and checked by a CRC-32 when read: a damaged or stale
+    one is rebuilt with a warning. A start with the cache parses nothing: ``.data`` comes from
+    the arrays, and ``.trees`` parses a tree from its line when it is first read. Only a file
+    without a bad line is cached.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train",
                  binary: bool = False, vocab: Vocab | None = None, download: bool = False,
-                 min_count: int = 1, lower: bool = False, on_error: str = "raise"):
+                 min_count: int = 1, lower: bool = False, on_error: str = "raise",
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         root = Path(root) if root is not None else default_data_root() / "sst"
@@ -161,13 +186,29 @@ class SST(TreeDataset):
                 f"SST split {split!r}: no file {path}. Put the SST PTB files (train.txt, dev.txt, "
                 f"test.txt) in {root}, or set STRUCTRNN_DATA to the folder holding sst/, or pass "
                 f"download=True to fetch {SST_URL}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+        self.root, self.split = root, split
+        self.cache_path: Path | None = None
+        self.cache_hit = False
+        text = path.read_bytes()
+        key = cache_key(text)
+        if use_cache:
+            self.cache_path = cache_location(root, cache_dir) / f"{split}.{key[-16:]}.pt"
+            cached = read_cache(self.cache_path, key)
+            if cached is not None:
+                flat, line_numbers = cached
+                self.skipped_lines, self.cache_hit = [], True
+                self._setup(LazyTrees(text, line_numbers, str(path)), flat, vocab, binary,
+                            min_count, lower)
+                return
         read: PTBFile = read_ptb_file(path, on_error=on_error)
-        super().__init__(read.trees, vocab=vocab, binary=binary, min_count=min_count,
-                         lower=lower, source=path.name, line_numbers=read.line_numbers,
-                         on_error=on_error)
-        self.root = root
-        self.split = split
-        self.skipped_lines = sorted(read.skipped_lines + self.skipped_lines)
+        trees, bad = _checked(read.trees, path.name, read.line_numbers, on_error)
+        flat = flatten_trees(trees)
+        self._setup(trees, flat, vocab, binary, min_count, lower)
+        self.skipped_lines = sorted(read.skipped_lines + bad)
+        if use_cache and not self.skipped_lines:  # only a clean file: the same for any on_error
+            write_cache(self.cache_path, key, flat, read.line_numbers)
 
 
 def _checked(trees: Sequence[Tree], source: str | None, line_numbers: Sequence[int] | None,
@@ -221,3 +262,117 @@ def download_sst(root: str | os.PathLike, url: str = SST_URL,
         if os.path.exists(tmp):
             os.unlink(tmp)
     return root
+
+
+# -- the processed cache -------------------------------------------------------------------------
+def cache_key(text: bytes) -> str:
+    """What a processed split is valid for: the cache format, the library version and the
+    sha256 of the file's bytes."""
+    return f"{CACHE_FORMAT}:{__version__}:{hashlib.sha256(text).hexdigest()}"
+
+
+def cache_location(root: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``; by default ``processed/`` in ``root`` when writable (a shared, read-only
+    data folder stays untouched), else :func:`structrnn._paths.cache_dir` ``/ "sst"``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    beside = root / "processed"
+    usable = is_writable(beside) if beside.exists() else is_writable(root)
+    return beside if usable else default_cache_dir() / "sst"
+
+
+def _crc(arrays: dict[str, Tensor]) -> int:
+    crc = 0
+    for name in _CACHE_TENSORS:
+        crc = zlib.crc32(arrays[name].numpy(), zlib.crc32(name.encode(), crc))
+    return crc
+
+
+def write_cache(path: Path, key: str, flat: FlatTrees, line_numbers: Sequence[int]) -> None:
+    """Save ``flat`` and each tree's line number under ``key``, atomically (int32 arrays, the
+    tokens as one UTF-8 text, a CRC-32 of it all). A folder we cannot write is not fatal."""
+    text = "\n".join(flat.tokens).encode("utf-8")
+    arrays = {name: getattr(flat, name).to(torch.int32)
+              for name in ("num_nodes", "y", "pos", "height", "parent", "token_rows")}
+    arrays["line_numbers"] = torch.tensor(list(line_numbers), dtype=torch.int32)
+    arrays["tokens"] = torch.frombuffer(bytearray(text), dtype=torch.uint8) if text \
+        else torch.empty(0, dtype=torch.uint8)
+    state = {"format": CACHE_FORMAT, "key": key, "num_tokens": len(flat.tokens),
+             "crc": _crc(arrays), **arrays}
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError as err:
+        warnings.warn(f"could not write the SST cache {path}: {err}", stacklevel=3)
+
+
+def read_cache(path: Path, key: str) -> tuple[FlatTrees, list[int]] | None:
+    """What :func:`write_cache` saved under ``key``, or None when there is none, it is for
+    other data, or it is damaged (then with a warning: the caller rebuilds it)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+            raise ValueError("another cache format")
+        if state.get("key") != key:
+            return None  # other data or another version: quietly rebuilt
+        if state.get("crc") != _crc(state):
+            raise ValueError("checksum mismatch")
+        tokens = state["tokens"].numpy().tobytes().decode("utf-8").split("\n") \
+            if state["num_tokens"] else []
+        flat = FlatTrees(*(state[k].long() for k in ("num_nodes", "y", "pos", "height",
+                                                      "parent")), tokens,
+                         state["token_rows"].long())
+        if len(tokens) != flat.token_rows.numel() or int(flat.num_nodes.sum()) != flat.y.numel():
+            raise ValueError("inconsistent sizes")
+    except Exception as err:  # noqa: BLE001 - any damage (torch raises several kinds): rebuild
+        warnings.warn(f"damaged SST cache {path} ({type(err).__name__}: {err}); rebuilding it",
+                      stacklevel=3)
+        return None
+    return flat, state["line_numbers"].tolist()
+
+
+class LazyTrees(Sequence):
+    """The trees of some lines of a treebank file, each parsed when first read (a start from
+    the processed cache parses nothing it does not show). ``trees[i]`` is the tree of line
+    ``line_numbers[i]`` of ``text``, the same as :func:`~structrnn.trees.ptb.read_ptb_file`
+    gives."""
+
+    def __init__(self, text: bytes, line_numbers: Sequence[int], source: str | None = None,
+                 _memo: dict[int, Tree] | None = None, _lines: list[bytes] | None = None):
+        self.text, self.line_numbers, self.source = text, list(line_numbers), source
+        self._memo = {} if _memo is None else _memo  # line number -> tree, shared by subsets
+        self._lines = _lines
+
+    def __len__(self) -> int:
+        return len(self.line_numbers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(range(len(self))[index])
+        number = self.line_numbers[index]
+        tree = self._memo.get(number)
+        if tree is None:
+            if self._lines is None:
+                self._lines = self.text.split(b"\n")
+            line = self._lines[number - 1].decode("utf-8").rstrip("\r\n")
+            tree = self._memo[number] = parse_ptb(line)
+        return tree
+
+    def __iter__(self) -> Iterator[Tree]:
+        return (self[i] for i in range(len(self)))
+
+    def take(self, index: Sequence[int]) -> LazyTrees:
+        """The trees ``index``, still lazy (parsed trees are shared)."""
+        return LazyTrees(self.text, [self.line_numbers[i] for i in index], self.source,
+                         self._memo, self._lines)
+
+    def __repr__(self) -> str:
+        return f"LazyTrees({len(self)} trees of {self.source or 'a treebank'})"
+
+
+def _take(trees: Sequence[Tree], index: Sequence[int]) -> Sequence[Tree]:
+    """``[trees[i] for i in index]``; lazy trees stay lazy."""
+    if isinstance(trees, LazyTrees):
+        return trees.take(index)
+    return [trees[i] for i in index]
