@@ -219,3 +219,28 @@ def test_tree_sentiment_drops_out_the_words_only():
     model(batch)
     words = int((batch.x >= 0).sum())
     assert seen == [(words, 8), (batch.num_nodes, 4)]  # the embeddings, then the states
+
+
+# -- batch_trees: Batch.from_data_list for tree Data ---------------------------------------------
+def test_batch_trees_equals_pyg_batching():
+    from torch_geometric.data import Batch, Data
+
+    from structrnn.trees.convert import _same_batch, batch_trees
+
+    gen = torch.Generator().manual_seed(11)
+    trees = [sr.Tree.from_ptb(random_binary_ptb(n, gen)) for n in (1, 4, 2, 9, 1, 13)]
+    vocab = sr.Vocab.build(trees)
+    data = [t.to_data(vocab) for t in trees]
+    for chunk in (data, data[:1], data[2:5]):
+        got, want = batch_trees(chunk), Batch.from_data_list(chunk)
+        assert _same_batch(got, want)
+        back = got.to_data_list()
+        assert all(torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x)
+                   for a, b in zip(back, chunk, strict=True))
+    # anything else is PyG's own batching
+    extra = [Data(x=d.x, edge_index=d.edge_index, y=d.y, pos=d.pos, height=d.height,
+                  num_nodes=d.num_nodes, weight=torch.ones(d.num_nodes)) for d in data]
+    assert _same_batch(batch_trees(extra), Batch.from_data_list(extra))
+    loader = sr.TreeLoader(data, batch_size=4, collate_fn=batch_trees)
+    for batch, plain in zip(loader, sr.TreeLoader(data, batch_size=4), strict=True):
+        assert torch.equal(batch.schedule.up.order, plain.schedule.up.order)

@@ -19,10 +19,11 @@ from structrnn.trees.vocab import Vocab
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
     import nltk
-    from torch_geometric.data import Data
+    from torch_geometric.data import Batch, Data
 
 __all__ = ["tree_to_data", "tree_to_networkx", "tree_from_networkx", "tree_to_nltk",
-           "tree_from_nltk", "token_ids", "FlatTrees", "flatten_trees", "flat_to_data"]
+           "tree_from_nltk", "token_ids", "FlatTrees", "flatten_trees", "flat_to_data",
+           "batch_trees"]
 
 _INT = re.compile(r"-?[0-9]+\Z")
 
@@ -335,3 +336,109 @@ def tree_from_nltk(tree: nltk.Tree) -> Tree:
             node.children = [None] * len(src)
             stack.extend((child, node.children, i) for i, child in enumerate(src))
     return holder[0]
+
+
+# -- batches ---------------------------------------------------------------------------------------
+_TREE_KEYS = ("x", "edge_index", "y", "pos", "height", "num_nodes")
+_NODE_KEYS = ("x", "y", "pos", "height")
+
+
+def batch_trees(data_list: list[Data]) -> Batch:
+    """``Batch.from_data_list(data_list)`` for tree ``Data`` (the fields of
+    :func:`tree_to_data`, nothing else), the same batch in a fraction of the time: one
+    concatenation per field and the offsets from one cumulative sum, where PyG's generic
+    collation inspects every attribute of every tree. Any other ``Data`` (other fields, a
+    subclass) goes to ``Batch.from_data_list``. Pass it as a :class:`~structrnn.TreeLoader`'s
+    ``collate_fn`` to have the schedule attached too.
+    """
+    from torch_geometric.data import Batch
+
+    template = _batch_template()
+    stores = [_tree_store(d) for d in data_list]
+    if template is None or not data_list or any(s is None for s in stores):
+        return Batch.from_data_list(data_list)
+    sizes = [s["num_nodes"] for s in stores]
+    counts = torch.tensor(sizes)
+    ptr = torch.zeros(len(sizes) + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    total = sum(sizes)
+    edges = [s["edge_index"] for s in stores]
+    edge_ptr = torch.zeros_like(ptr)
+    torch.cumsum(torch.tensor([e.size(1) for e in edges]), 0, out=edge_ptr[1:])
+    edge_index = torch.cat(edges, 1)
+    edge_index += torch.repeat_interleave(ptr[:-1], edge_ptr.diff(),
+                                          output_size=edge_index.size(1))
+    fields = {k: torch.cat([s[k] for s in stores]) for k in _NODE_KEYS}
+    out = copy.copy(template)
+    out._store._mapping.update(
+        x=fields["x"], edge_index=edge_index, y=fields["y"], pos=fields["pos"],
+        height=fields["height"], num_nodes=total,
+        batch=torch.repeat_interleave(counts, output_size=total), ptr=ptr)
+    zeros = torch.zeros(len(sizes), dtype=torch.long)
+    out._store.__dict__.update(
+        _num_nodes=sizes, _num_graphs=len(sizes),
+        _slice_dict={"x": ptr, "edge_index": edge_ptr, "y": ptr, "pos": ptr, "height": ptr},
+        _inc_dict={"x": zeros, "edge_index": ptr[:-1], "y": zeros, "pos": zeros,
+                   "height": zeros})
+    return out
+
+
+def _tree_store(data: Data) -> dict[str, Any] | None:
+    """The attribute mapping of a plain tree ``Data`` (exactly the fields of
+    :func:`tree_to_data`, long tensors), or None."""
+    from torch_geometric.data import Data
+
+    if type(data) is not Data:
+        return None
+    mapping = data._store._mapping
+    if tuple(mapping) != _TREE_KEYS or not isinstance(mapping["num_nodes"], int):
+        return None
+    if any(mapping[k].dtype != torch.long or mapping[k].dim() != 1 for k in _NODE_KEYS):
+        return None
+    return mapping
+
+
+_TEMPLATE: list[Batch | None] = []  # the template of batch_trees, made on first use
+
+
+def _batch_template() -> Batch | None:
+    """A one-tree batch from ``Batch.from_data_list`` whose copies :func:`batch_trees` fills,
+    or None when this PyG lays a batch out otherwise than assumed (checked on a sample)."""
+    if _TEMPLATE:
+        return _TEMPLATE[0]
+    from torch_geometric.data import Batch, Data
+
+    def tree(n: int, shift: int) -> Data:
+        ids = torch.arange(n) + shift
+        return Data(x=ids, edge_index=torch.stack([ids[1:] - shift, torch.zeros(n - 1,
+                                                                                dtype=torch.long)]),
+                    y=ids + 1, pos=ids % 2, height=ids * 0, num_nodes=n)
+
+    sample = [tree(3, 0), tree(1, 5), tree(2, 7)]
+    _TEMPLATE.append(Batch.from_data_list(sample[:1]))
+    try:
+        got, want = batch_trees(sample), Batch.from_data_list(sample)
+        same = _same_batch(got, want)
+    except Exception:  # noqa: BLE001 - any surprise: PyG's own collation
+        same = False
+    if not same:
+        _TEMPLATE[0] = None
+    return _TEMPLATE[0]
+
+
+def _same_batch(a: Batch, b: Batch) -> bool:
+    """Equal fields (in the same order) and equal bookkeeping (graph count, node counts,
+    slices and increments)."""
+    def equal(u: Any, v: Any) -> bool:
+        if torch.is_tensor(u):
+            return torch.is_tensor(v) and u.dtype == v.dtype and torch.equal(u, v)
+        if isinstance(u, dict):
+            return (isinstance(v, dict) and list(u) == list(v)
+                    and all(equal(u[k], v[k]) for k in u))
+        return u == v
+
+    def private(batch: Batch) -> dict[str, Any]:
+        return {k: v for k, v in batch._store.__dict__.items() if k not in ("_parent", "_mapping")}
+
+    return (type(a) is type(b) and list(a.keys()) == list(b.keys())
+            and all(equal(a[k], b[k]) for k in a.keys()) and equal(private(a), private(b)))

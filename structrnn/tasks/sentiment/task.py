@@ -41,6 +41,7 @@ from structrnn.training.logging import notice
 from structrnn.training.loop import FitOptions, amp_enabled, fit, make_ema
 from structrnn.training.options import add_run_arguments, run_config, set_threads
 from structrnn.training.run_folder import open_run
+from structrnn.trees.convert import batch_trees
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.vocab import Vocab
 
@@ -193,7 +194,7 @@ def train_loader(train, args, epoch: int):
     ``seed`` and ``epoch``, so one process and many see the same global batches."""
     seed = args.seed * 100_003
     return distributed.distributed_loader(
-        train, args.batch_size, shuffle=True, seed=seed, epoch=epoch,
+        train, args.batch_size, shuffle=True, seed=seed, epoch=epoch, collate_fn=batch_trees,
         # the loader's own seed draw comes from here, not from the global stream (dropout)
         generator=torch.Generator().manual_seed(seed + epoch))
 
@@ -244,8 +245,8 @@ def _run(args, device: torch.device) -> dict:
     model = model.to(device)
     if distributed.is_main():
         train.vocab.save(folder.path / "vocab.json")
-    eval_loaders = {name: TreeLoader(ds, batch_size=256) for name, ds in
-                    (("dev", dev), ("test", test))}
+    eval_loaders = {name: TreeLoader(ds, batch_size=256, collate_fn=batch_trees)
+                    for name, ds in (("dev", dev), ("test", test))}
     with warnings.catch_warnings():
         # torch says once, from inside Adagrad, that it skips checks on the sparse tensor it
         # built; scoped to this run, not the process
