@@ -244,3 +244,61 @@ def test_batch_trees_equals_pyg_batching():
     loader = sr.TreeLoader(data, batch_size=4, collate_fn=batch_trees)
     for batch, plain in zip(loader, sr.TreeLoader(data, batch_size=4), strict=True):
         assert torch.equal(batch.schedule.up.order, plain.schedule.up.order)
+
+
+# -- compile=True: the op-by-op path with the cell step through torch.compile --------------------
+class DampedCell(sr.LSTMCell):
+    """A user's cell: its own step, so no kernel runs it."""
+
+    def combine(self, x_proj, prev, index, size):
+        h, c = super().combine(x_proj, prev, index, size)
+        return 0.5 * h, c
+
+
+def compiled_and_eager(backend: str | None, monkeypatch):
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available")
+    if backend is not None:  # a lighter backend: the same tracing, no code generation
+        original = torch.compile
+        monkeypatch.setattr(torch, "compile",
+                            lambda fn, **kw: original(fn, **{**kw, "backend": backend}))
+    batch = forest([1, 5, 9, 30], seed=7)
+    n = batch.num_nodes
+    cell = DampedCell(4, 3).to(DT)
+    x = torch.randn(n, 4, dtype=DT, requires_grad=True)
+    params = [x, *cell.parameters()]
+    outs = []
+    for compiled in (True, False):
+        h, c = run_up(cell, x, batch.edge_index, num_nodes=n, compile=compiled)
+        outs.append([h, c, *grads_of(torch.cat([h, c], 1), params)])
+    return outs
+
+
+def test_compiled_step_gives_the_same_numbers(monkeypatch):
+    got, want = compiled_and_eager("aot_eager", monkeypatch)
+    assert_all_close(got, want)
+
+
+@pytest.mark.slow
+def test_compiled_step_with_inductor_gives_the_same_numbers(monkeypatch):
+    try:
+        got, want = compiled_and_eager(None, monkeypatch)
+    except Exception as err:  # noqa: BLE001 - no C++ compiler on this machine
+        pytest.skip(f"torch.compile unavailable here: {err}")
+    assert_all_close(got, want)
+
+
+def test_a_step_that_does_not_compile_warns_and_runs_eagerly(monkeypatch):
+    def broken(fn, **kw):
+        def call(*args, **kwargs):
+            raise RuntimeError("no compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    batch = forest([6, 3], seed=2)
+    cell = DampedCell(3, 2).to(DT)
+    x = torch.randn(batch.num_nodes, 3, dtype=DT)
+    with pytest.warns(UserWarning, match="torch.compile of DampedCell's step failed"):
+        h, _ = run_up(cell, x, batch.edge_index, compile=True)
+    h_ref, _ = run_up(cell, x, batch.edge_index)
+    torch.testing.assert_close(h, h_ref, atol=0, rtol=0)

@@ -7,24 +7,30 @@ Adagrad (lr 0.05). Per batch size: a fresh model (seed 0), one warm-up batch, th
 over the N trees; the median pass gives trees/s. Collation is inside the timed loop.
 
 Implementations, each in its own subprocess (so peak RSS is its own), interleaved round by round:
-  structrnn  level-batched: structrnn.TreeLSTM on PyG batches, the whole pass one autograd node
-             (structrnn.levels.kernels.child_sum)
+  structrnn  level-batched: structrnn's Tree-LSTM cell on tree batches (``batch_trees`` and the
+             schedule, as ``structrnn train sst`` collates), the words alone projected
+             (``x_rows``), the whole pass one autograd node (structrnn.levels.kernels.child_sum)
   op-by-op   the same, with fused=False: one batched LSTMCell.combine per level, autograd
              recording every operation (what a user-defined cell gets)
+  compiled   op-by-op with ``compile=True``: the cell step through torch.compile (only with
+             --compiled; the first batches pay the compilation, kept out of the timing)
   per-node   treelstm.pytorch's node_forward: plain ops per node on the same weights, Python
              recursion over children, one tree at a time, one backward per tree
   dgl        PEERS/dgl_treelstm.py in its own venv (--dgl-python), when both are present
 
-    structrnn bench trees --trees 1000 --batch 25,256 --rounds 2
+    structrnn bench trees --trees 1000 --batch 25,256 --rounds 2 --threads 1,2 --json out.json
     python benchmarks/bench_trees.py ...        # the same, from a source tree
 
 ``--data`` defaults to ``$STRUCTRNN_DATA/sst`` (else ``../shared/datasets/sst`` when present),
 ``--peers`` to ``peers/`` beside ``$STRUCTRNN_DATA`` (else ``../shared/peers`` when present).
+Every run prints the machine, the threads and the 1-minute load before and after; a load above
+0.5 before the start means something else shared the CPU, and the JSON says so (``quiet``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -40,10 +46,41 @@ from structrnn.benchmarks import default_data, default_peers, package_pythonpath
 
 DEFAULT_DGL_PYTHON = Path.home() / ".cache" / "peer-venv-dgl" / "bin" / "python"
 IMPLS = ("structrnn", "op-by-op", "per-node")
+QUIET_LOAD = 0.5  # a 1-minute load above this before a run: the figures are upper bounds
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def machine(threads: str | int) -> dict:
+    """What a figure was measured on: platform, CPU, cores, Python, torch, threads, the date
+    and the 1-minute load now."""
+    import torch
+
+    return {"platform": platform.platform(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "threads": threads, "date": datetime.date.today().isoformat(), "load_1m": load_1m()}
+
+
+def machine_line(info: dict) -> str:
+    return (f"machine: {info['platform']}, {info['cpu']}, {info['cores']} CPUs, python "
+            f"{info['python']}, torch {info['torch']}, {info['threads']} thread(s), "
+            f"load {info['load_1m']} (1 min)")
+
+
+def write_json(path: str | None, record: dict) -> None:
+    """``record`` to ``path`` (atomically), when a path is given."""
+    if path:
+        from structrnn._io import write_json as write
+
+        write(path, record)
+        print(f"wrote {path}")
 
 
 # ----------------------------------------------------------------------------- one implementation
@@ -74,14 +111,15 @@ def make_parts(vocab_size: int, hidden: int):
     return embedding, cell, classifier
 
 
-def structrnn_step(parts, opt, batch, fused=True):
+def structrnn_step(parts, opt, batch, fused=True, compile=False):
     import torch.nn.functional as F
 
     from structrnn.levels.run import run_up
 
     embedding, cell, classifier = parts
-    x = embedding(batch.x.clamp(min=0)) * (batch.x >= 0).unsqueeze(1)
-    h, _ = run_up(cell, x, batch.edge_index, schedule=batch.schedule, fused=fused)
+    rows = (batch.x >= 0).nonzero().squeeze(1)  # the words: x = 0 on every other node
+    h, _ = run_up(cell, embedding(batch.x[rows]), batch.edge_index, schedule=batch.schedule,
+                  num_nodes=batch.num_nodes, fused=fused, x_rows=rows, compile=compile)
     loss = F.cross_entropy(classifier(h), batch.y, reduction="sum")
     opt.zero_grad()
     loss.backward()
@@ -139,7 +177,8 @@ def per_node_step(parts, opt, chunk):
 def run_one(args) -> None:
     import torch
 
-    from structrnn.trees.loader import collate_trees
+    from structrnn.trees.convert import batch_trees
+    from structrnn.trees.loader import TreeLoader
 
     torch.set_num_threads(args.threads)
     sys.setrecursionlimit(10_000)
@@ -152,13 +191,18 @@ def run_one(args) -> None:
     params = [p for m in parts for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adagrad(params, lr=0.05)
     chunks = [data[i:i + bs] for i in range(0, len(data), bs)]
-    if args.impl in ("structrnn", "op-by-op"):
-        def step(c):
-            structrnn_step(parts, opt, collate_trees(c), fused=args.impl == "structrnn")
-    else:
+    # the collation structrnn train sst uses: batch_trees, then the schedule
+    collate = TreeLoader([], collate_fn=batch_trees).collate_fn
+    if args.impl == "per-node":
         def step(c):
             per_node_step(parts, opt, c)
-    step(chunks[0])
+    else:
+        def step(c):
+            structrnn_step(parts, opt, collate(c), fused=args.impl == "structrnn",
+                           compile=args.impl == "compiled")
+    warm = chunks if args.impl == "compiled" else chunks[:1]  # compiling for the level sizes
+    for c in warm:
+        step(c)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -172,7 +216,7 @@ def run_one(args) -> None:
         "nodes_per_s": round(n_nodes / med, 1), "times_s": [round(t, 3) for t in times],
         "peak_rss_mb": round(rss_mb() - base_rss, 2), "largest_batch_nodes": biggest,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+        "loadavg_1m": load_1m()}), flush=True)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -199,8 +243,7 @@ def dgl_script(args: argparse.Namespace) -> Path | None:
     return script
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run from a command line (``argv``, default ``sys.argv[1:]``); 0 done, 2 no data."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     data, peers = default_data(), default_peers()
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,74 +255,118 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default="25,256")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all peers")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="torch threads; a list runs each: 1,2")
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-node-trees", type=int, default=None,
                    help="trees for the slow per-node peer (default: --trees)")
+    p.add_argument("--no-per-node", action="store_true", help="leave out the per-node peer")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time the op-by-op path with the cell step under torch.compile")
     p.add_argument("--dgl-python", default=str(DEFAULT_DGL_PYTHON),
                    help="python of a venv with dgl (PEERS/setup_dgl.sh makes one)")
-    p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="write the machine, the load, every record and the summary as JSON")
+    p.add_argument("--impl", choices=(*IMPLS, "compiled"), help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); 0 done, 2 no data."""
+    args = parse_args(argv)
     if args.impl:
+        args.threads = int(args.threads)
         run_one(args)
         return 0
     if not args.data or not (Path(args.data) / "train.txt").is_file():
         print(f"no SST train.txt in {args.data or '(no --data)'} (pass --data or set "
               "$STRUCTRNN_DATA)", file=sys.stderr)
         return 2
+    command = shlex.join([sys.executable, *sys.argv])
+    info = machine(args.threads)
+    print("command:", command)
+    print(machine_line(info))
+    results = measure_all(args)
+    sizes = [int(b) for b in args.batch.split(",")]
+    summary = summarise(results, sizes, [int(t) for t in args.threads.split(",")])
+    load_after = load_1m()
+    print(f"load (1 min): {info['load_1m']} before, {load_after} after"
+          + ("" if info["load_1m"] <= QUIET_LOAD else
+             " -- not a quiet machine: the figures are upper bounds"))
+    write_json(args.json, {"benchmark": "trees", "command": command, "machine": info,
+                           "load_before": info["load_1m"], "load_after": load_after,
+                           "quiet": info["load_1m"] <= QUIET_LOAD, "results": results,
+                           "summary": summary})
+    return 0
 
-    import torch
 
-    print("command:", shlex.join([sys.executable, *sys.argv]))
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__},"
-          f" {args.threads} threads")
+def measure_all(args: argparse.Namespace) -> list[dict]:
+    """Every implementation, batch size and thread count, interleaved round by round."""
     dgl = dgl_script(args)
-    common = ["--data", args.data, "--threads", str(args.threads), "--hidden", str(args.hidden),
-              "--seed", str(args.seed), "--repeats", str(args.repeats)]
+    impls = [i for i in IMPLS if not (args.no_per_node and i == "per-node")]
+    if args.compiled:
+        impls.insert(2, "compiled")
     results: list[dict] = []
     for rnd in range(1, args.rounds + 1):
-        for bs in [int(b) for b in args.batch.split(",")]:
-            for impl in IMPLS:
-                n = args.trees if impl != "per-node" else (args.per_node_trees or args.trees)
-                cmd = [sys.executable, "-m", "structrnn.benchmarks.trees", "--impl", impl,
-                       "--batch-size", str(bs), "--trees", str(n), *common]
+        for threads in args.threads.split(","):
+            common = ["--data", args.data, "--threads", threads, "--hidden", str(args.hidden),
+                      "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            for bs in [int(b) for b in args.batch.split(",")]:
+                for impl in impls:
+                    n = args.trees if impl != "per-node" else (args.per_node_trees or args.trees)
+                    cmd = [sys.executable, "-m", "structrnn.benchmarks.trees", "--impl", impl,
+                           "--batch-size", str(bs), "--trees", str(n), *common]
+                    for rec in run_child(cmd):
+                        results.append(rec | {"round": rnd})
+                        print(json.dumps(results[-1]), flush=True)
+            if dgl is not None:
+                cmd = [args.dgl_python, str(dgl), "--trees", str(args.trees),
+                       "--batch", args.batch, *common]
                 for rec in run_child(cmd):
-                    results.append(rec | {"round": rnd})
+                    results.append(rec | {"round": rnd, "impl": "dgl"})
                     print(json.dumps(results[-1]), flush=True)
-        if dgl is not None:
-            cmd = [args.dgl_python, str(dgl), "--trees", str(args.trees),
-                   "--batch", args.batch, *common]
-            for rec in run_child(cmd):
-                results.append(rec | {"round": rnd, "impl": "dgl"})
-                print(json.dumps(results[-1]), flush=True)
+    return results
 
-    print("\nmedian over rounds, trees/s (forward + backward + Adagrad step):")
-    print(f"{'batch':>6} {'structrnn':>10} {'op-by-op':>9} {'per-node':>10} {'dgl':>8} "
-          f"{'vs per-node':>12} {'vs dgl':>8} {'vs op-by-op':>12}")
 
-    def med(impl, bs, key="trees_per_s"):
-        vals = [r[key] for r in results if r["impl"] == impl and r["batch"] == bs]
+def summarise(results: list[dict], sizes: list[int], threads: list[int]) -> list[dict]:
+    """The median over rounds per implementation, batch size and thread count, the ratios,
+    printed as a table; one summary row per thread count (for the README)."""
+    def med(impl, bs, t, key="trees_per_s"):
+        vals = [r[key] for r in results
+                if r["impl"] == impl and r["batch"] == bs and r["threads"] == t]
         return statistics.median(vals) if vals else float("nan")
 
-    sizes = [int(b) for b in args.batch.split(",")]
-    for bs in sizes:
-        ours, naive, dgl = med("structrnn", bs), med("per-node", bs), med("dgl", bs)
-        ops = med("op-by-op", bs)
-        print(f"{bs:>6} {ours:>10.1f} {ops:>9.1f} {naive:>10.1f} {dgl:>8.1f} "
-              f"{ours / naive:>11.1f}x {ours / dgl:>7.2f}x {ours / ops:>11.2f}x")
+    print("\nmedian over rounds, trees/s (forward + backward + Adagrad step):")
+    print(f"{'threads':>7} {'batch':>6} {'structrnn':>10} {'op-by-op':>9} {'compiled':>9} "
+          f"{'per-node':>9} {'dgl':>8} {'vs dgl':>7} {'vs op-by-op':>12} {'vs per-node':>12}")
+    rows = []
+    for t in threads:
+        parts = []
+        for bs in sizes:
+            ours, ops = med("structrnn", bs, t), med("op-by-op", bs, t)
+            comp, naive, dgl = med("compiled", bs, t), med("per-node", bs, t), med("dgl", bs, t)
+            print(f"{t:>7} {bs:>6} {ours:>10.1f} {ops:>9.1f} {comp:>9.1f} {naive:>9.1f} "
+                  f"{dgl:>8.1f} {ours / dgl:>6.2f}x {ours / ops:>11.2f}x {ours / naive:>11.1f}x")
+            text = (f"batch {bs}: {ours:,.0f} trees/s = {ours / dgl:.2f}x DGL 2.1, "
+                    f"{ours / ops:.2f}x our op-by-op path")
+            if comp == comp:  # not NaN: the compiled path ran
+                text += f" ({ours / comp:.2f}x the compiled op-by-op path)"
+            if naive == naive:
+                text += f", {ours / naive:.1f}x per-node"
+            parts.append(text)
+        rows.append({"what": f"Child-Sum Tree-LSTM training on SST ({t} thread(s))",
+                     "figure": "; ".join(parts)})
     if len(sizes) > 1:
         # peak RSS grows with the largest batch; the slope between two batch sizes removes the
         # fixed cost (libraries, allocator arenas, optimizer state)
-        lo, hi = min(sizes), max(sizes)
-        d_rss = med("structrnn", hi, "peak_rss_mb") - med("structrnn", lo, "peak_rss_mb")
-        d_nodes = (med("structrnn", hi, "largest_batch_nodes")
-                   - med("structrnn", lo, "largest_batch_nodes"))
+        lo, hi, t = min(sizes), max(sizes), threads[0]
+        d_rss = med("structrnn", hi, t, "peak_rss_mb") - med("structrnn", lo, t, "peak_rss_mb")
+        d_nodes = (med("structrnn", hi, t, "largest_batch_nodes")
+                   - med("structrnn", lo, t, "largest_batch_nodes"))
         print(f"structrnn peak RSS: {1000 * d_rss / d_nodes:.2f} MB per 1,000 nodes of a batch "
               f"(slope between batch {lo} and {hi})")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ backward (:mod:`structrnn.levels.kernels`; ``fused=False`` runs them op by op li
 
 from __future__ import annotations
 
+import warnings
+import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -165,7 +168,8 @@ def _check_slots(cell: nn.Module, pos_s: Tensor | None) -> None:
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
-                 pos: Tensor | None = None, fused: bool = True, x_rows: Tensor | None = None):
+                 pos: Tensor | None = None, fused: bool = True, x_rows: Tensor | None = None,
+                 compile: bool = False):
     """Run ``cell`` over the levels of ``schedule``.
 
     Args:
@@ -183,6 +187,12 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
             inputs of nodes ``x_rows`` and every other node's input is zero (the words of a
             sentence sit on its leaves). The same states as the dense ``x``; the fused kernels
             then project the M rows only.
+        compile: on the op-by-op path (any cell without a kernel, or ``fused=False``), run
+            the cell's step (``combine``, or the module's call) through ``torch.compile``
+            (dynamic shapes: the levels differ in size), which fuses its elementwise work.
+            The first calls compile (seconds to minutes); where compiling fails, a warning
+            says so and the step runs as it is. Opt-in: whether it pays depends on the cell
+            and the machine (``structrnn bench trees --compiled``).
 
     Returns:
         The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
@@ -199,6 +209,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         x = _dense_input(x, x_rows, num_nodes)
     xs = x[s.order] if x is not None else None
     xp = cell.project_input(xs) if fast else xs
+    step = _compiled_step(cell, fast) if compile else (cell.combine if fast else cell)
     # Split once: a slice per level would make backward build and add a full-size gradient of
     # xp at every level (O(nodes x levels)); split's backward is one concatenation.
     sizes = [s.node_ptr[i + 1] - s.node_ptr[i] for i in range(s.num_levels)]
@@ -219,9 +230,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
             prev, index = None, None
         x_level = xp_levels[level]
         if fast:
-            out = cell.combine(x_level, prev, index, n1 - n0, **extra)
+            out = step(x_level, prev, index, n1 - n0, **extra)
         else:
-            out = cell(x_level, prev, index=index, size=n1 - n0, **extra)
+            out = step(x_level, prev, index=index, size=n1 - n0, **extra)
         out = state_tuple(out)
         if store is None:
             widths = [o.size(1) for o in out]
@@ -233,6 +244,33 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     return state_from_tuple(store.read(s.rank).split(widths, dim=1))
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cell -> its compiled step
+
+
+def _compiled_step(cell: nn.Module, fast: bool) -> Callable:
+    """``cell.combine`` (or the cell itself) through ``torch.compile``, made once per cell;
+    a step whose compilation fails warns once and runs eagerly from then on."""
+    if cell in _COMPILED:
+        return _COMPILED[cell]
+    eager = cell.combine if fast else cell
+    compiled = torch.compile(eager, dynamic=True)
+    state = {"ok": True}
+
+    def step(*args, **kwargs):
+        if state["ok"]:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - no compiler, an unsupported op ...
+                state["ok"] = False
+                warnings.warn(f"torch.compile of {type(cell).__name__}'s step failed "
+                              f"({type(err).__name__}: {str(err)[:200]}); running it eagerly",
+                              stacklevel=3)
+        return eager(*args, **kwargs)
+
+    _COMPILED[cell] = step
+    return step
+
+
 def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
                   schedule: TreeSchedule | None) -> TreeSchedule:
     if schedule is not None:
@@ -242,7 +280,8 @@ def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
 
 def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor | None = None,
            pos: Tensor | None = None, schedule: TreeSchedule | None = None,
-           num_nodes: int | None = None, fused: bool = True, x_rows: Tensor | None = None):
+           num_nodes: int | None = None, fused: bool = True, x_rows: Tensor | None = None,
+           compile: bool = False):
     """Run ``cell`` bottom-up: each node's predecessors are its children.
 
     Args:
@@ -253,24 +292,24 @@ def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
             :func:`~structrnn.trees.loader.collate_trees`); built on the CPU when None.
         num_nodes: N, when ``x`` is None or holds only some nodes' inputs (``x_rows``).
-        fused, x_rows: as in :func:`run_schedule`.
+        fused, x_rows, compile: as in :func:`run_schedule`.
 
     Returns:
         The state of every node: (N, H), or ``(h, c)`` for LSTM cells.
     """
     n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, height, schedule)
-    return run_schedule(cell, x, sched.up, n, pos, fused=fused, x_rows=x_rows)
+    return run_schedule(cell, x, sched.up, n, pos, fused=fused, x_rows=x_rows, compile=compile)
 
 
 def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
              schedule: TreeSchedule | None = None, num_nodes: int | None = None,
-             fused: bool = True, x_rows: Tensor | None = None):
+             fused: bool = True, x_rows: Tensor | None = None, compile: bool = False):
     """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero).
     Arguments and result as :func:`run_up`."""
     n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, None, schedule)
-    return run_schedule(cell, x, sched.down, n, fused=fused, x_rows=x_rows)
+    return run_schedule(cell, x, sched.down, n, fused=fused, x_rows=x_rows, compile=compile)
 
 
 def _num_nodes(x: Tensor | None, num_nodes: int | None, x_rows: Tensor | None) -> int:
