@@ -9,6 +9,7 @@ import json
 import operator
 
 import networkx as nx
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -83,7 +84,7 @@ def test_deterministic_by_seed_split_and_depth():
     with pytest.raises(ValueError, match="split"):
         dc.make_circuits(0, 1, 2, "dev")
     with pytest.raises(ValueError, match="depth"):
-        dc.make_circuit(torch.Generator(), 0)
+        dc.make_circuit(np.random.default_rng(0), 0)
 
 
 # ------------------------------------------------------------------ the task's pieces
@@ -130,6 +131,7 @@ def test_gn_depth_reads_each_circuit_after_its_own_depth():
         steps = model.net(c.x, c.edge_index, c.x.new_ones(c.edge_index.size(1), 1),
                           batch=alone.batch, num_graphs=1, steps=int(c.depth))
         torch.testing.assert_close(out[start:start + c.num_nodes], steps[-1][0])
+        torch.testing.assert_close(model(c), steps[-1][0])  # one circuit as a Data
         start += c.num_nodes
 
 
