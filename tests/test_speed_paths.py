@@ -12,6 +12,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -302,3 +309,92 @@ def test_a_step_that_does_not_compile_warns_and_runs_eagerly(monkeypatch):
         h, _ = run_up(cell, x, batch.edge_index, compile=True)
     h_ref, _ = run_up(cell, x, batch.edge_index)
     torch.testing.assert_close(h, h_ref, atol=0, rtol=0)
+
+
+# -- the benchmarks' JSON and the README's figures table -----------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def figures_module():
+    spec = importlib.util.spec_from_file_location("figures", REPO / "benchmarks" / "figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_record(quiet: bool) -> dict:
+    return {"benchmark": "trees",
+            "command": "/venv/bin/python /src/structrnn/benchmarks/trees.py --threads 1",
+            "machine": {"cores": 2, "cpu": "x86_64", "torch": "2.13.0+cpu", "threads": "1",
+                        "date": "2026-12-01", "load_1m": 0.2 if quiet else 1.7},
+            "load_before": 0.2 if quiet else 1.7, "load_after": 1.1, "quiet": quiet,
+            "summary": [{"what": "Tree-LSTM (1 thread)", "figure": "batch 25: 1,500 trees/s"},
+                        {"what": "a | b", "figure": "x"}]}
+
+
+def test_figures_renders_one_row_per_summary_row():
+    figures = figures_module()
+    table = figures.render([small_record(True), small_record(False)])
+    lines = table.splitlines()
+    assert lines[0] == "| what | command | machine, threads, load | figure |"
+    assert len(lines) == 2 + 4
+    assert lines[2] == ("| Tree-LSTM (1 thread) | `python benchmarks/bench_trees.py --threads 1` "
+                        "| 2 CPUs x86_64, torch 2.13.0+cpu, 1 thread(s), load 0.2 before / 1.1 "
+                        "after, 2026-12-01 | batch 25: 1,500 trees/s |")
+    assert "a \\| b" in lines[3]  # a bar inside a cell is escaped
+    assert lines[4].count("(not quiet: upper bounds)") == 1
+
+
+def test_figures_updates_the_readme_between_its_markers(tmp_path):
+    figures = figures_module()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{figures.START}\nold table\n{figures.END}\nafter\n")
+    data = tmp_path / "trees.json"
+    data.write_text(json.dumps(small_record(True)))
+    assert figures.main([str(data), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{figures.END}\nafter\n")
+    assert "old table" not in text and "| Tree-LSTM (1 thread) |" in text
+    figures.main([str(data), "--readme", str(readme)])
+    assert readme.read_text() == text  # regenerating is stable
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no figures markers"):
+        figures.main([str(data), "--readme", str(readme)])
+
+
+def test_the_readme_table_is_what_the_stored_json_renders():
+    figures = figures_module()
+    stored = sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    if not stored:
+        pytest.skip("no stored benchmark results")
+    records = [json.loads(p.read_text()) for p in stored]
+    readme = (REPO / "README.md").read_text()
+    assert figures.replace_table(readme, figures.render(records)) == readme
+
+
+def test_sst_benchmark_runs_with_tiny_settings(tmp_path):
+    sst = tmp_path / "sst"
+    sst.mkdir()
+    lines = ["(3 (2 It) (4 (3 works) (2 .)))", "(1 (1 Bad) (2 film))",
+             "(2 (2 A) (2 (2 plain) (2 day)))", "(4 (4 Great) (3 (2 fun) (2 .)))"]
+    for split in ("train", "dev", "test"):
+        (sst / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "sst.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "structrnn.benchmarks.sst", "--data", str(sst),
+                           "--threads", "1", "--runs", "2", "--kernel-trees", "4", "--json",
+                           str(out), "--", "--hidden", "4", "--embed-dim", "6"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "machine:" in done.stdout and "load (1 min):" in done.stdout
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "sst" and record["machine"]["threads"] == 1
+    assert [r["cache"] for r in record["runs"]] == ["cold", "warm"]
+    for run in record["runs"]:
+        assert set(run["phases"]) == {"start-up", "import", "data", "setup", "epochs",
+                                      "validation", "evaluation", "pictures", "exit",
+                                      "other"}
+        assert sum(run["phases"].values()) == pytest.approx(run["wall_s"])
+        assert run["train_trees"] == 4 and run["trees_per_s"] > 0 and run["peak_rss_mb"] > 0
+    assert record["kernel"]["trees_per_s"] > 0 and len(record["summary"]) == 2
+    assert figures_module().render([record]).count("\n") == 3
