@@ -398,3 +398,20 @@ def test_sst_benchmark_runs_with_tiny_settings(tmp_path):
         assert run["train_trees"] == 4 and run["trees_per_s"] > 0 and run["peak_rss_mb"] > 0
     assert record["kernel"]["trees_per_s"] > 0 and len(record["summary"]) == 2
     assert figures_module().render([record]).count("\n") == 3
+
+
+def test_dropout_keeps_with_probability_one_minus_p_and_scales():
+    from structrnn.tasks.sentiment.model import Dropout
+
+    drop = Dropout(0.3)
+    x = torch.ones(200_000, dtype=DT, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    # Binomial(200000, 0.7): the fraction within 0.7 +- 0.005 (over 4.8 standard deviations)
+    assert abs(float(kept.double().mean()) - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient is the same mask and scale
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert isinstance(drop, torch.nn.Dropout) and torch.equal(Dropout(0.0).train()(x), x)

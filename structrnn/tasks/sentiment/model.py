@@ -17,6 +17,19 @@ MODELS = ("tree-lstm", "child-sum-tree-lstm", "tree-gru", "rntn", "recursive-nn"
           "bi-tree-lstm")
 
 
+class Dropout(nn.Dropout):
+    """``torch.nn.Dropout`` whose CPU mask is a uniform draw kept where it is ``>= p``: the same
+    Bernoulli(1 - p) mask and 1 / (1 - p) scaling, 3-4x faster than the ``bernoulli_`` that
+    ``torch.nn.functional.dropout`` draws on the CPU (two dropouts were a tenth of an SST
+    step). Elsewhere, in evaluation, or with p = 0 or 1, it is ``torch.nn.Dropout``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0:
+            return super().forward(x)
+        scale = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x.mul_(scale) if self.inplace else x * scale
+
+
 def build_encoder(name: str, embed_dim: int, hidden: int) -> tuple[nn.Module, int]:
     """The tree encoder for ``name`` and the width of its node states."""
     if name == "tree-lstm":  # constituency (binary N-ary) Tree-LSTM, Tai et al. 2015
@@ -78,7 +91,7 @@ class TreeSentiment(nn.Module):
         # Recursive nets compose vectors of the hidden size: project the words to it.
         self.project = (nn.Linear(embed_dim, hidden) if model in ("rntn", "recursive-nn")
                         else None)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(width, num_classes)
 
     def encode(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
