@@ -158,6 +158,9 @@ def test_tiny_run_writes_the_run_folder(tmp_path, model):
     assert config["task"] == "circuits" and config["model"] == model
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"val_loss", "val_circuit_accuracy", "val_gate_accuracy"} <= set(lines[0])
+    chosen = lines[metrics["best_epoch"] - 1]  # the epoch with the lowest validation loss
+    assert chosen["val_loss"] == metrics["val_loss"] == min(r["val_loss"] for r in lines)
+    assert chosen["val_circuit_accuracy"] == metrics["val_circuit_accuracy"]
     assert (out / "best.pt").is_file() and (out / "checkpoint.pt").is_file()
 
 

@@ -271,13 +271,15 @@ def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace,
                                                           "test", **shape), device)
              for d in args.test_depths}
     seconds = [h["epoch_seconds"] for h in result.history]
+    chosen = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     metrics = {
         "model": args.model, "cell": args.cell if args.model == "dag" else None,
         "rounds": args.rounds if args.model == "gn" else
         ("depth" if args.model == "gn-depth" else None),
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "train_depth": list(args.train_depth), "test": tests,
-        "val_circuit_accuracy": result.best_score, "best_epoch": result.best_epoch,
+        "val_loss": result.best_score, "best_epoch": result.best_epoch,
+        "val_circuit_accuracy": chosen.get("val_circuit_accuracy"),
         "epochs": len(result.history), "train_seconds": round(sum(seconds), 1),
         "final_loss": result.history[-1]["train_loss"] if result.history else None,
         "epoch_seconds": seconds,
