@@ -211,3 +211,57 @@ def test_qm9_defaults_to_a_sum_readout_and_reports_every_target(tmp_path):
                          *TINY])
     assert metrics["readout"] == "sum"
     assert set(metrics["test_mae"]) == set(task.QM9_TARGETS)
+
+
+def test_tune_searches_on_validation_saves_the_choice_and_replays(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from structrnn import cli
+    from structrnn.tasks.molecules import tune
+
+    sizes = []  # the test split of every unit built: the trials' and the final one
+    original = task.Unit.__init__
+
+    def init(self, args, prep, unit, device):
+        original(self, args, prep, unit, device)
+        sizes.append(len(self.test_set))
+
+    monkeypatch.setattr(task.Unit, "__init__", init)
+    out = tmp_path / "tuned"
+    flags = ["--dataset", "builtin", "--max-molecules", "48", "--epochs", "4", "--seeds", "0",
+             *TINY]
+    metrics = task.main([*flags, "--tune", "3", "--out", str(out)])
+    assert sizes[:3] == [0, 0, 0] and sizes[3] > 0  # trials never hold the test split
+    tuned = json.loads((out / "config.json").read_text())["tuned"]["seed0"]
+    assert tuned["trials"] == 3 and 1 <= tuned["epochs"] <= 4
+    chosen = metrics["chosen"][0]
+    assert {k: chosen[k] for k in task.TUNED_KEYS} == {k: tuned[k] for k in task.TUNED_KEYS}
+    best = torch.load(out / "units" / "seed0" / "best.pt", weights_only=True)
+    assert best["model_args"]["hidden"] == tuned["hidden"]
+    assert best["model_args"]["steps"] == tuned["steps"]
+    assert metrics["tune_seconds"] > 0
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a replay must not search again")
+
+    monkeypatch.setattr(tune, "search", no_search)
+    assert cli.main(["train", "molecules", "--config", str(out / "config.json"), "--out",
+                     str(tmp_path / "replay"), "--no-progress"]) == 0
+    replay = json.loads((tmp_path / "replay" / "metrics.json").read_text())
+    assert replay["test_rmse"] == metrics["test_rmse"] and replay["chosen"] == metrics["chosen"]
+    import structrnn
+
+    row = structrnn.load(out).predict(["CCO"])[0]
+    assert row["error"] is None and isinstance(row["tpsa"], float)
+
+
+def test_optuna_is_imported_only_when_tuning(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    code = ("import sys, structrnn.tasks.molecules.task, structrnn.tasks.molecules.tune\n"
+            "assert 'optuna' not in sys.modules\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(ValueError, match=r"structrnn\[tune\]"):
+        task.main(["--dataset", "builtin", "--max-molecules", "30", "--epochs", "1", "--seeds",
+                   "0", "--tune", "2", "--out", str(tmp_path / "t"), *TINY])

@@ -373,3 +373,15 @@ def test_builtin_molecules(tmp_path):
     assert builtin_molecules("tpsa", max_molecules=40, cache_dir=tmp_path).cache_hit
     with pytest.raises(ValueError, match="target"):
         builtin_molecules("mass")
+
+
+def test_molecule_benchmark_runs_with_the_smallest_settings(tmp_path, capsys):
+    from structrnn.benchmarks import molecules as bench
+
+    figures = bench.main(["--data", str(tmp_path), "--molecules", "40", "--rounds", "1",
+                          "--train-graphs", "16", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "ESOL: not found" in out and "40 SMILES (RDKit NCI 40)" in out
+    for key in ("structrnn_mol_per_s", "pyg_mol_per_s", "cache_build_mol_per_s",
+                "cache_load_mol_per_s", "PyG NNConv + nn.GRU (peer)"):
+        assert figures[key] > 0

@@ -57,15 +57,15 @@ def write_tu_set(root, name: str = "TINY", count: int = 36) -> None:
         node_labels += labels.tolist()
         graph_labels.append(1 if (labels == 2).any() else -1)
         first += n
+    write_tu_files(raw, name, A=[f"{a}, {b}" for a, b in edges], graph_indicator=indicator,
+                   node_labels=node_labels, edge_labels=edge_labels, graph_labels=graph_labels)
 
-    def write(suffix: str, lines: list) -> None:
-        (raw / f"{name}_{suffix}.txt").write_text("".join(f"{x}\n" for x in lines))
 
-    write("A", [f"{a}, {b}" for a, b in edges])
-    write("graph_indicator", indicator)
-    write("node_labels", node_labels)
-    write("edge_labels", edge_labels)
-    write("graph_labels", graph_labels)
+def write_tu_files(folder, name: str, **files: list) -> None:
+    """``folder/NAME_<key>.txt`` for every keyword (``A``, ``graph_indicator``, ...), one value
+    a line, as the TU collection writes them."""
+    for suffix, lines in files.items():
+        (folder / f"{name}_{suffix}.txt").write_text("".join(f"{x}\n" for x in lines))
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """A molecule regression set that needs nothing but RDKit: the 5,000 NCI molecules RDKit ships
 (``rdkit/Data/NCI/first_5K.smi``) with a target RDKit computes from the structure itself
-(topological polar surface area, Ertl et al. 2000, or Crippen logP, Wildman & Crippen 1999).
+(topological polar surface area, Ertl et al. 2000, or Crippen logP, Wildman & Crippen 1999), or
+a class RDKit's descriptors decide: ``lipinski`` is 1 when the molecule breaks at most one of
+Lipinski's rules of five (molecular weight <= 500, logP <= 5, at most 5 H-bond donors and 10
+acceptors), else 0.
 
 TPSA is a sum of per-atom contributions, so a sum-readout graph network can learn it almost
 exactly; it is the offline default of ``structrnn train molecules``.
@@ -21,9 +24,9 @@ from structrnn.datasets.molecules.graphs import (
     parse_smiles,
 )
 
-__all__ = ["builtin_molecules", "builtin_smiles_path", "TARGETS"]
+__all__ = ["builtin_molecules", "builtin_smiles_path", "TARGETS", "lipinski"]
 
-TARGETS = ("tpsa", "logp")
+TARGETS = ("tpsa", "logp", "lipinski")
 
 
 def builtin_smiles_path() -> Path:
@@ -37,9 +40,20 @@ def builtin_smiles_path() -> Path:
     return path
 
 
+def lipinski(mol) -> float:
+    """1.0 when ``mol`` breaks at most one of Lipinski's four rules of five, else 0.0."""
+    from rdkit.Chem import Crippen, Descriptors, Lipinski
+
+    broken = sum((Descriptors.MolWt(mol) > 500, Crippen.MolLogP(mol) > 5,
+                  Lipinski.NumHDonors(mol) > 5, Lipinski.NumHAcceptors(mol) > 10))
+    return float(broken <= 1)
+
+
 def _target_fn(target: str):
     from rdkit.Chem import Crippen, rdMolDescriptors
 
+    if target == "lipinski":
+        return lipinski
     if target == "tpsa":
         return rdMolDescriptors.CalcTPSA
     if target == "logp":
@@ -69,9 +83,10 @@ def builtin_molecules(target: str = "tpsa", max_molecules: int | None = None,
                       cache_dir: str | os.PathLike | None = None,
                       use_cache: bool = True) -> MoleculeGraphs:
     """RDKit's shipped NCI molecules as graphs (see :func:`from_smiles`) with ``y`` (1, 1) the
-    ``target`` (``"tpsa"`` in square angstroms, or ``"logp"``). ``max_molecules`` reads only the
-    first N lines of the file (for quick runs). Graphs are cached under ``cache_dir`` (default
-    ``$STRUCTRNN_CACHE`` or ``~/.cache/structrnn``); unreadable lines are in ``.skipped``."""
+    ``target`` (``"tpsa"`` in square angstroms, ``"logp"``, or the 0/1 class ``"lipinski"``).
+    ``max_molecules`` reads only the first N lines of the file (for quick runs). Graphs are
+    cached under ``cache_dir`` (default ``$STRUCTRNN_CACHE`` or ``~/.cache/structrnn``);
+    unreadable lines are in ``.skipped``."""
     _target_fn(target)
     if max_molecules is not None and max_molecules < 1:
         raise ValueError(f"max_molecules: expected >= 1, got {max_molecules}")

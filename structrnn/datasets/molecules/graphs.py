@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -92,11 +93,13 @@ def _columns(values: Iterable, lookups: list[dict], others: list[int]) -> list[i
 
 
 def _one_hot(columns: list[list[int]], width: int) -> Tensor:
-    # One scatter over all rows: cheaper than a tensor per atom.
-    out = torch.zeros(len(columns), width)
+    """(len(columns), width) float32 with a 1 at each row's columns."""
+    # One NumPy fancy-index assignment over all rows: about twice as fast as building an index
+    # tensor and scattering, and far cheaper than a tensor per atom.
+    out = np.zeros((len(columns), width), np.float32)
     if columns:
-        out.scatter_(1, torch.tensor(columns, dtype=torch.long), 1.0)
-    return out
+        out[np.arange(len(columns))[:, None], np.asarray(columns)] = 1.0
+    return torch.from_numpy(out)
 
 
 def parse_smiles(smiles: str, explicit_hydrogens: bool = False):
@@ -119,28 +122,47 @@ def parse_smiles(smiles: str, explicit_hydrogens: bool = False):
     return mol
 
 
+# raw RDKit values of an atom (or a bond) -> its one-hot columns. Molecules repeat a few hundred
+# kinds of atoms, so after the first molecules every atom is one dict lookup instead of eight
+# vocabulary lookups and two enum-to-string conversions (the featuriser's hot loop)
+_ATOM_MEMO: dict[tuple, list[int]] = {}
+_BOND_MEMO: dict[tuple, list[int]] = {}
+_MEMO_LIMIT = 100_000  # stop remembering past this (a pathological input cannot grow it)
+
+
+def _memo_columns(memo: dict, raw: tuple, lookups: list[dict], others: list[int]) -> list[int]:
+    cols = memo.get(raw)
+    if cols is None:
+        # enums (hybridisation, chirality, bond type, stereo) are matched by their names
+        named = tuple(str(v) if type(v).__module__.startswith("rdkit") else v for v in raw)
+        cols = _columns(named, lookups, others)
+        if len(memo) < _MEMO_LIMIT:
+            memo[raw] = cols
+    return cols
+
+
 def mol_to_data(mol, smiles: str | None = None) -> Data:
     """Featurise an RDKit ``Mol`` (see :func:`from_smiles` for the layout)."""
-    atom_cols = [
-        _columns((a.GetSymbol(), a.GetTotalDegree(), a.GetFormalCharge(), str(a.GetHybridization()),
-                  a.GetIsAromatic(), a.GetTotalNumHs(), a.IsInRing(), str(a.GetChiralTag())),
-                 _ATOM_LOOKUP, _ATOM_OTHER)
-        for a in mol.GetAtoms()
-    ]
+    atom_cols = []
+    for i in range(mol.GetNumAtoms()):  # by index: cheaper than RDKit's atom sequence
+        a = mol.GetAtomWithIdx(i)
+        raw = (a.GetSymbol(), a.GetTotalDegree(), a.GetFormalCharge(), a.GetHybridization(),
+               a.GetIsAromatic(), a.GetTotalNumHs(), a.IsInRing(), a.GetChiralTag())
+        atom_cols.append(_memo_columns(_ATOM_MEMO, raw, _ATOM_LOOKUP, _ATOM_OTHER))
     senders, receivers, bond_cols = [], [], []
-    for b in mol.GetBonds():
+    for k in range(mol.GetNumBonds()):
+        b = mol.GetBondWithIdx(k)
         i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-        cols = _columns((str(b.GetBondType()), b.GetIsConjugated(), b.IsInRing(),
-                         str(b.GetStereo())), _BOND_LOOKUP, _BOND_OTHER)
+        raw = (b.GetBondType(), b.GetIsConjugated(), b.IsInRing(), b.GetStereo())
+        cols = _memo_columns(_BOND_MEMO, raw, _BOND_LOOKUP, _BOND_OTHER)
         senders += [i, j]
         receivers += [j, i]
         bond_cols += [cols, cols]
     edge_index = torch.tensor([senders, receivers], dtype=torch.long).view(2, -1)
-    data = Data(x=_one_hot(atom_cols, NUM_ATOM_FEATURES), edge_index=edge_index,
-                edge_attr=_one_hot(bond_cols, NUM_BOND_FEATURES).view(-1, NUM_BOND_FEATURES))
-    if smiles is not None:
-        data.smiles = smiles
-    return data
+    fields = {} if smiles is None else {"smiles": smiles}
+    return Data(x=_one_hot(atom_cols, NUM_ATOM_FEATURES), edge_index=edge_index,
+                edge_attr=_one_hot(bond_cols, NUM_BOND_FEATURES).view(-1, NUM_BOND_FEATURES),
+                **fields)
 
 
 def from_smiles(smiles: str, explicit_hydrogens: bool = False) -> Data:

@@ -1,5 +1,6 @@
-"""The molecule models: a recurrent graph network (``gn-gru``) or an MPNN edge network, and a
-graph readout (set2set, sum, mean, or a sum of per-atom contributions)."""
+"""The molecule and TU models: a node model (a recurrent graph network ``gn-gru``, an MPNN edge
+network, GIN or chemprop's D-MPNN) and a graph readout (set2set, sum, mean, a sum of per-atom
+contributions, or GIN's sum over layers)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from torch_geometric.nn import aggr as pyg_aggr
 from structrnn.cells import GRUCell
 from structrnn.graphs.models import MPNN, mlp
 from structrnn.graphs.network import GraphNetwork, aggregate
+from structrnn.tasks.molecules.gin import DMPNN, GIN
 
-__all__ = ["GNGRU", "MoleculeModel", "READOUTS", "MODELS"]
+__all__ = ["GNGRU", "MoleculeModel", "READOUTS", "MODELS", "NODE_ENCODINGS"]
 
-MODELS = ("gn-gru", "mpnn")
+MODELS = ("gn-gru", "mpnn", "gin", "dmpnn")
 READOUTS = ("set2set", "sum", "mean", "atom-sum")
+# "features": the batch's x; "degree": one-hot node degrees computed from edge_index (TU sets
+# without node labels or attributes), so a graph to predict needs no node features
+NODE_ENCODINGS = ("features", "degree")
 
 
 class GNGRU(nn.Module):
@@ -43,10 +48,22 @@ class GNGRU(nn.Module):
 
 
 class MoleculeModel(nn.Module):
-    """A node model (``gn-gru`` or ``mpnn``) and a graph readout.
+    """A node model (``gn-gru``, ``mpnn``, ``gin`` or ``dmpnn``) and a graph readout.
 
-    With ``global_in > 0`` the batch carries ``u`` (num_graphs, global_in), whole-molecule
-    features concatenated to the readout (as Chemprop does with RDKit descriptors).
+    Args:
+        node_in, edge_in: input widths; ``edge_in=0`` for graphs without edge features (the
+            models that need one then see a constant 1 on every edge; GIN uses none).
+        out_channels: outputs per graph (targets, or every task's class logits side by side).
+        readout: ``set2set``, ``sum``, ``mean`` or ``atom-sum``; for ``gin`` ``sum`` or
+            ``mean``: Xu et al.'s readout, a linear map of every layer's pooled states, summed.
+        global_in: with ``global_in > 0`` the batch carries ``u`` (num_graphs, global_in),
+            whole-molecule features joining the readout (as Chemprop does with RDKit
+            descriptors).
+        node_encoding: ``features`` (the batch's ``x``) or ``degree`` (one-hot degrees of width
+            ``node_in``, computed here from ``edge_index``).
+        node_scale, edge_scale: the leading columns of ``x`` / ``edge_attr`` that are continuous
+            attributes, standardised with the buffers :meth:`set_scaling` fills from the
+            training graphs (they travel with the weights, so a prediction needs nothing else).
 
     ``forward(batch)`` -> (num_graphs, out_channels); ``atom_contributions(batch)`` ->
     (num_nodes, out_channels) for the ``atom-sum`` readout, whose graph output is their sum.
@@ -54,27 +71,92 @@ class MoleculeModel(nn.Module):
 
     def __init__(self, node_in: int, edge_in: int, out_channels: int, hidden: int = 64,
                  steps: int = 3, model: str = "gn-gru", readout: str = "set2set",
-                 dropout: float = 0.0, global_in: int = 0) -> None:
+                 dropout: float = 0.0, global_in: int = 0, node_encoding: str = "features",
+                 node_scale: int = 0, edge_scale: int = 0) -> None:
         super().__init__()
+        self._check(model, readout, global_in, node_encoding)
+        self.model, self.readout, self.global_in = model, readout, global_in
+        self.node_in, self.edge_in, self.node_encoding = node_in, edge_in, node_encoding
+        # a model that needs edge features gets a constant one on graphs that have none
+        body_edges = edge_in if edge_in or model == "gin" else 1
         if model == "gn-gru":
-            self.body: nn.Module = GNGRU(node_in, edge_in, hidden, steps)
+            self.body: nn.Module = GNGRU(node_in, body_edges, hidden, steps)
         elif model == "mpnn":
-            self.body = MPNN(node_in, edge_in, hidden, steps=steps, readout=None)
+            self.body = MPNN(node_in, body_edges, hidden, steps=steps, readout=None)
+        elif model == "dmpnn":
+            self.body = DMPNN(node_in, body_edges, hidden, steps=steps, dropout=dropout)
         else:
-            raise ValueError(f"model: expected 'gn-gru' or 'mpnn', got {model!r}")
-        if readout not in ("set2set", "sum", "mean", "atom-sum"):
-            raise ValueError(f"readout: expected set2set, sum, mean or atom-sum, got {readout!r}")
-        if global_in and readout == "atom-sum":
-            raise ValueError("global features need a graph readout, not 'atom-sum'")
-        self.readout, self.global_in = readout, global_in
+            self.body = GIN(node_in, edge_in, hidden, layers=steps)
+        self.node_scale, self.edge_scale = node_scale, edge_scale
+        for name, width in (("node", node_scale), ("edge", edge_scale)):
+            if width:
+                self.register_buffer(f"{name}_shift", torch.zeros(width))
+                self.register_buffer(f"{name}_factor", torch.ones(width))
+        self.dropout = nn.Dropout(dropout)
+        if model == "gin":
+            # one linear map per layer (the input included) from its pooled states to the output
+            self.heads = nn.ModuleList(nn.Linear(w, out_channels) for w in self.body.widths)
+            if global_in:
+                self.global_head = nn.Linear(global_in, out_channels)
+            return
         if readout == "set2set":
             self.set2set = pyg_aggr.Set2Set(hidden, processing_steps=3)
         width = (2 * hidden if readout == "set2set" else hidden) + global_in
-        self.dropout = nn.Dropout(dropout)
         self.head = mlp([width, hidden, out_channels])
 
+    @staticmethod
+    def _check(model: str, readout: str, global_in: int, node_encoding: str) -> None:
+        if model not in MODELS:
+            raise ValueError(f"model: expected one of {MODELS}, got {model!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout: expected set2set, sum, mean or atom-sum, got {readout!r}")
+        if model == "gin" and readout not in ("sum", "mean"):
+            raise ValueError(f"readout: GIN pools every layer by 'sum' or 'mean', not {readout!r}")
+        if global_in and readout == "atom-sum":
+            raise ValueError("global features need a graph readout, not 'atom-sum'")
+        if node_encoding not in NODE_ENCODINGS:
+            raise ValueError(f"node_encoding: expected one of {NODE_ENCODINGS}, got "
+                             f"{node_encoding!r}")
+
+    @torch.no_grad()
+    def set_scaling(self, node: tuple[Tensor, Tensor] | None = None,
+                    edge: tuple[Tensor, Tensor] | None = None) -> None:
+        """The mean and standard deviation of the continuous node (and edge) columns over the
+        training graphs; a constant column keeps a factor of 1."""
+        for name, stats in (("node", node), ("edge", edge)):
+            if stats is not None:
+                mean, std = stats
+                getattr(self, f"{name}_shift").copy_(mean)
+                getattr(self, f"{name}_factor").copy_(torch.where(std > 0, std,
+                                                                  torch.ones_like(std)))
+
+    def _scaled(self, values: Tensor, name: str, width: int) -> Tensor:
+        if not width:
+            return values
+        shift, factor = getattr(self, f"{name}_shift"), getattr(self, f"{name}_factor")
+        return torch.cat([(values[:, :width] - shift) / factor, values[:, width:]], 1)
+
+    def inputs(self, batch) -> tuple[Tensor, Tensor | None]:
+        """The node (N, node_in) and edge (E, edge_in, or a constant (E, 1), or None for GIN
+        without edge features) inputs of the node model."""
+        if self.node_encoding == "degree":
+            from structrnn.datasets.tu import degree_features
+
+            x = degree_features(batch.edge_index, batch.num_nodes, self.node_in)
+            x = x.to(batch.edge_index.device)
+        else:
+            x = self._scaled(batch.x, "node", self.node_scale)
+        if self.edge_in:
+            return x, self._scaled(batch.edge_attr, "edge", self.edge_scale)
+        if self.model == "gin":
+            return x, None
+        return x, x.new_ones(batch.edge_index.size(1), 1)
+
     def node_states(self, batch) -> Tensor:
-        return self.body(batch.x, batch.edge_index, batch.edge_attr)
+        """(N, hidden) the node model's last states."""
+        x, edge_attr = self.inputs(batch)
+        out = self.body(x, batch.edge_index, edge_attr)
+        return out[-1] if self.model == "gin" else out
 
     def atom_contributions(self, batch) -> Tensor:
         if self.readout != "atom-sum":
@@ -85,11 +167,17 @@ class MoleculeModel(nn.Module):
         index, size = batch.batch, batch.num_graphs
         if self.readout == "atom-sum":
             return aggregate("sum", self.atom_contributions(batch), index, size)
-        h = self.node_states(batch)
+        x, edge_attr = self.inputs(batch)
+        if self.model == "gin":
+            layers = self.body(x, batch.edge_index, edge_attr)
+            out = sum(self.dropout(head(aggregate(self.readout, h, index, size)))
+                      for head, h in zip(self.heads, layers, strict=True))
+            if self.global_in:
+                out = out + self.dropout(self.global_head(batch.u))
+            return out
+        h = self.body(x, batch.edge_index, edge_attr)
         g = (self.set2set(h, index, dim_size=size) if self.readout == "set2set"
              else aggregate(self.readout, h, index, size))
         if self.global_in:  # the molecule's descriptors join the learned graph vector
             g = torch.cat([g, batch.u], dim=1)
         return self.head(self.dropout(g))
-
-

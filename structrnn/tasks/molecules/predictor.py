@@ -19,7 +19,10 @@ output back into real units with its own training split's target mean and standa
 (and, with ``--global-features rdkit``, maps the input's RDKit descriptors through its own
 training molecules' distribution); the prediction is the members' mean and ``<target>_std`` the
 standard deviation of the members' predictions (the population one, as Chemprop's ensemble
-variance). A classifier returns the members' mean class probabilities and their argmax.
+variance). A classifier returns the members' mean class probabilities: a TU run ``label`` and
+``probs``; a molecule classification per task the probability of the positive class (binary,
+with ``<task>_std`` for an ensemble) or the class and ``<task>_p<k>`` for each class k
+(multi-class). Members tuned to different sizes (``--tune``) each keep their own model.
 """
 
 from __future__ import annotations
@@ -59,12 +62,15 @@ class Member:
         mean, std: (T,) the training split's target scaling (regression), else None.
         reference: (R, D) the training molecules' raw RDKit descriptors (``--global-features
             rdkit``), else None.
+        model_args: its own :class:`MoleculeModel` arguments (units tuned apart differ), or
+            None for the run's.
     """
 
     name: str
     mean: Tensor | None = None
     std: Tensor | None = None
     reference: Tensor | None = None
+    model_args: dict[str, Any] | None = None
 
     def to_state(self) -> dict[str, Any]:
         """Plain values and tensors for the exported file (absent parts left out)."""
@@ -73,6 +79,8 @@ class Member:
                            ("descriptor_reference", self.reference)):
             if value is not None:
                 state[key] = value.cpu()
+        if self.model_args is not None:
+            state["model_args"] = dict(self.model_args)
         return state
 
     @classmethod
@@ -81,14 +89,18 @@ class Member:
         (where the descriptors are computed; the scaling moves to the models' device)."""
         mean, std, reference = (None if state.get(k) is None else state[k].cpu() for k in
                                 ("target_mean", "target_std", "descriptor_reference"))
-        return cls(name, mean, std, reference)
+        return cls(name, mean, std, reference, state.get("model_args"))
 
 
 def unit_names(config: dict) -> list[str]:
-    """The units of a run, in training order: ``seedS`` (``seedS-foldF`` for TU sets)."""
+    """The units of a run, in training order: ``seedS`` (``seedS-foldF`` for TU sets,
+    ``seedS-foldF-valK`` with several models per fold)."""
     seeds = config.get("seeds") or ([config["seed"]] if config.get("seed") is not None else [])
     if config.get("dataset") == "mutag":
-        return [f"seed{s}-fold{f}" for s in seeds for f in range(int(config.get("folds", 10)))]
+        k = int(config.get("fold_models") or 1)
+        members = [""] if k == 1 else [f"-val{m}" for m in range(k)]
+        return [f"seed{s}-fold{f}{m}" for s in seeds for f in range(int(config.get("folds", 10)))
+                for m in members]
     return [f"seed{s}" for s in seeds]
 
 
@@ -141,17 +153,20 @@ def _feature(attrs: dict, key: str, width: int, where: str) -> Tensor:
     raise ValueError(f"{where}: no '{key}' ({width} numbers) and no 'label' (0..{width - 1})")
 
 
-def from_networkx_graph(g, node_in: int, edge_in: int) -> Data:
+def from_networkx_graph(g, node_in: int | None, edge_in: int) -> Data:
     """A networkx graph as the model's input: nodes numbered in ``g.nodes`` order, every
-    undirected edge in both directions; features from :func:`_feature`; ``g.graph["smiles"]``
+    undirected edge in both directions; features from :func:`_feature` (none for the nodes
+    when ``node_in`` is None, none for the edges when ``edge_in`` is 0); ``g.graph["smiles"]``
     kept (the RDKit descriptors of ``--global-features rdkit`` need it)."""
     index = {v: i for i, v in enumerate(g.nodes)}
     if not index:
         raise ValueError("the graph has no nodes")
-    x = torch.stack([_feature(a, "x", node_in, f"node {v!r}") for v, a in g.nodes(data=True)])
+    x = None if node_in is None else torch.stack(
+        [_feature(a, "x", node_in, f"node {v!r}") for v, a in g.nodes(data=True)])
     pairs, feats = [], []
     for a, b, attrs in g.edges(data=True):
-        f = _feature(attrs, "edge_attr", edge_in, f"edge ({a!r}, {b!r})")
+        f = (_feature(attrs, "edge_attr", edge_in, f"edge ({a!r}, {b!r})") if edge_in
+             else torch.zeros(0))
         pairs.append((index[a], index[b]))
         feats.append(f)
         if not g.is_directed():
@@ -159,30 +174,35 @@ def from_networkx_graph(g, node_in: int, edge_in: int) -> Data:
             feats.append(f)
     edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
     edge_attr = torch.stack(feats) if feats else torch.zeros(0, edge_in)
-    data = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, num_nodes=len(index))
+    data = Data(x=x, edge_index=edge_index, edge_attr=edge_attr if edge_in else None,
+                num_nodes=len(index))
     if g.graph.get("smiles"):
         data.smiles = str(g.graph["smiles"])
     return data
 
 
-def check_graph(data: Data, node_in: int, edge_in: int, what: str) -> Data:
+def check_graph(data: Data, node_in: int | None, edge_in: int, what: str) -> Data:
     """A clean copy of ``data`` (``x``, ``edge_index``, ``edge_attr``, ``smiles``) after
-    checking its shapes against the model's; ValueError naming the mismatch."""
+    checking its shapes against the model's; ValueError naming the mismatch. ``node_in`` None:
+    the model computes its node inputs (one-hot degrees), ``x`` is not read; ``edge_in`` 0: the
+    model uses no edge features, ``edge_attr`` is not read."""
     x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
-    if x is None or x.dim() != 2 or x.size(1) != node_in:
+    if node_in is not None and (x is None or x.dim() != 2 or x.size(1) != node_in):
         shape = None if x is None else tuple(x.shape)
         raise ValueError(f"x: expected (num_nodes, {node_in}) node features {what}, got {shape}")
     if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError("edge_index: expected (2, num_edges)")
-    if edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in \
-            or edge_attr.size(0) != edge_index.size(1):
+    if edge_in and (edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in
+                    or edge_attr.size(0) != edge_index.size(1)):
         shape = None if edge_attr is None else tuple(edge_attr.shape)
         raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, {edge_in}) edge features "
                          f"{what}, got {shape}")
-    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) < len(x):
-        raise ValueError(f"edge_index: node ids outside 0..{len(x) - 1}")
-    clean = Data(x=x.float(), edge_index=edge_index.long(), edge_attr=edge_attr.float(),
-                 num_nodes=x.size(0))
+    num_nodes = int(data.num_nodes) if x is None or node_in is None else x.size(0)
+    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) \
+            < num_nodes:
+        raise ValueError(f"edge_index: node ids outside 0..{num_nodes - 1}")
+    clean = Data(x=None if node_in is None else x.float(), edge_index=edge_index.long(),
+                 edge_attr=edge_attr.float() if edge_in else None, num_nodes=num_nodes)
     if isinstance(getattr(data, "smiles", None), str):
         clean.smiles = data.smiles
     return clean
@@ -199,7 +219,9 @@ class MoleculePredictor(Predictor):
     Attributes (beside :class:`~structrnn.tasks.predictor.Predictor`'s):
         target_names: the T targets (``["class"]`` for a TU set).
         kind: ``"regression"`` or ``"classification"``.
-        model_args: the :class:`MoleculeModel` arguments every member shares.
+        classes: per target its number of classes (classification), else None.
+        model_args: the first member's :class:`MoleculeModel` arguments (the input widths are
+            every member's).
         members: one :class:`Member` per model, in the run's unit order.
         featuriser: ``FEATURISER_VERSION`` of the atom and bond features (None for TU sets).
     """
@@ -208,10 +230,14 @@ class MoleculePredictor(Predictor):
 
     def __init__(self, task: str, config: dict, models: Sequence[torch.nn.Module],
                  device: torch.device, *, members: Sequence[Member], target_names: list[str],
-                 kind: str, model_args: dict[str, Any], featuriser: str | None) -> None:
+                 kind: str, model_args: dict[str, Any], featuriser: str | None,
+                 classes: list[int] | None = None) -> None:
         super().__init__(task, config, models, device)
         self.members = list(members)
         self.target_names, self.kind = list(target_names), kind
+        if kind == "classification" and classes is None:
+            classes = [int(model_args["out_channels"])]  # a TU run before best.pt held them
+        self.classes = None if classes is None else [int(c) for c in classes]
         self.model_args, self.featuriser = dict(model_args), featuriser
         self._scales = [(None if m.mean is None else m.mean.to(device),
                          None if m.std is None else m.std.to(device)) for m in self.members]
@@ -241,10 +267,10 @@ class MoleculePredictor(Predictor):
                 raise InputError(f"{where} ({member.name}) lacks the descriptor reference of "
                                  "--global-features rdkit: it was trained before best.pt held "
                                  "it; retrain the run with this structrnn")
-        model_args = common.get("model_args") or infer_model_args(config, states[0])
+        shared = common.get("model_args") or infer_model_args(config, states[0])
         models = []
         for state, member in zip(states, members, strict=True):
-            model = MoleculeModel(**model_args)
+            model = MoleculeModel(**(member.model_args or shared))
             try:
                 model.load_state_dict(state["model"])
             except RuntimeError as err:
@@ -252,8 +278,9 @@ class MoleculePredictor(Predictor):
                                  f"its config ({err})") from err
             models.append(model)
         return cls(task, config, models, device, members=members, target_names=names,
-                   kind=kind, model_args=model_args,
-                   featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None))
+                   kind=kind, model_args=members[0].model_args or shared,
+                   featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None),
+                   classes=common.get("classes"))
 
     @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> MoleculePredictor:
@@ -296,6 +323,8 @@ class MoleculePredictor(Predictor):
         state: dict[str, Any] = {"target_names": self.target_names, "kind": self.kind,
                                  "model_args": self.model_args,
                                  "members": [m.to_state() for m in self.members]}
+        if self.classes is not None:
+            state["classes"] = self.classes
         if self.featuriser is not None:
             state["featuriser"] = self.featuriser
         return state
@@ -304,6 +333,8 @@ class MoleculePredictor(Predictor):
     def _graph(self, item: Any) -> Data:
         """One input as the model's graph; ValueError with the reason when it cannot be."""
         node_in, edge_in = self.model_args["node_in"], self.model_args["edge_in"]
+        if self.model_args.get("node_encoding", "features") == "degree":
+            node_in = None  # the model computes one-hot degrees from the edges
         what = ("(structrnn's atom featuriser)" if self.task == "molecules"
                 else f"(the node labels of {self.config.get('tu_name', 'the TU set')})")
         if isinstance(item, str):
@@ -366,8 +397,10 @@ class MoleculePredictor(Predictor):
                 # each member maps them through its own training molecules' distribution
                 batch.u = cdf_normalise(raw, member.reference).to(self.device)
             out = model(batch).float()
-            outs.append(torch.softmax(out, 1) if self.kind == "classification"
-                        else out * std + mean)
+            if self.kind == "classification":
+                out = torch.cat([torch.softmax(block, 1) for block in
+                                 out.split(self.classes, dim=1)], 1)
+            outs.append(out if self.kind == "classification" else out * std + mean)
         return torch.stack(outs, 1).cpu()
 
     def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
@@ -392,10 +425,12 @@ class MoleculePredictor(Predictor):
         """The dict of one input; ``out`` (M, T) its members' outputs, None after an error."""
         row: dict[str, Any] = {"input": item if isinstance(item, str) else index}
         ensemble = len(self.models) > 1
-        if self.kind == "classification":
+        if self.kind == "classification" and self.task == "tu":
             probs = None if out is None else out.mean(0)
             row["label"] = None if probs is None else int(probs.argmax())
             row["probs"] = None if probs is None else probs.tolist()
+        elif self.kind == "classification":
+            self._class_columns(row, out)
         else:
             for t, name in enumerate(self.target_names):
                 row[name] = None if out is None else float(out[:, t].mean())
@@ -404,6 +439,25 @@ class MoleculePredictor(Predictor):
                                           else float(out[:, t].std(unbiased=False)))
         row["error"] = error
         return row
+
+    def _class_columns(self, row: dict, out: Tensor | None) -> None:
+        """A molecule classification's keys of one input: per binary task the probability of
+        class 1 (and its spread over an ensemble), per multi-class task the class and each
+        class's probability; ``out`` (M, sum(classes)) the members' probabilities."""
+        start = 0
+        for name, c in zip(self.target_names, self.classes, strict=True):
+            block = None if out is None else out[:, start:start + c]
+            start += c
+            if c == 2:
+                row[name] = None if block is None else float(block[:, 1].mean())
+                if len(self.models) > 1:
+                    row[f"{name}_std"] = (None if block is None
+                                          else float(block[:, 1].std(unbiased=False)))
+                continue
+            probs = None if block is None else block.mean(0)
+            row[name] = None if probs is None else int(probs.argmax())
+            for k in range(c):
+                row[f"{name}_p{k}"] = None if probs is None else float(probs[k])
 
     def predict(self, inputs: Sequence[Any], *, batch_size: int = 256,
                 progress: bool | None = None, **options: Any) -> list[dict]:
@@ -422,8 +476,11 @@ class MoleculePredictor(Predictor):
             ``{"input": the SMILES or the input's index, "<target>": float in the data's units,
             "<target>_std": the ensemble's spread (several models only), "error": None}`` per
             regression input; ``{"input", "label": int, "probs": [C floats summing to 1],
-            "error"}`` per classified graph. An input that cannot be read has its reason under
-            ``"error"`` and None in the prediction keys; the others are predicted as usual.
+            "error"}`` per graph of a TU run; for a molecule classification per binary task
+            ``"<task>"``: the probability of class 1 (``"<task>_std"`` its spread), per
+            multi-class task ``"<task>"``: the class and ``"<task>_p<k>"``: the probabilities.
+            An input that cannot be read has its reason under ``"error"`` and None in the
+            prediction keys; the others are predicted as usual.
 
         Raises:
             InputError: an option that does not apply, or SMILES given to a TU run.
@@ -526,8 +583,10 @@ class MoleculePredictor(Predictor):
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:
         """The run's figures on ``split`` (``test``, ``val``/``dev``, ``train``): its data set and
         every unit's split re-created from the config, each unit's model evaluated as the run
-        did. Returns ``{"<split>_rmse"|"_mae"|"_r2": {target: {"mean", "std"}}}`` (regression)
-        or ``{"<split>_accuracy": {"mean", "std"}}`` (classification), the mean and standard
+        did. Returns ``{"<split>_rmse"|"_mae"|"_r2": {target: {"mean", "std"}}}`` (regression),
+        ``{"<split>_accuracy"|"_roc_auc"|"_pr_auc": {target: {"mean", "std"}}}`` and their
+        averages over the tasks ``"<split>_mean_accuracy"`` ... (a molecule classification), or
+        ``{"<split>_accuracy"|"_roc_auc": {"mean", "std"}}`` (a TU run), the mean and standard
         deviation over the units (what metrics.json reports for the test split), and
         ``"units"``: each unit's figures."""
         from structrnn.tasks.molecules import task as molecule_task
@@ -548,23 +607,36 @@ class MoleculePredictor(Predictor):
             figures = work.evaluate(model, getattr(work, f"{part}_set"))
             per_unit.append(figures)
         return summarise(per_unit, [u["name"] for u in units], part, self.target_names,
-                         self.kind)
+                         self.kind, tu=self.task == "tu")
 
 
 def summarise(per_unit: list[dict], names: list[str], part: str, targets: list[str],
-              kind: str) -> dict:
+              kind: str, tu: bool = False) -> dict:
     """The mean +- std over units of :meth:`structrnn.tasks.molecules.task.Unit.evaluate`'s
-    figures, as metrics.json reports them."""
+    figures, as metrics.json reports them (``tu``: a TU run's accuracy and ROC-AUC)."""
     from structrnn.tasks.molecules.task import _mean_std
 
-    if kind == "classification":
-        out: dict[str, Any] = {f"{part}_accuracy": _mean_std([f["accuracy"] for f in per_unit])}
-        out["units"] = [{"unit": n, f"{part}_accuracy": f["accuracy"]}
+    if tu:
+        from structrnn.tasks.molecules.task import fold_figures
+
+        # the test fold by its models' mean probabilities (metrics.json); the models' own
+        # validation and training parts differ, so those are figures per model
+        folds = (fold_figures(names, [f["pred"] for f in per_unit], [f["true"] for f in per_unit])
+                 if part == "test" else [{k: f[f"mean_{k}"] for k in ("accuracy", "roc_auc")}
+                                         for f in per_unit])
+        out: dict[str, Any] = {f"{part}_{k}": _mean_std([f[k] for f in folds])
+                               for k in ("accuracy", "roc_auc")}
+        out["units"] = [{"unit": n, f"{part}_accuracy": f["mean_accuracy"]}
                         for n, f in zip(names, per_unit, strict=True)]
         return out
+    keys = (("accuracy", "roc_auc", "pr_auc") if kind == "classification"
+            else ("rmse", "mae", "r2"))
     out = {f"{part}_{k}": {t: _mean_std([f[k][t] for f in per_unit]) for t in targets}
-           for k in ("rmse", "mae", "r2")}
-    out["units"] = [{"unit": n, **{f"{part}_{k}": f[k] for k in ("rmse", "mae", "r2")}}
+           for k in keys}
+    if kind == "classification":
+        out.update({f"{part}_mean_{k}": _mean_std([f[f"mean_{k}"] for f in per_unit])
+                    for k in keys})
+    out["units"] = [{"unit": n, **{f"{part}_{k}": f[k] for k in keys}}
                     for n, f in zip(names, per_unit, strict=True)]
     return out
 

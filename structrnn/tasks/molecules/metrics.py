@@ -1,0 +1,187 @@
+"""Figures and losses of the molecule and TU tasks: regression errors, classification (per task,
+binary or multi-class, missing labels masked) with ROC-AUC and PR-AUC, and what a target column
+is when the user did not say.
+
+A classification output is one block of logits per task, side by side: task ``t`` with
+``classes[t]`` classes owns ``classes[t]`` columns (two for a binary task, so every task is a
+softmax and a binary task's probability of the positive class is its second column). Labels are
+a float (M, T) tensor with NaN where a molecule has no label for a task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+__all__ = ["regression_metrics", "classification_metrics", "classification_loss", "roc_auc",
+           "average_precision", "infer_kind", "split_logits", "class_weights", "MAX_CLASSES"]
+
+# a column of integers 0..MAX_CLASSES-1 is read as class labels when --task is not given
+MAX_CLASSES = 10
+
+
+def regression_metrics(pred: Tensor, true: Tensor, names: list[str]) -> dict[str, Any]:
+    """RMSE, MAE and R^2 per target (NaN targets ignored); pred/true (M, T) in target units."""
+    out: dict[str, Any] = {"rmse": {}, "mae": {}, "r2": {}}
+    for t, name in enumerate(names):
+        mask = ~torch.isnan(true[:, t])
+        p, y = pred[mask, t].double(), true[mask, t].double()
+        err = p - y
+        out["rmse"][name] = float(err.pow(2).mean().sqrt())
+        out["mae"][name] = float(err.abs().mean())
+        ss = float((y - y.mean()).pow(2).sum())
+        out["r2"][name] = 1.0 - float(err.pow(2).sum()) / ss if ss > 0 else float("nan")
+    return out
+
+
+def _curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative true and false positives at each distinct score, highest first (tied scores
+    form one threshold, so ties are never split in an arbitrary order)."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each tie group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return tp.astype(float), fp.astype(float)
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    """The area under the ROC curve: the trapezoid rule over the thresholds of ``scores``
+    (a tie between a positive and a negative counts one half); NaN when ``labels`` (0/1) hold
+    one class only."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    pos = int(labels.sum())
+    neg = labels.size - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    tp, fp = _curve(scores, labels)
+    tpr, fpr = np.r_[0.0, tp / pos], np.r_[0.0, fp / neg]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def average_precision(scores: Sequence[float] | np.ndarray,
+                      labels: Sequence[int] | np.ndarray) -> float:
+    """The area under the precision-recall curve as average precision (scikit-learn's
+    definition: the sum over thresholds of the recall gained times the precision there);
+    NaN without a positive."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    pos = int(labels.sum())
+    if pos == 0:
+        return float("nan")
+    tp, fp = _curve(scores, labels)
+    recall = np.r_[0.0, tp / pos]
+    precision = tp / (tp + fp)
+    return float(np.sum(np.diff(recall) * precision))
+
+
+def split_logits(logits: Tensor, classes: Sequence[int]) -> list[Tensor]:
+    """(M, sum(classes)) -> one (M, classes[t]) block per task."""
+    return list(logits.split(list(classes), dim=1))
+
+
+def _task_labels(true: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    """The labelled rows of task ``t`` and their labels as class indices."""
+    column = true[:, t] if true.dim() == 2 else true
+    column = column.float()
+    mask = ~torch.isnan(column)
+    return mask, column[mask].long()
+
+
+def classification_loss(logits: Tensor, true: Tensor, classes: Sequence[int],
+                        weights: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+    """The summed cross-entropy over every labelled (molecule, task) pair and their count.
+
+    Args:
+        logits: (B, sum(classes)).
+        true: (B, T) float labels with NaN where missing, or (B,) class indices (one task).
+        classes: the number of classes of each task.
+        weights: per task None or (classes[t],) class weights (rare positives weigh more).
+
+    Returns:
+        ``(loss_sum, count)``: scalar tensors; the mean loss is their ratio.
+    """
+    total = logits.new_zeros(())
+    count = torch.zeros((), dtype=torch.long, device=logits.device)
+    for t, block in enumerate(split_logits(logits, classes)):
+        mask, y = _task_labels(true, t)
+        w = None if weights is None or weights[t] is None else weights[t].to(logits.device)
+        total = total + functional.cross_entropy(block[mask], y, weight=w, reduction="sum")
+        count = count + mask.sum()
+    return total, count
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _ovr(fn, probs: np.ndarray, labels: np.ndarray) -> float:
+    """A binary figure of a (M, C) task: of the positive class for C = 2, else the mean over
+    the classes of one-vs-rest (classes absent from the labels left out)."""
+    if probs.shape[1] == 2:
+        return fn(probs[:, 1], labels)
+    return _nanmean([fn(probs[:, c], (labels == c).astype(int)) for c in range(probs.shape[1])])
+
+
+def classification_metrics(logits: Tensor, true: Tensor, names: list[str],
+                           classes: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, ROC-AUC and PR-AUC (average precision) per task over its labelled molecules,
+    their means over the tasks (``mean_*``, NaN tasks left out: a split whose labels of a task
+    are all one class has no AUC for it) and the mean cross-entropy (``loss``).
+
+    ``logits`` (M, sum(classes)); ``true`` (M, T) with NaN where missing, or (M,) indices.
+    """
+    out: dict[str, Any] = {"accuracy": {}, "roc_auc": {}, "pr_auc": {}}
+    loss_sum, count = classification_loss(logits.float(), true, classes)
+    out["loss"] = float(loss_sum) / max(int(count), 1)
+    for t, (name, block) in enumerate(zip(names, split_logits(logits.float(), classes),
+                                          strict=True)):
+        mask, y = _task_labels(true, t)
+        probs = torch.softmax(block[mask], 1).double().numpy()
+        labels = y.numpy()
+        out["accuracy"][name] = (float((probs.argmax(1) == labels).mean()) if labels.size
+                                 else float("nan"))
+        out["roc_auc"][name] = _ovr(roc_auc, probs, labels)
+        out["pr_auc"][name] = _ovr(average_precision, probs, labels)
+    for key in ("accuracy", "roc_auc", "pr_auc"):
+        out[f"mean_{key}"] = _nanmean(list(out[key].values()))
+    return out
+
+
+def class_weights(true: Tensor, classes: Sequence[int]) -> list[Tensor]:
+    """Per task, scikit-learn's "balanced" class weights from the labelled rows of ``true``:
+    ``n / (C * n_c)`` (a class absent from the training labels gets weight 1)."""
+    out = []
+    for t, c in enumerate(classes):
+        _, y = _task_labels(true, t)
+        counts = torch.bincount(y, minlength=c).double()
+        w = torch.where(counts > 0, y.numel() / (c * counts.clamp(min=1)), torch.ones_like(counts))
+        out.append(w.float())
+    return out
+
+
+def infer_kind(y: Tensor, names: list[str]) -> tuple[str, list[int] | None, str]:
+    """Whether targets ``y`` (M, T) (NaN = missing) are class labels: every known value an
+    integer in ``0..MAX_CLASSES-1`` -> ``("classification", classes per task, reason)``;
+    else ``("regression", None, reason)``. A task's class count is its largest label + 1
+    (at least 2)."""
+    values = y[~torch.isnan(y)]
+    if values.numel() == 0:
+        return "regression", None, "no target values"
+    integral = bool((values == values.round()).all())
+    if integral and float(values.min()) >= 0 and float(values.max()) < MAX_CLASSES:
+        classes = []
+        for t in range(y.size(1)):
+            column = y[:, t][~torch.isnan(y[:, t])]
+            classes.append(max(2, int(column.max()) + 1) if column.numel() else 2)
+        shown = ", ".join(f"{n}: {c} classes" for n, c in zip(names, classes, strict=True))
+        return "classification", classes, f"every target is an integer label ({shown})"
+    why = ("not every value is an integer" if not integral
+           else f"values outside 0..{MAX_CLASSES - 1}")
+    return "regression", None, f"the targets are numbers ({why})"

@@ -1,0 +1,133 @@
+"""``--tune N``: a hyper-parameter search with Optuna for one unit (a seed, or a fold of a TU
+set), on that unit's validation split only.
+
+Each trial trains the unit's model on its training split with the shared loop
+(:func:`structrnn.tasks.molecules.task.fit_unit`) in a temporary folder and scores it by the
+best validation score of its epochs (what the run selects by); the unit's test split is removed
+from the trial's unit, so no trial can see it. The space:
+
+======== ============================================ ===================
+setting  range                                        flag
+======== ============================================ ===================
+steps    2 .. 6 (message-passing rounds, GIN layers)  ``--steps``
+hidden   32, 64, 128, 256                             ``--hidden``
+dropout  0 .. 0.5 in steps of 0.05                    ``--dropout``
+lr       1e-4 .. 1e-2, log scale                      ``--lr``
+epochs   ``max(1, E // 5)`` .. ``E`` (``--epochs E``)  ``--epochs``
+======== ============================================ ===================
+
+The first trial is the command line's own settings (clipped into the space), so the search
+never returns something that validated worse than them. TPE samples the rest (seeded by the
+unit's seed); a trial whose validation score lags the median of the earlier trials at the same
+epoch is stopped early (Optuna's median pruner). Optuna is imported only here, when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from structrnn._errors import InputError
+from structrnn.training.logging import notice
+from structrnn.training.loop import NonFiniteError
+from structrnn.training.run_folder import RunFolder
+
+__all__ = ["search", "space", "HIDDEN"]
+
+HIDDEN = (32, 64, 128, 256)
+STEPS = (2, 6)
+LR = (1e-4, 1e-2)
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as err:
+        raise InputError("--tune needs Optuna: pip install 'structrnn[tune]' (or pip install "
+                         "optuna)") from err
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def space(epochs: int) -> dict[str, tuple]:
+    """The bounds of every tuned setting for a run of at most ``epochs`` epochs."""
+    return {"steps": STEPS, "hidden": HIDDEN, "dropout": (0.0, 0.5), "lr": LR,
+            "epochs": (max(1, epochs // 5), epochs)}
+
+
+def _suggest(trial, bounds: dict[str, tuple]) -> dict[str, Any]:
+    return {"steps": trial.suggest_int("steps", *bounds["steps"]),
+            "hidden": trial.suggest_categorical("hidden", list(bounds["hidden"])),
+            "dropout": trial.suggest_float("dropout", *bounds["dropout"], step=0.05),
+            "lr": trial.suggest_float("lr", *bounds["lr"], log=True),
+            "epochs": trial.suggest_int("epochs", *bounds["epochs"])}
+
+
+def _start(args: argparse.Namespace, bounds: dict[str, tuple]) -> dict[str, Any]:
+    """The command line's settings, clipped into the space (Optuna's first trial)."""
+    def clip(value, lo, hi):
+        return min(max(value, lo), hi)
+
+    hidden = min(bounds["hidden"], key=lambda h: abs(h - args.hidden))
+    return {"steps": clip(args.steps, *bounds["steps"]), "hidden": hidden,
+            "dropout": round(clip(args.dropout, *bounds["dropout"]) / 0.05) * 0.05,
+            "lr": clip(args.lr, *bounds["lr"]), "epochs": clip(args.epochs, *bounds["epochs"])}
+
+
+def search(args: argparse.Namespace, prep, unit: dict, device) -> dict[str, Any]:
+    """The best settings of ``args.tune`` trials (at most ``args.tune_timeout`` seconds) for
+    ``unit``, scored on its validation split; ``{"steps", "hidden", "dropout", "lr", "epochs",
+    "trials", "best_val_score", "seconds"}``."""
+    from structrnn.tasks.molecules.task import fit_unit
+
+    optuna = _optuna()
+    bounds = space(args.epochs)
+    # the trials never see the test split: it is not in their unit
+    seen = {**unit, "test": np.zeros(0, dtype=np.int64)}
+    began = time.perf_counter()
+
+    def objective(trial) -> float:
+        params = _suggest(trial, bounds)
+        settings = argparse.Namespace(**{**vars(args), **params, "resume": False,
+                                         "no_progress": True, "tensorboard": False})
+
+        epochs = iter(range(1, params["epochs"] + 1))
+
+        def report(figures: dict) -> None:
+            trial.report(figures["val_score"], next(epochs))
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        # a trial's per-epoch lines would drown the run's: one line per trial instead
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+            fitted, _ = fit_unit(settings, prep, seen, RunFolder(tmp), device, report=report)
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in params.items())
+        notice(f"{unit['name']}: trial {trial.number + 1}/{args.tune}: validation score "
+               f"{fitted.best_score:.4f} ({shown})")
+        return fitted.best_score
+
+    sampler = optuna.samplers.TPESampler(seed=unit["seed"] * 1000 + unit.get("fold", 0))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    study.enqueue_trial(_start(args, bounds))
+    study.optimize(objective, n_trials=args.tune, timeout=args.tune_timeout,
+                   catch=(NonFiniteError,))
+    seconds = time.perf_counter() - began
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        notice(f"{unit['name']}: no trial finished in {seconds:.0f} s; the command line's "
+               "settings are used")
+        return {**_start(args, bounds), "trials": len(study.trials), "best_val_score": None,
+                "seconds": seconds}
+    best = study.best_trial
+    notice(f"{unit['name']}: best of {len(study.trials)} trials ({len(done)} finished) in "
+           f"{seconds:.0f} s: validation score {best.value:.4f}, {best.params}")
+    return {**best.params, "trials": len(study.trials), "best_val_score": best.value,
+            "seconds": seconds}
