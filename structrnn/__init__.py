@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
         NonLocal,
         RelationNetwork,
     )
+    from structrnn.graphs.dag import DAGRecurrent
     from structrnn.levels.run import run_down, run_schedule, run_up
     from structrnn.levels.schedule import tree_schedule
     from structrnn.sequence import GRU, LSTM, RNN
@@ -59,7 +60,7 @@ __all__ = [
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
-    "MPNN", "NonLocal", "EncodeProcessDecode",
+    "MPNN", "NonLocal", "EncodeProcessDecode", "DAGRecurrent",
     "load", "Predictor",
 ]
 
@@ -77,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.trees.models": ["TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM"],
     "structrnn.trees.loader": ["TreeLoader", "collate_trees"],
     "structrnn.graphs.network": ["GraphNetwork"],
+    "structrnn.graphs.dag": ["DAGRecurrent"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
                                 "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
     # trained models: a run folder or an exported file -> a predictor (docs/architecture.md)

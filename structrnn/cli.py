@@ -37,6 +37,8 @@ TASKS = {
            {"dataset": "mutag"}),
     "shortest-path": ("structrnn.tasks.shortest_path.task",
                       "the graph_nets shortest-path demo", {}),
+    "circuits": ("structrnn.tasks.circuits.task",
+                 "random boolean circuits: a cell over DAG levels against graph networks", {}),
     "parser": ("structrnn.tasks.parser.task",
                "a constituency parser learned from the treebank's own trees", {}),
 }
@@ -138,7 +140,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=4)
 
     bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
-    bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict"])
+    bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict",
+                                        "dags", "sst", "parse"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 

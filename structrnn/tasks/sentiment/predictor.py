@@ -290,6 +290,7 @@ class SentimentPredictor(Predictor):
             from structrnn.tasks.sentiment.task import load_splits
 
             args = SimpleNamespace(dataset="synthetic", binary=binary, data=None, download=False,
+                                   model=config.get("model", "tree-lstm"),
                                    synthetic_trees=config.get("synthetic_trees", 2000),
                                    seed=config.get("seed", 0), max_trees=config.get("max_trees"))
             trees = dict(zip(("train", "dev", "test"), load_splits(args), strict=True))[split].trees
