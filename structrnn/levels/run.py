@@ -87,9 +87,11 @@ def _layout(cell: nn.Module, child_sum: bool, device: torch.device) -> _Layout:
 
 
 def _kernel_pre(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Schedule, n: int,
-                lay: _Layout) -> Tensor:
-    """(n, G) the kernel's pre-activations before the recurrence, rows in the schedule's order,
-    columns in the kernel's: the input projection plus both biases.
+                lay: _Layout) -> Tensor | tuple[Tensor, Tensor]:
+    """The kernel's pre-activations before the recurrence, rows in the schedule's order,
+    columns in the kernel's: the input projection plus both biases. (n, G) for the N-ary
+    kernel; for the Child-Sum one the pair (n, 3H) of o, i, g and (n, H) of f, each contiguous
+    (the forget block is read per edge, and its gradient is a sum over the edges).
 
     With ``x_rows`` only those nodes have an input; every other row is the biases alone (what a
     zero input gives). Rows of level 0 have no predecessor, so their forget block is never read:
@@ -104,28 +106,45 @@ def _kernel_pre(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Sch
             x = _dense_input(x, x_rows, n)
         xs = x.index_select(0, s.order) if x is not None else None
         pre = cell._input_gates(cell.project_input(xs), n).index_select(1, lay.ih)
-        return pre if b_hh is None else pre + b_hh
+        return _split(pre if b_hh is None else pre + b_hh, lay)
     b_ih = cell.bias_ih.index_select(0, lay.ih) if cell.bias_ih is not None else None
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
+    width = lay.hh.numel()
+    if bias is None:
+        bias = cell.weight_hh.new_zeros(width)
     if x is None:
-        width = lay.hh.numel()
-        return bias.expand(n, width) if bias is not None else cell.weight_hh.new_zeros(n, width)
+        return _split(bias.expand(n, width), lay)
     w_ih = cell.weight_ih.index_select(0, lay.ih)
+    f = lay.forget
     if x_rows is None:
-        return F.linear(x.index_select(0, s.order), w_ih, bias)
+        xs = x.index_select(0, s.order)
+        if f.stop == width:  # Child-Sum: the two parts, each one product
+            return (F.linear(xs, w_ih[:f.start], bias[:f.start]),
+                    F.linear(xs, w_ih[f.start:], bias[f.start:]))
+        return F.linear(xs, w_ih, bias)
     rows = s.rank.index_select(0, x_rows)
-    base = (bias if bias is not None else w_ih.new_zeros(w_ih.size(0))).expand(n, -1)
-    n_leaf = s.node_ptr[1]
-    if rows.device.type == "cpu" and bool((rows < n_leaf).all()):  # host read: CPU only
-        f = lay.forget
+    leaves_only = rows.device.type == "cpu" and bool((rows < s.node_ptr[1]).all())  # host read
+    if f.stop == width:  # Child-Sum
+        oig = bias[:f.start].expand(n, -1).index_add(0, rows, F.linear(x, w_ih[:f.start]))
+        forget = bias[f.start:].expand(n, -1)
+        if not leaves_only:
+            forget = forget.index_add(0, rows, F.linear(x, w_ih[f.start:]))
+        return oig, forget
+    if leaves_only:
         keep = torch.cat([torch.arange(f.start, device=rows.device),
-                          torch.arange(f.stop, w_ih.size(0), device=rows.device)])
+                          torch.arange(f.stop, width, device=rows.device)])
         proj = F.linear(x, w_ih.index_select(0, keep))
         proj = torch.cat([proj[:, :f.start], proj.new_zeros(proj.size(0), f.stop - f.start),
                           proj[:, f.start:]], dim=1)
     else:
         proj = F.linear(x, w_ih)
-    return base.index_add(0, rows, proj)
+    return bias.expand(n, -1).index_add(0, rows, proj)
+
+
+def _split(pre: Tensor, lay: _Layout) -> Tensor | tuple[Tensor, Tensor]:
+    """The Child-Sum kernel's two parts of ``pre`` (its forget block is last); N-ary: ``pre``."""
+    f = lay.forget
+    return (pre[:, :f.start], pre[:, f.start:]) if f.stop == pre.size(1) else pre
 
 
 def _dense_input(x: Tensor, x_rows: Tensor, n: int) -> Tensor:

@@ -61,7 +61,7 @@ def _plan(s: Schedule) -> _Plan:
 
 class _ChildSumLSTM(Function):
     @staticmethod
-    def forward(ctx, pre: Tensor, w_hh: Tensor, plan: _Plan):
+    def forward(ctx, pre: Tensor, pre_f: Tensor, w_hh: Tensor, plan: _Plan):
         N, H = pre.size(0), w_hh.size(1)
         node_ptr, edge_ptr, pred, target = plan.node_ptr, plan.edge_ptr, plan.pred, plan.target
         act = pre.new_empty(N, 3 * H)  # sigmoid(o), sigmoid(i), tanh(g)
@@ -71,7 +71,7 @@ class _ChildSumLSTM(Function):
         for level in range(len(node_ptr) - 1):
             n0, n1 = node_ptr[level], node_ptr[level + 1]
             e0, e1 = edge_ptr[level], edge_ptr[level + 1]
-            gates, c_l, a = pre[n0:n1, :3 * H], c[n0:n1], act[n0:n1]
+            gates, c_l, a = pre[n0:n1], c[n0:n1], act[n0:n1]
             if level:  # level 0 has no children (its h_sum is never read)
                 h_sum[n0:n1].zero_()
             if e1 > e0:
@@ -79,7 +79,7 @@ class _ChildSumLSTM(Function):
                 h_src = h.index_select(0, src)
                 h_sum[n0:n1].index_add_(0, idx, h_src)
                 gates = torch.addmm(gates, h_sum[n0:n1], w_t)
-                f_l = torch.addmm(pre[n0:n1, 3 * H:].index_select(0, idx), h_src, w_f_t)
+                f_l = torch.addmm(pre_f.index_select(0, plan.parent[e0:e1]), h_src, w_f_t)
                 torch.sigmoid(f_l, out=f[e0:e1])
             torch.sigmoid(gates[:, :2 * H], out=a[:, :2 * H])
             torch.tanh(gates[:, 2 * H:], out=a[:, 2 * H:])
@@ -111,8 +111,7 @@ class _ChildSumLSTM(Function):
         torch.mul(g * i, 1 - i, out=coef[:, H:2 * H])
         torch.mul(i, 1 - g * g, out=coef[:, 2 * H:])
         df_dc = c.index_select(0, pred) * f * (1 - f)  # per edge: f's pre-activation -> c
-        d_gates = act.new_empty(N, 4 * H)  # o, i, g per level; the f block from the edges
-        d_gates[:, 3 * H:].zero_()
+        d_gates = torch.empty_like(act)  # o, i, g; the forget gates' come from the edges
         d_f = f.new_empty(f.shape)  # per edge
         w_oig, w_f = w_hh[:3 * H], w_hh[3 * H:]
         for level in reversed(range(len(node_ptr) - 1)):
@@ -122,28 +121,26 @@ class _ChildSumLSTM(Function):
             dc_l.addcmul_(dh_l, dc_dh[n0:n1])
             torch.mul(dh_l, coef[n0:n1, :H], out=dg[:, :H])
             torch.mul(dc_l.unsqueeze(1), coef[n0:n1, H:].view(-1, 2, H),
-                      out=dg[:, H:3 * H].view(-1, 2, H))
+                      out=dg[:, H:].view(-1, 2, H))
             if e1 > e0:
                 src, idx = pred[e0:e1], target[e0:e1]
                 dc_parent = dc_l.index_select(0, idx)
                 torch.mul(dc_parent, df_dc[e0:e1], out=d_f[e0:e1])
                 dc.index_add_(0, src, dc_parent * f[e0:e1])
                 # each child's h fed its parent's h_sum (o, i, g) and its own forget gate
-                dh_child = torch.addmm((dg[:, :3 * H] @ w_oig).index_select(0, idx),
-                                       d_f[e0:e1], w_f)
+                dh_child = torch.addmm((dg @ w_oig).index_select(0, idx), d_f[e0:e1], w_f)
                 dh.index_add_(0, src, dh_child)
-        grad_pre = grad_w = None
-        if ctx.needs_input_grad[1]:
+        grad_f = grad_w = None
+        if ctx.needs_input_grad[2]:
             n1 = node_ptr[1]  # level 0 has no children (h_sum = 0); f from the edges
-            grad_w = torch.cat([d_gates[n1:, :3 * H].t() @ h_sum[n1:],
+            grad_w = torch.cat([d_gates[n1:].t() @ h_sum[n1:],
                                 d_f.t() @ h.index_select(0, pred)])
-        if ctx.needs_input_grad[0]:
-            d_gates[:, 3 * H:].index_add_(0, plan.parent, d_f)
-            grad_pre = d_gates
-        return grad_pre, grad_w, None
+        if ctx.needs_input_grad[1]:  # each parent's forget pre-activation, from its edges
+            grad_f = d_f.new_zeros(N, H).index_add_(0, plan.parent, d_f)
+        return d_gates, grad_f, grad_w, None
 
 
-def child_sum_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule,
+def child_sum_lstm(pre: Tensor | tuple[Tensor, Tensor], weight_hh: Tensor, schedule: Schedule,
                    prepared: bool = False) -> tuple[Tensor, Tensor]:
     """Child-Sum Tree-LSTM states of every node, run over the levels of ``schedule``.
 
@@ -154,21 +151,25 @@ def child_sum_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule,
         weight_hh: (4H, H).
         schedule: a :class:`~structrnn.levels.schedule.Schedule` whose level 0 has no incoming edges
             (true of every schedule ``make_schedule`` builds).
-        prepared: ``pre``'s rows are already in the schedule's order (``pre[schedule.order]``)
-            and ``pre``'s columns and ``weight_hh``'s rows in the kernel's order
-            (:func:`kernel_order`); the rows of level 0's f block are not read. This is how
-            :func:`structrnn.levels.run.run_schedule` calls it, sparing two gathers.
+        prepared: ``pre`` is the pair ``(pre_oig (N, 3H), pre_f (N, H))``, rows already in the
+            schedule's order (``pre[schedule.order]``), gate blocks and ``weight_hh``'s rows in
+            the kernel's order (:func:`kernel_order`: o, i, g, then f); the rows of level 0 in
+            ``pre_f`` are not read. This is how :func:`structrnn.levels.run.run_schedule` calls
+            it: no gathers, and each part's gradient a contiguous tensor.
 
     Returns:
         ``(h, c)``, each (N, H), rows in the original node order. Double backward is not
         supported.
     """
     s = schedule
+    H = weight_hh.size(1)
     if not prepared:
-        order = kernel_order(weight_hh.size(1), pre.device)
+        order = kernel_order(H, pre.device)
         pre = pre.index_select(0, s.order).index_select(1, order)
+        pre = (pre[:, :3 * H], pre[:, 3 * H:])
         weight_hh = weight_hh.index_select(0, order)
+    pre_oig, pre_f = pre
     if s.num_levels == 0:
-        empty = pre.new_zeros(0, weight_hh.size(1))
+        empty = pre_oig.new_zeros(0, H)
         return empty, empty.clone()
-    return _ChildSumLSTM.apply(pre, weight_hh, _plan(s))
+    return _ChildSumLSTM.apply(pre_oig.contiguous(), pre_f, weight_hh, _plan(s))
