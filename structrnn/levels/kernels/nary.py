@@ -65,6 +65,20 @@ class _Plan(NamedTuple):
     order: Tensor
     rank: Tensor
 
+    @property
+    def sizes(self) -> list[int]:
+        """Nodes per level."""
+        return [b - a for a, b in zip(self.node_ptr[:-1], self.node_ptr[1:], strict=True)]
+
+    @property
+    def edge_sizes(self) -> list[int]:
+        """Edges per level."""
+        return [b - a for a, b in zip(self.edge_ptr[:-1], self.edge_ptr[1:], strict=True)]
+
+    def rows_of(self, level: int) -> Tensor:
+        """The (parent in level, slot) rows of the edges feeding ``level``."""
+        return self.rows[self.edge_ptr[level]:self.edge_ptr[level + 1]]
+
 
 def _plan(s: Schedule, slot: Tensor, arity: int) -> _Plan:
     """The pass's :class:`_Plan`. The check for ``full`` reads the indices on the host, so it is
@@ -87,36 +101,56 @@ def _plan(s: Schedule, slot: Tensor, arity: int) -> _Plan:
     return general._replace(pred=s.pred[perm], rows=rows[perm], full=True)
 
 
+def _levels(t: Tensor, sizes: list[int]) -> list[Tensor]:
+    """``t``'s rows as one view per level: a single ``split`` instead of a slice per level
+    (each slice is a dispatcher call; a batch of sentences has some 700 of them per step)."""
+    return list(t.split(sizes))
+
+
 class _NaryLSTM(Function):
     @staticmethod
     def forward(ctx, pre: Tensor, w_hh: Tensor, plan: _Plan):
         N, A = pre.size(0), plan.arity
         H = w_hh.size(1) // A
         sig = (2 + A) * H  # o, i, f_0 .. f_A-1: the sigmoid gates; then g (tanh)
-        node_ptr, edge_ptr = plan.node_ptr, plan.edge_ptr
-        n_leaf = node_ptr[1]
+        sizes, inner = plan.sizes, plan.sizes[1:]  # nodes per level; levels above 0
         act = torch.empty_like(pre)
         h, c, tanh_c = (pre.new_empty(N, H) for _ in range(3))
         # children by slot, for the nodes above level 0 only (leaves have none)
-        h_cat, c_cat = pre.new_empty(N - n_leaf, A * H), pre.new_empty(N - n_leaf, A * H)
+        h_cat, c_cat = pre.new_empty(N - sizes[0], A * H), pre.new_empty(N - sizes[0], A * H)
         w_t = w_hh.t()
-        for level in range(len(node_ptr) - 1):
-            n0, n1 = node_ptr[level], node_ptr[level + 1]
-            e0, e1 = edge_ptr[level], edge_ptr[level + 1]
-            gates, a, c_l = pre[n0:n1], act[n0:n1], c[n0:n1]
+        pre_l, act_l, sig_l, g_l = (_levels(t, sizes) for t in
+                                    (pre, act, act[:, :sig], act[:, sig:]))
+        o_l, i_l, c_l, h_l, t_l = (_levels(t, sizes) for t in
+                                   (act[:, :H], act[:, H:2 * H], c, h, tanh_c))
+        f_l = [_levels(act[:, (2 + k) * H:(3 + k) * H], sizes) for k in range(A)]
+        hc_l = _levels(h_cat, inner)
+        cc_k = [_levels(c_cat[:, k * H:(k + 1) * H], inner) for k in range(A)]
+        # the same memory as (n * A, H) rows: where a full level's children are gathered to
+        hcv_l, ccv_l = (_levels(t.view(-1, H), [A * n for n in inner]) for t in (h_cat, c_cat))
+        pred_l = _levels(plan.pred, plan.edge_sizes)
+        for level in range(len(sizes)):
+            a = act_l[level]
+            if level == 0:  # no children
+                torch.sigmoid(pre_l[0][:, :sig], out=sig_l[0])
+                torch.tanh(pre_l[0][:, sig:], out=g_l[0])
+            else:
+                k = level - 1
+                if plan.full:
+                    torch.index_select(h, 0, pred_l[level], out=hcv_l[k])
+                    torch.index_select(c, 0, pred_l[level], out=ccv_l[k])
+                else:
+                    _scatter_slots(h, hcv_l[k], plan, level, pred_l[level])
+                    _scatter_slots(c, ccv_l[k], plan, level, pred_l[level])
+                torch.addmm(pre_l[level], hc_l[k], w_t, out=a)
+                sig_l[level].sigmoid_()
+                g_l[level].tanh_()
+            torch.mul(i_l[level], g_l[level], out=c_l[level])
             if level:
-                hc, cc = h_cat[n0 - n_leaf:n1 - n_leaf], c_cat[n0 - n_leaf:n1 - n_leaf]
-                _gather_children(h, hc, plan, e0, e1, H)
-                _gather_children(c, cc, plan, e0, e1, H)
-                gates = torch.addmm(gates, hc, w_t)
-            torch.sigmoid(gates[:, :sig], out=a[:, :sig])
-            torch.tanh(gates[:, sig:], out=a[:, sig:])
-            torch.mul(a[:, H:2 * H], a[:, sig:], out=c_l)  # i * g
-            if level and e1 > e0:
-                for k in range(A):  # a loop over slots: c += f_k * c_k
-                    c_l.addcmul_(a[:, (2 + k) * H:(3 + k) * H], cc[:, k * H:(k + 1) * H])
-            torch.tanh(c_l, out=tanh_c[n0:n1])
-            torch.mul(a[:, :H], tanh_c[n0:n1], out=h[n0:n1])
+                for j in range(A):  # a loop over slots: c += f_j * c_j
+                    c_l[level].addcmul_(f_l[j][level], cc_k[j][level - 1])
+            torch.tanh(c_l[level], out=t_l[level])
+            torch.mul(o_l[level], t_l[level], out=h_l[level])
         ctx.save_for_backward(act, tanh_c, h_cat, c_cat, w_hh)
         ctx.plan = plan
         return h.index_select(0, plan.rank), c.index_select(0, plan.rank)
@@ -126,9 +160,9 @@ class _NaryLSTM(Function):
     def backward(ctx, grad_h: Tensor | None, grad_c: Tensor | None):
         act, tanh_c, h_cat, c_cat, w_hh = ctx.saved_tensors
         plan: _Plan = ctx.plan
-        node_ptr, edge_ptr, A = plan.node_ptr, plan.edge_ptr, plan.arity
+        A, sizes = plan.arity, plan.sizes
         N, H = tanh_c.shape
-        n_leaf = node_ptr[1]
+        n_leaf, inner = sizes[0], sizes[1:]
         # the outputs were h[rank]: their gradient in sorted order is a gather by order
         dh = tanh_c.new_zeros(N, H) if grad_h is None else grad_h.index_select(0, plan.order)
         dc = tanh_c.new_zeros(N, H) if grad_c is None else grad_c.index_select(0, plan.order)
@@ -144,41 +178,49 @@ class _NaryLSTM(Function):
         f = act[n_leaf:, 2 * H:(2 + A) * H]
         torch.mul(c_cat * f, 1 - f, out=coef[n_leaf:, 2 * H:(2 + A) * H])
         d_gates = torch.empty_like(act)
-        for level in reversed(range(len(node_ptr) - 1)):
-            n0, n1 = node_ptr[level], node_ptr[level + 1]
-            e0, e1 = edge_ptr[level], edge_ptr[level + 1]
-            n = n1 - n0
-            dh_l, dc_l, dg = dh[n0:n1], dc[n0:n1], d_gates[n0:n1]
-            dc_l.addcmul_(dh_l, dc_dh[n0:n1])
-            torch.mul(dh_l, coef[n0:n1, :H], out=dg[:, :H])
-            torch.mul(dc_l.unsqueeze(1), coef[n0:n1, H:].view(n, 2 + A, H),
-                      out=dg[:, H:].view(n, 2 + A, H))
-            if e1 > e0:
-                f_l = act[n0:n1, 2 * H:(2 + A) * H].view(n, A, H)
-                _scatter_children(dc, (dc_l.unsqueeze(1) * f_l).view(n * A, H), plan, e0, e1)
-                _scatter_children(dh, (dg @ w_hh).view(n * A, H), plan, e0, e1)
+        # per-level views, made once (see _levels)
+        dh_l, dc_l, dc_dh_l, dg_l = (_levels(t, sizes) for t in (dh, dc, dc_dh, d_gates))
+        dcu_l = _levels(dc.unsqueeze(1), sizes)
+        dg_o_l, coef_o_l = _levels(d_gates[:, :H], sizes), _levels(coef[:, :H], sizes)
+        dg_rest_l, coef_rest_l = (_levels(t[:, H:].unflatten(1, (2 + A, H)), sizes)
+                                  for t in (d_gates, coef))
+        f_l = _levels(act[:, 2 * H:(2 + A) * H].unflatten(1, (A, H)), sizes)
+        # per (parent, slot): the memory's and the state's gradient for each child
+        by_slot = [tanh_c.new_empty(N - n_leaf, A * H) for _ in range(2)]
+        dcc_l = _levels(by_slot[0].unflatten(1, (A, H)), inner)  # (n, A, H): dc * f_k
+        dhc_l = _levels(by_slot[1], inner)  # (n, A H): dg @ w_hh
+        dccv_l, dhcv_l = (_levels(t.view(-1, H), [A * n for n in inner]) for t in by_slot)
+        pred_l = _levels(plan.pred, plan.edge_sizes)
+        for level in reversed(range(len(sizes))):
+            dc_lv = dc_l[level]
+            dc_lv.addcmul_(dh_l[level], dc_dh_l[level])
+            torch.mul(dh_l[level], coef_o_l[level], out=dg_o_l[level])
+            torch.mul(dcu_l[level], coef_rest_l[level], out=dg_rest_l[level])
+            if level and plan.edge_sizes[level]:
+                k = level - 1
+                torch.mul(dcu_l[level], f_l[level], out=dcc_l[k])
+                torch.mm(dg_l[level], w_hh, out=dhc_l[k])
+                _add_to_children(dc, dccv_l[k], plan, level, pred_l[level])
+                _add_to_children(dh, dhcv_l[k], plan, level, pred_l[level])
         grad_w = d_gates[n_leaf:].t() @ h_cat if ctx.needs_input_grad[1] else None
         return d_gates, grad_w, None
 
 
-def _gather_children(states: Tensor, out: Tensor, plan: _Plan, e0: int, e1: int,
-                     H: int) -> None:
-    """``out`` (n, A * H) := the children's ``states`` by slot, zero where a slot is empty."""
-    if plan.full:
-        torch.index_select(states, 0, plan.pred[e0:e1], out=out.view(-1, H))
-        return
+def _scatter_slots(states: Tensor, out: Tensor, plan: _Plan, level: int, pred: Tensor) -> None:
+    """``out`` (n * A, H) := the children's ``states`` by (parent, slot), zero where a slot is
+    empty (levels whose nodes do not all have every slot filled)."""
     out.zero_()
-    if e1 > e0:
-        out.view(-1, H).index_add_(0, plan.rows[e0:e1], states.index_select(0, plan.pred[e0:e1]))
+    if pred.numel():
+        out.index_add_(0, plan.rows_of(level), states.index_select(0, pred))
 
 
-def _scatter_children(grad: Tensor, by_slot: Tensor, plan: _Plan, e0: int, e1: int) -> None:
+def _add_to_children(grad: Tensor, by_slot: Tensor, plan: _Plan, level: int,
+                     pred: Tensor) -> None:
     """Add the (n * A, H) per-(parent, slot) gradients into the children's rows of ``grad``."""
-    src = plan.pred[e0:e1]
     if plan.full:  # the edges are the (parent, slot) rows in order
-        grad.index_add_(0, src, by_slot)
+        grad.index_add_(0, pred, by_slot)
     else:
-        grad.index_add_(0, src, by_slot.index_select(0, plan.rows[e0:e1]))
+        grad.index_add_(0, pred, by_slot.index_select(0, plan.rows_of(level)))
 
 
 def nary_lstm(pre: Tensor, weight_hh: Tensor, schedule: Schedule, slot: Tensor, arity: int,
