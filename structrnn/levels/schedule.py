@@ -77,16 +77,19 @@ def _check_node_ids(edges: Tensor, num_nodes: int) -> None:
                          f"{num_nodes}), got entries from {lo} to {hi}")
 
 
-def make_schedule(level: Tensor, src: Tensor, dst: Tensor) -> Schedule:
+def make_schedule(level: Tensor, src: Tensor, dst: Tensor, check_ids: bool = True) -> Schedule:
     """Group nodes by ``level`` (N,) and the edges ``src -> dst`` (E,) each by the level of
     ``dst``.
 
     Every edge must go from a lower to a higher level (children before parents).
+    ``check_ids=False`` skips the check that every edge names a node (for a caller that has
+    made it already).
     """
     level = level.long().cpu()
     src, dst = src.long().cpu(), dst.long().cpu()
     n = level.numel()
-    _check_node_ids(torch.cat([src, dst]), n)
+    if check_ids:
+        _check_node_ids(torch.cat([src, dst]), n)
     order = torch.argsort(level, stable=True)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n)
@@ -217,8 +220,8 @@ def tree_schedule(edge_index: Tensor, num_nodes: int, height: Tensor | None = No
         depth = compute_depth(ei, num_nodes)
     if height.numel() != num_nodes:
         raise ValueError(f"height must have shape ({num_nodes},), got {tuple(height.shape)}")
-    return TreeSchedule(up=make_schedule(height, ei[0], ei[1]),
-                        down=make_schedule(depth, ei[1], ei[0]))
+    return TreeSchedule(up=make_schedule(height, ei[0], ei[1], check_ids=False),
+                        down=make_schedule(depth, ei[1], ei[0], check_ids=False))
 
 
 def dag_levels(edge_index: Tensor, num_nodes: int, reverse: bool = False) -> Tensor:
@@ -242,7 +245,8 @@ def dag_schedule(edge_index: Tensor, num_nodes: int, forward: bool = True,
     ei = edge_index.long().cpu()
     fw = bw = None
     if forward:
-        fw = make_schedule(dag_levels(ei, num_nodes), ei[0], ei[1])
+        fw = make_schedule(dag_levels(ei, num_nodes), ei[0], ei[1], check_ids=False)
     if backward:
-        bw = make_schedule(dag_levels(ei, num_nodes, reverse=True), ei[1], ei[0])
+        bw = make_schedule(dag_levels(ei, num_nodes, reverse=True), ei[1], ei[0],
+                           check_ids=False)
     return DAGSchedule(forward=fw, backward=bw)

@@ -385,15 +385,15 @@ def batch_trees(data_list: list[Data]) -> Batch:
 
 def _tree_store(data: Data) -> dict[str, Any] | None:
     """The attribute mapping of a plain tree ``Data`` (exactly the fields of
-    :func:`tree_to_data`, long tensors), or None."""
+    :func:`tree_to_data`), or None. PyG concatenates each of them along the node dimension
+    and offsets only ``edge_index``, whatever their dtypes and widths, as
+    :func:`batch_trees` does."""
     from torch_geometric.data import Data
 
     if type(data) is not Data:
         return None
     mapping = data._store._mapping
     if tuple(mapping) != _TREE_KEYS or not isinstance(mapping["num_nodes"], int):
-        return None
-    if any(mapping[k].dtype != torch.long or mapping[k].dim() != 1 for k in _NODE_KEYS):
         return None
     return mapping
 
