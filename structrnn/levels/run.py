@@ -7,6 +7,12 @@ never over nodes. :func:`run_up` and :func:`run_down` build the schedule of a ba
 (child -> parent edges) and run the cell bottom-up or top-down. The stock Tree-LSTM cells take a
 faster route over the same levels: the whole pass as one autograd node with a hand-written
 backward (:mod:`structrnn.levels.kernels`; ``fused=False`` runs them op by op like any cell).
+
+Inputs that only some nodes have (the words of a sentence sit on its leaves) can be passed as
+those rows alone (``x_rows``): the kernels then project only them, and skip the forget block
+of the projection for rows on level 0, which has no predecessor to forget. ``compile=True``
+runs the op-by-op step of any other cell through ``torch.compile`` (opt-in: measured, it pays
+only on wide levels; see ``structrnn bench trees --compiled``).
 """
 
 from __future__ import annotations
