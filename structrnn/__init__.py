@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
     from structrnn.tasks.predictor import Predictor, load
     from structrnn.trees.loader import TreeLoader, collate_trees
     from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
+    from structrnn.trees.parser import Parser
     from structrnn.trees.ptb import ParseError, PTBFile, read_ptb_file, write_ptb_file
     from structrnn.trees.tree import Tree
     from structrnn.trees.vocab import Vocab
@@ -58,7 +59,7 @@ __all__ = [
     "RNN", "GRU", "LSTM", "CRF",
     "Tree", "ParseError", "read_ptb_file", "write_ptb_file", "PTBFile", "Vocab",
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
-    "run_schedule", "tree_schedule", "collate_trees", "TreeLoader",
+    "run_schedule", "tree_schedule", "collate_trees", "TreeLoader", "Parser",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
     "MPNN", "NonLocal", "EncodeProcessDecode", "DAGRecurrent",
     "load", "Predictor",
@@ -77,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.trees.vocab": ["Vocab"],
     "structrnn.trees.models": ["TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM"],
     "structrnn.trees.loader": ["TreeLoader", "collate_trees"],
+    "structrnn.trees.parser": ["Parser"],
     "structrnn.graphs.network": ["GraphNetwork"],
     "structrnn.graphs.dag": ["DAGRecurrent"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
