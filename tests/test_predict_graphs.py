@@ -172,20 +172,20 @@ def test_runs_say_what_they_read(tu_run, tmp_path, capsys):
 @pytest.fixture
 def sp_run(tmp_path):
     out = tmp_path / "sp"
-    sp.main(["--out", str(out), "--epochs", "2", *SP_TINY])
+    sp.main(["--out", str(out), "--epochs", "2", *SP_TINY, "--test-steps", "5"])
     return out
 
 
 def test_shortest_path_run_predicts_paths_on_networkx_graphs(sp_run):
     predictor = structrnn.load(sp_run)
-    assert predictor.steps == 6  # the run's test rounds: twice the training rounds
+    assert predictor.steps == 5  # the run's test rounds (--test-steps)
     rng = np.random.default_rng(5)
     graphs, expected = [], []
     for n in (6, 9, 11):
         g, start, end, path = sp_data.make_graph(rng, n)
         data = sp_data.to_data(g, start, end, path)
         with torch.no_grad():
-            x, e, _ = predictor.model(Batch.from_data_list([data]), steps=6)[-1]
+            x, e, _ = predictor.model(Batch.from_data_list([data]), steps=5)[-1]
         expected.append((torch.softmax(x, 1)[:, 1], torch.softmax(e, 1)[:, 1], data))
         h = nx.Graph()  # relabelled nodes, no "distance": it comes from "pos"
         h.add_nodes_from((f"v{v}", {"pos": g.nodes[v]["pos"]}) for v in g.nodes)
@@ -215,6 +215,28 @@ def test_shortest_path_run_predicts_paths_on_networkx_graphs(sp_run):
     data_row = predictor.predict([expected[1][2]])[0]
     assert data_row["node_probs"] == pytest.approx(rows[1]["node_probs"], rel=1e-5, abs=1e-6)
     assert data_row["nodes_on_path"] == [int(v[1:]) for v in rows[1]["nodes_on_path"]]
+
+
+def test_a_shortest_path_run_from_before_the_model_options_still_predicts(tmp_path):
+    """Its config has no core/aggr/layer_norm/edge_scale and test_steps None: the demo's model
+    (MLP core, sum) with twice the training rounds, as it was trained and tested."""
+    from structrnn.training.checkpoint import save_checkpoint
+
+    run = tmp_path / "old"
+    run.mkdir()
+    config = {"task": "shortest-path", "hidden": 8, "steps": 3, "test_steps": None, "seed": 0}
+    (run / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    demo = sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3)
+    save_checkpoint(run / "best.pt", model=demo.state_dict(), config=config, epoch=1)
+    predictor = structrnn.load(run)
+    assert predictor.steps == 6 and predictor.model.cells is None
+    g, start, end, path = sp_data.make_graph(np.random.default_rng(0), 7)
+    data = sp_data.to_data(g, start, end, path)
+    with torch.no_grad():
+        x, _, _ = demo(Batch.from_data_list([data]), steps=6)[-1]
+    row = predictor.predict([data])[0]
+    assert row["node_probs"] == pytest.approx(torch.softmax(x, 1)[:, 1].tolist(), abs=1e-6)
 
 
 def test_shortest_path_evaluate_equals_metrics_json_and_export(sp_run, tmp_path, capsys):

@@ -28,6 +28,11 @@ TINY = ["--train-graphs", "24", "--val-graphs", "6", "--test-graphs", "6", "--ba
 TIMING_KEYS = {"epoch_seconds", "train_seconds"}
 
 
+def untimed(metrics: dict) -> dict:
+    """The metrics without the wall times (which no two runs share)."""
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+
+
 def weights(run: Path, name: str = "checkpoint.pt") -> dict:
     return torch.load(run / name, weights_only=True)["model"]
 
@@ -44,7 +49,7 @@ def test_labels_match_networkx_shortest_path():
         assert data.x[:, 0].nonzero().flatten().tolist() == [start]
         assert data.x[:, 1].nonzero().flatten().tolist() == [end]
         assert sorted(data.y.nonzero().flatten().tolist()) == sorted(path)
-        on_path = {frozenset(p) for p in zip(path[:-1], path[1:])}
+        on_path = {frozenset(p) for p in zip(path[:-1], path[1:], strict=True)}
         for j, (a, b) in enumerate(data.edge_index.t().tolist()):
             assert data.edge_y[j] == int(frozenset((a, b)) in on_path)
             assert float(data.edge_attr[j, 0]) == pytest.approx(g[a][b]["distance"])
@@ -54,12 +59,13 @@ def test_labels_match_networkx_shortest_path():
 def test_splits_depend_on_the_seed_alone():
     a = sp_data.make_splits(4, 5, 3, 2, (5, 8), (9, 12))
     b = sp_data.make_splits(4, 9, 3, 2, (5, 8), (9, 12))  # more training graphs
-    assert all(torch.equal(x.edge_attr, y.edge_attr) for x, y in zip(a.val, b.val))
-    assert all(torch.equal(x.edge_attr, y.edge_attr) for x, y in zip(a.test_large, b.test_large))
+    same = lambda p, q: all(torch.equal(x.edge_attr, y.edge_attr)  # noqa: E731
+                            for x, y in zip(p, q, strict=True))
+    assert same(a.val, b.val) and same(a.test_large, b.test_large)
     assert all(9 <= g.num_nodes <= 12 for g in a.test_large)
     assert all(5 <= g.num_nodes <= 8 for g in a.train + a.val + a.test_same)
     c = sp_data.make_splits(5, 5, 3, 2, (5, 8), (9, 12))
-    assert not all(torch.equal(x.edge_attr, y.edge_attr) for x, y in zip(a.val, c.val))
+    assert not same(a.val, c.val)
 
 
 def test_tiny_run_writes_the_run_folder(tmp_path):
@@ -71,7 +77,7 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
                 "same_size_node_accuracy", "same_size_edge_accuracy"):
         assert 0.0 <= saved[key] <= 1.0, key
     assert saved["train_iters"] == 6 and saved["epochs"] == 2
-    assert saved["train_steps"] == 3 and saved["test_steps"] == 6
+    assert saved["train_steps"] == 3 and saved["test_steps"] == 3  # default: --steps
     assert saved["best_epoch"] in (1, 2) and len(saved["epoch_seconds"]) == 2
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
@@ -97,20 +103,62 @@ def test_config_replays_a_run_and_typed_flags_win(tmp_path):
 
 
 def test_resume_is_exact(tmp_path):
-    straight = sp.main(["--out", str(tmp_path / "a"), "--epochs", "4", *TINY])
-    sp.main(["--out", str(tmp_path / "b"), "--epochs", "2", *TINY])
-    resumed = sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *TINY])
+    # a constant rate: the cosine schedule's horizon is --epochs, which this resume extends
+    flags = [*TINY, "--lr-schedule", "constant"]
+    straight = sp.main(["--out", str(tmp_path / "a"), "--epochs", "4", *flags])
+    sp.main(["--out", str(tmp_path / "b"), "--epochs", "2", *flags])
+    resumed = sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *flags])
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     seed_everything(0)  # the initial weights, as the run draws them
-    init = sp.build_model(argparse.Namespace(hidden=8, steps=3)).state_dict()
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    init = sp.build_model(argparse.Namespace(**config)).state_dict()
     assert max(float((a[k] - init[k]).abs().max()) for k in a) > 1e-3  # it trained
-    drop = lambda m: {k: v for k, v in m.items() if k not in TIMING_KEYS}  # noqa: E731
-    assert drop(resumed) == drop(straight)
+    assert untimed(resumed) == untimed(straight)
     strip = [{k: v for k, v in json.loads(line).items() if k != "epoch_seconds"}
              for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert strip == [{k: v for k, v in json.loads(line).items() if k != "epoch_seconds"}
                      for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("select", ["last", "solved"])
+def test_select_keeps_the_last_epoch_or_the_most_solved(tmp_path, select):
+    out = tmp_path / "run"
+    metrics = sp.main(["--out", str(out), "--epochs", "3", *TINY, "--select", select])
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    solved = [r["val_solved"] for r in lines]
+    best = 3 if select == "last" else 1 + solved.index(max(solved))
+    assert metrics["best_epoch"] == best and metrics["val_solved"] == solved[best - 1]
+    best_pt = torch.load(out / "best.pt", weights_only=True)
+    assert best_pt["epoch"] == best
+
+
+class Stop(Exception):
+    """Stands for a run killed after its second epoch's checkpoint."""
+
+
+def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
+    straight = sp.main(["--out", str(tmp_path / "a"), "--epochs", "4", *TINY])
+    evaluate, calls = sp.evaluate, []
+
+    def stop_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the third validation: epoch 2's checkpoint is on disk
+            raise Stop
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(sp, "evaluate", stop_in_epoch_3)
+    with pytest.raises(Stop):
+        sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", *TINY])
+    monkeypatch.setattr(sp, "evaluate", evaluate)
+    resumed = sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *TINY])
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert untimed(resumed) == untimed(straight)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    lr = state["optimizer"]["param_groups"][0]["lr"]  # after 4 of 4 cosine steps: zero
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["lr_schedule"] == "cosine"
+    assert lr == pytest.approx(0.0, abs=1e-12)
 
 
 def test_metrics_are_written_without_matplotlib(tmp_path, monkeypatch, capsys):
@@ -158,3 +206,120 @@ def test_two_processes_equal_one_process(tmp_path):
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["train_iters"] == one["train_iters"] == 3
     assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-5)
+
+
+# -- the model options ---------------------------------------------------------------------------
+def tiny_batch(seed: int = 0, count: int = 3, nodes: tuple[int, int] = (5, 8)):
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list(sp_data.make_dataset(np.random.default_rng(seed), count, nodes))
+
+
+@pytest.mark.parametrize("core", ["mlp", "gru", "lstm"])
+@pytest.mark.parametrize("aggr", ["sum", "max", "attention"])
+def test_model_options_give_one_output_per_round_and_train(core, aggr):
+    torch.manual_seed(0)
+    batch = tiny_batch()
+    model = sp.PathModel(hidden=8, steps=3, core=core, aggr=aggr, edge_scale="mean")
+    outputs = model(batch)
+    assert len(outputs) == 3 and len(model(batch, steps=5)) == 5
+    for x, e, u in outputs:
+        assert x.shape == (batch.num_nodes, 2) and e.shape == (batch.num_edges, 2) and u is None
+    sp.per_step_loss(outputs, batch).backward()
+    assert all(p.grad is not None for p in model.parameters())  # every weight takes part
+    assert (model.cells is None) == (core == "mlp")
+
+
+@pytest.mark.parametrize("core, torch_cell", [("gru", torch.nn.GRUCell),
+                                              ("lstm", torch.nn.LSTMCell)])
+def test_gated_core_equals_a_hand_built_loop(core, torch_cell):
+    """Two rounds by hand: the core block's MLP outputs go into torch.nn's cell, whose state is
+    the previous round's latent (the encoded input first; an LSTM's memory from zero)."""
+    torch.manual_seed(1)
+    batch = tiny_batch(1)
+    model = sp.PathModel(hidden=8, steps=2, core=core).double()
+    x, ei, e = batch.x.double(), batch.edge_index, batch.edge_attr.double()
+    got = model(x, ei, e, batch=batch.batch, num_graphs=batch.num_graphs)
+    ref = {k: torch_cell(8, 8).double() for k in ("node", "edge", "global")}
+    for k, cell in ref.items():
+        cell.load_state_dict(model.cells[k].state_dict())
+    g = batch.num_graphs
+    x0, e0, _ = model.encoder(x, ei, e, None, batch.batch, g)
+    u0 = x0.new_zeros(g, 8)
+    state = {"node": x0, "edge": e0, "global": u0}
+    if core == "lstm":
+        state = {k: (h, torch.zeros_like(h)) for k, h in state.items()}
+    h = {"node": x0, "edge": e0, "global": u0}  # what the core and the decoder see
+    for step in range(2):
+        xm, em, um = model.core(torch.cat([x0, h["node"]], 1), ei, torch.cat([e0, h["edge"]], 1),
+                                torch.cat([u0, h["global"]], 1), batch.batch, g)
+        for k, m in (("node", xm), ("edge", em), ("global", um)):
+            state[k] = ref[k](m, state[k])
+            h[k] = state[k][0] if core == "lstm" else state[k]
+        xo, eo, _ = model.decoder(h["node"], ei, h["edge"], h["global"], batch.batch, g)
+        torch.testing.assert_close(got[step][0], xo)
+        torch.testing.assert_close(got[step][1], eo)
+
+
+def test_mean_edge_scale_makes_the_model_blind_to_a_graph_s_scale():
+    torch.manual_seed(2)
+    batch = tiny_batch(2)
+    model = sp.PathModel(hidden=8, steps=3, core="gru", edge_scale="mean")
+    factor = torch.tensor([0.3, 1.0, 2.5])[batch.batch[batch.edge_index[0]]].unsqueeze(1)
+    scaled = batch.clone()
+    scaled.edge_attr = batch.edge_attr * factor  # each graph by its own factor
+    for (x, e, _), (xs, es, _) in zip(model(batch), model(scaled), strict=True):
+        torch.testing.assert_close(x, xs)
+        torch.testing.assert_close(e, es)
+    one = batch.get_example(1)  # one graph, no batch vector: the same as inside the batch
+    alone = sp.scale_edges(one.edge_attr, one.edge_index, None, None)
+    inside = sp.scale_edges(batch.edge_attr, batch.edge_index, batch.batch, batch.num_graphs)
+    lo = int(batch.batch[batch.edge_index[0]].eq(0).sum())
+    torch.testing.assert_close(alone, inside[lo:lo + one.num_edges])
+    torch.testing.assert_close(float(alone.mean()), 1.0)
+
+
+def test_a_config_without_the_new_keys_builds_the_demo_model():
+    """Runs from before the options: their config has hidden and steps only."""
+    torch.manual_seed(0)
+    old = sp.build_model(argparse.Namespace(hidden=8, steps=3))
+    assert old.cells is None and old.core.edge_aggr == "sum" and old.edge_scale == "none"
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in old.modules())
+    keys = set(sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3).state_dict())
+    assert set(old.state_dict()) == keys  # the weights of an old best.pt load
+
+
+def test_bad_model_options_are_refused():
+    with pytest.raises(ValueError, match="core_update"):
+        sp.EncodeProcessDecode(2, 1, None, 2, 2, core_update="rnn")
+    with pytest.raises(ValueError, match="edge_scale"):
+        sp.PathModel(hidden=8, steps=2, edge_scale="max")
+    with pytest.raises(SystemExit):
+        sp.main(["--core", "transformer"])
+
+
+# -- the step pictures ---------------------------------------------------------------------------
+def test_step_pictures_are_written_after_the_metrics(tmp_path):
+    out = tmp_path / "run"
+    sp.main(["--out", str(out), "--epochs", "1", *TINY])
+    metrics = (out / "metrics.json").stat().st_mtime_ns
+    for name in ("steps_solved.png", "steps_unsolved.png"):
+        png = (out / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+        assert (out / name).stat().st_mtime_ns >= metrics
+
+
+def test_pictured_graphs_are_the_largest_solved_and_unsolved():
+    from torch_geometric.data import Data
+
+    graphs = [Data(num_nodes=n) for n in (5, 9, 9, 7, 9)]
+    wrong = torch.tensor([0, 3, 0, 0, 1])
+    picked = sp.pick_pictured(graphs, wrong)
+    assert picked["solved"] == (2, "solved") and picked["unsolved"] == (4, "not solved")
+    none_solved = sp.pick_pictured(graphs, torch.tensor([4, 3, 2, 2, 5]))
+    assert none_solved["solved"][0] == 2 and "fewest" in none_solved["solved"][1]
+    all_solved = sp.pick_pictured(graphs, torch.zeros(5, dtype=torch.long))
+    assert all_solved["unsolved"][0] == 1 and "every" in all_solved["unsolved"][1]
+    assert sp.panel_steps(5) == [1, 2, 3, 4, 5]
+    many = sp.panel_steps(60)
+    assert len(many) == 23 and many[0] == 1 and many[-1] == 60

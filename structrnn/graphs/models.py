@@ -27,11 +27,12 @@ from torch_geometric.data.data import BaseData
 from torch_geometric.nn import aggr as pyg_aggr
 from torch_geometric.utils import scatter, softmax
 
-from structrnn.cells import GRUCell
+from structrnn.cells import GRUCell, LSTMCell, state_h
 from structrnn.graphs.network import GraphNetwork, aggregate, batch_of, count_graphs
 
 __all__ = ["mlp", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
-           "MPNN", "EdgeNetwork", "NonLocal", "AttentionAggregation", "EncodeProcessDecode"]
+           "MPNN", "EdgeNetwork", "NonLocal", "AttentionAggregation", "EncodeProcessDecode",
+           "CORE_UPDATES", "core_aggregation"]
 
 Graph = tuple[Tensor | None, Tensor | None, Tensor | None]
 
@@ -43,7 +44,7 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, layer_norm:
     if len(sizes) < 2:
         raise ValueError(f"mlp: sizes needs at least an input and an output size, got {sizes}")
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or activate_last:
             layers.append(activation())
@@ -224,6 +225,19 @@ class NonLocal(GraphNetwork):
 
 
 # -- Encode-process-decode -----------------------------------------------------------------------
+CORE_UPDATES = ("mlp", "gru", "lstm")
+
+
+def core_aggregation(aggr: str | pyg_aggr.Aggregation, channels: int
+                     ) -> str | pyg_aggr.Aggregation:
+    """The core's edge aggregation: "sum", "mean", "max", "min", an ``Aggregation``, or
+    "attention": a softmax over each node's incoming edges, scored by a learned
+    ``Linear(channels, 1)`` of the edge (PyG's ``AttentionalAggregation``; Li et al. 2016)."""
+    if aggr == "attention":
+        return pyg_aggr.AttentionalAggregation(gate_nn=nn.Linear(channels, 1))
+    return aggr
+
+
 class EncodeProcessDecode(nn.Module):
     """Encoder -> core block run ``steps`` rounds (shared weights) -> decoder after every round
     (Battaglia et al. 2018, Figure 6c; the graph_nets demos).
@@ -233,14 +247,31 @@ class EncodeProcessDecode(nn.Module):
     of ``steps`` tuples ``(x, edge_attr, u)`` of decoded outputs, one per round, for per-step
     losses (the last one is the prediction). An output size of None leaves that attribute out
     (None in the tuples). With ``global_in=None`` the latent global starts at zero.
+
+    Options (the defaults are the graph_nets demo's model):
+
+    - ``core_update``: "mlp" -- each latent attribute is its MLP's output; "gru" / "lstm" -- a
+      :mod:`structrnn.cells` cell per attribute (edge, node, global) whose input is that MLP
+      output (hidden,) and whose state is the attribute's latent from the previous round
+      (``h' = cell(mlp([encoded, h]), h)``; an LSTM also carries its memory ``c``, starting at
+      zero, from round to round; the first round's state is the encoded input). A gated update
+      keeps the latent of an attribute the rounds have settled, so more rounds at test time
+      than in training drift less.
+    - ``edge_aggr``: how the core sums the new edges onto their receiver: "sum" (default),
+      "mean", "max", "min", "attention" (:func:`core_aggregation`) or an ``Aggregation``.
+    - ``layer_norm``: a LayerNorm after every latent MLP (encoder and core).
     """
 
     def __init__(self, node_in: int, edge_in: int, global_in: int | None = None,
                  node_out: int | None = None, edge_out: int | None = None,
                  global_out: int | None = None, hidden: int = 16, layers: int = 2,
-                 steps: int = 10, layer_norm: bool = True) -> None:
+                 steps: int = 10, layer_norm: bool = True, core_update: str = "mlp",
+                 edge_aggr: str | pyg_aggr.Aggregation = "sum") -> None:
         super().__init__()
-        self.hidden, self.steps = hidden, steps
+        if core_update not in CORE_UPDATES:
+            raise ValueError(f"EncodeProcessDecode: core_update must be one of {CORE_UPDATES}, "
+                             f"got {core_update!r}")
+        self.hidden, self.steps, self.core_update = hidden, steps, core_update
 
         def latent(n_in: int) -> nn.Sequential:
             return mlp([n_in] + [hidden] * layers, layer_norm=layer_norm, activate_last=True)
@@ -252,9 +283,24 @@ class EncodeProcessDecode(nn.Module):
                                         None if global_in is None else latent(global_in))
         h2 = 2 * hidden  # every attribute enters the core as [encoded, previous]
         self.core = GraphNetwork(latent(4 * h2), latent(h2 + hidden + h2),
-                                 latent(h2 + hidden + hidden))
+                                 latent(h2 + hidden + hidden),
+                                 edge_aggr=core_aggregation(edge_aggr, hidden))
+        # the cells sit after the block's MLPs, not inside it: the block then still applies
+        # the edge MLP's first layer per node before gathering (GraphNetwork's split speed-up)
+        self.cells = None
+        if core_update != "mlp":
+            cell = GRUCell if core_update == "gru" else LSTMCell
+            self.cells = nn.ModuleDict({k: cell(hidden, hidden) for k in ("edge", "node",
+                                                                           "global")})
         self.decoder = GraphIndependent(head(edge_out), head(node_out), head(global_out))
         self._outputs = (node_out is not None, edge_out is not None, global_out is not None)
+
+    def _gate(self, latents: tuple[Tensor, Tensor, Tensor], states: tuple | None) -> tuple:
+        """The cells' update of the core's MLP outputs ``(x (N, H), e (E, H), u (G, H))`` from
+        ``states`` (each a tensor, or ``(h, c)`` for LSTM cells) -> the new states."""
+        assert self.cells is not None
+        return tuple(self.cells[k](m, s) for k, m, s in zip(("node", "edge", "global"),
+                                                            latents, states, strict=True))
 
     def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
                 edge_attr: Tensor | None = None, u: Tensor | None = None,
@@ -271,12 +317,20 @@ class EncodeProcessDecode(nn.Module):
         if u0 is None or self.encoder.global_model is None:
             u0 = x0.new_zeros(num_graphs, self.hidden)
         x_, e_, u_ = x0, e0, u0
+        states = None
+        if self.core_update == "lstm":  # the memory starts at zero
+            states = tuple((h, torch.zeros_like(h)) for h in (x0, e0, u0))
+        elif self.core_update == "gru":
+            states = (x0, e0, u0)
         outputs = []
+        keep_x, keep_e, keep_u = self._outputs
         for _ in range(self.steps if steps is None else steps):
             x_, e_, u_ = self.core(torch.cat([x0, x_], 1), edge_index, torch.cat([e0, e_], 1),
                                    torch.cat([u0, u_], 1), batch, num_graphs)
+            if states is not None:
+                states = self._gate((x_, e_, u_), states)
+                x_, e_, u_ = (state_h(s) for s in states)
             xo, eo, uo = self.decoder(x_, edge_index, e_, u_, batch, num_graphs)
-            keep_x, keep_e, keep_u = self._outputs
             outputs.append((xo if keep_x else None, eo if keep_e else None,
                             uo if keep_u else None))
         return outputs

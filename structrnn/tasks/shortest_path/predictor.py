@@ -14,7 +14,8 @@ and edges on the shortest path out.
 
 Edge lengths are the edges' ``distance`` attribute, else the Euclidean distance between the
 ends' ``pos`` (what the training graphs use). The model runs the run's test rounds
-(``--test-steps``, default twice the training rounds).
+(``--test-steps``, recorded in its config; a config from before that, which holds None,
+means twice the training rounds, the default of those runs).
 """
 
 from __future__ import annotations
@@ -135,19 +136,22 @@ class ShortestPathPredictor(Predictor):
     def __init__(self, task: str, config: dict, models: Sequence[torch.nn.Module],
                  device: torch.device) -> None:
         super().__init__(task, config, models, device)
+        # None: a run from before test_steps was recorded, whose default was 2 x steps
         self.steps = int(config.get("test_steps") or 2 * config["steps"])
 
     @staticmethod
     def build_model(config: dict, weights: dict, where: str) -> torch.nn.Module:
-        """The run's EncodeProcessDecode with ``weights``."""
+        """The run's model (:class:`~structrnn.tasks.shortest_path.task.PathModel`) with
+        ``weights``; a config from before an option existed builds the model runs had then."""
         from argparse import Namespace
 
-        from structrnn.tasks.shortest_path.task import build_model
+        from structrnn.tasks.shortest_path.task import LEGACY_MODEL, build_model
 
         missing = [k for k in ("hidden", "steps") if k not in config]
         if missing:
             raise InputError(f"{where}: the config lacks {', '.join(missing)}")
-        model = build_model(Namespace(hidden=config["hidden"], steps=config["steps"]))
+        model = build_model(Namespace(**{k: config[k] for k in ("hidden", "steps", *LEGACY_MODEL)
+                                         if k in config}))
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
