@@ -401,3 +401,22 @@ def test_example_trains_saves_loads_and_predicts(tmp_path, capsys):
     assert results[4]["unknown_words"] == ["The", "!"]
     out = capsys.readouterr().out
     assert "saved and loaded back" in out and out.count(" tree") == len(results)
+
+
+def test_a_sequence_run_predicts_like_its_evaluation(tmp_path):
+    """A --model lstm run (words in order, root labels) loads and predicts: its test root
+    accuracy from the predictor equals the run's own."""
+    import json
+
+    import structrnn
+    from structrnn import cli
+
+    run = tmp_path / "lstm"
+    assert cli.main(["train", "sst", "--dataset", "synthetic", "--synthetic-trees", "60",
+                     "--model", "lstm", "--hidden", "8", "--embed-dim", "8", "--epochs", "1",
+                     "--no-progress", "--out", str(run)]) == 0
+    predictor = structrnn.load(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert predictor.evaluate("test")["root_acc"] == pytest.approx(metrics["test_root"])
+    (row,) = predictor.predict(["the movie was good"])
+    assert row["error"] is None and abs(sum(row["probs"]) - 1) < 1e-5

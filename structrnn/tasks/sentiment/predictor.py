@@ -49,6 +49,7 @@ from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_
 from structrnn.tasks.predictor import Predictor, chunks, load
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
+from structrnn.tasks.sentiment.sequence_model import SequenceSentiment, is_sequence_model
 from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import progress as progress_bar
 from structrnn.trees.loader import TreeLoader, collate_trees
@@ -417,9 +418,16 @@ def _build_model(config: dict, vocab: Vocab, weights: dict, where: str) -> TreeS
         raise InputError(f"{where}: the vocabulary has {len(vocab)} tokens but the weights "
                          f"{rows.size(0)} embedding rows")
     try:
-        model = TreeSentiment(len(vocab), 2 if config.get("binary") else 5, config["model"],
-                              config["embed_dim"], config["hidden"],
-                              config.get("dropout", 0.0), unk_id=vocab.unk_id)
+        classes = 2 if config.get("binary") else 5
+        if is_sequence_model(config["model"]):  # lstm, bilstm ...: read the words in order
+            model = SequenceSentiment(len(vocab), classes, config["model"], config["embed_dim"],
+                                      config["hidden"], config.get("dropout", 0.0),
+                                      unk_id=vocab.unk_id, layers=config.get("layers") or 1,
+                                      pool=config.get("pool") or "last")
+        else:
+            model = TreeSentiment(len(vocab), classes, config["model"], config["embed_dim"],
+                                  config["hidden"], config.get("dropout", 0.0),
+                                  unk_id=vocab.unk_id)
         model.load_state_dict(weights)
     except (ValueError, RuntimeError) as err:
         raise InputError(f"{where}: the weights do not fit the model its config describes "
