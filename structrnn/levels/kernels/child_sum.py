@@ -78,11 +78,16 @@ class _ChildSumLSTM(Function):
                 src, idx = pred[e0:e1], target[e0:e1]
                 h_src = h.index_select(0, src)
                 h_sum[n0:n1].index_add_(0, idx, h_src)
-                gates = torch.addmm(gates, h_sum[n0:n1], w_t)
-                f_l = torch.addmm(pre_f.index_select(0, plan.parent[e0:e1]), h_src, w_f_t)
-                torch.sigmoid(f_l, out=f[e0:e1])
-            torch.sigmoid(gates[:, :2 * H], out=a[:, :2 * H])
-            torch.tanh(gates[:, 2 * H:], out=a[:, 2 * H:])
+                f_l = f[e0:e1]
+                torch.addmm(pre_f.index_select(0, plan.parent[e0:e1]), h_src, w_f_t, out=f_l)
+                f_l.sigmoid_()
+                # the recurrent product straight into the activations' rows, then in place
+                torch.addmm(gates, h_sum[n0:n1], w_t, out=a)
+                a[:, :2 * H].sigmoid_()
+                a[:, 2 * H:].tanh_()
+            else:
+                torch.sigmoid(gates[:, :2 * H], out=a[:, :2 * H])
+                torch.tanh(gates[:, 2 * H:], out=a[:, 2 * H:])
             torch.mul(a[:, H:2 * H], a[:, 2 * H:], out=c_l)
             if e1 > e0:
                 c_l.index_add_(0, idx, f[e0:e1] * c.index_select(0, src))
@@ -105,12 +110,15 @@ class _ChildSumLSTM(Function):
         # local derivatives of every node and edge at once, so each level below is a few
         # multiplications: coef's o block multiplies dh, its i and g blocks dc
         o, i, g = act[:, :H], act[:, H:2 * H], act[:, 2 * H:]
-        dc_dh = o * (1 - tanh_c * tanh_c)  # c -> h
+        # (each written as s - s * s and the like: two passes over the nodes instead of three,
+        # and on a wide batch these passes are memory-bound)
+        dc_dh = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # o (1 - tanh(c)^2): c -> h
         coef = torch.empty_like(act)
-        torch.mul(tanh_c * o, 1 - o, out=coef[:, :H])
-        torch.mul(g * i, 1 - i, out=coef[:, H:2 * H])
-        torch.mul(i, 1 - g * g, out=coef[:, 2 * H:])
-        df_dc = c.index_select(0, pred) * f * (1 - f)  # per edge: f's pre-activation -> c
+        torch.mul(tanh_c, torch.addcmul(o, o, o, value=-1), out=coef[:, :H])  # tanh(c) o (1-o)
+        torch.mul(g, torch.addcmul(i, i, i, value=-1), out=coef[:, H:2 * H])  # g i (1 - i)
+        torch.addcmul(i, i * g, g, value=-1, out=coef[:, 2 * H:])  # i (1 - g^2)
+        # per edge: f's pre-activation -> c, c_child f (1 - f)
+        df_dc = c.index_select(0, pred).mul_(torch.addcmul(f, f, f, value=-1))
         d_gates = torch.empty_like(act)  # o, i, g; the forget gates' come from the edges
         d_f = f.new_empty(f.shape)  # per edge
         w_oig, w_f = w_hh[:3 * H], w_hh[3 * H:]

@@ -169,14 +169,16 @@ class _NaryLSTM(Function):
         # local derivatives of every node at once, so each level below is a few multiplications:
         # coef's o block multiplies dh, its i, f_k and g blocks multiply dc
         o, i, g = act[:, :H], act[:, H:2 * H], act[:, (2 + A) * H:]
-        dc_dh = o * (1 - tanh_c * tanh_c)  # c -> h
+        # (each written as s - s * s and the like: two passes over the nodes instead of three,
+        # and on a wide batch these passes are memory-bound)
+        dc_dh = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # o (1 - tanh(c)^2): c -> h
         coef = torch.empty_like(act)
-        torch.mul(tanh_c * o, 1 - o, out=coef[:, :H])
-        torch.mul(g * i, 1 - i, out=coef[:, H:2 * H])
-        torch.mul(i, 1 - g * g, out=coef[:, (2 + A) * H:])
+        torch.mul(tanh_c, torch.addcmul(o, o, o, value=-1), out=coef[:, :H])  # tanh(c) o (1-o)
+        torch.mul(g, torch.addcmul(i, i, i, value=-1), out=coef[:, H:2 * H])  # g i (1 - i)
+        torch.addcmul(i, i * g, g, value=-1, out=coef[:, (2 + A) * H:])  # i (1 - g^2)
         coef[:n_leaf, 2 * H:(2 + A) * H].zero_()  # leaves keep no child memory
-        f = act[n_leaf:, 2 * H:(2 + A) * H]
-        torch.mul(c_cat * f, 1 - f, out=coef[n_leaf:, 2 * H:(2 + A) * H])
+        f = act[n_leaf:, 2 * H:(2 + A) * H]  # c_k f_k (1 - f_k) for every slot
+        torch.mul(c_cat, torch.addcmul(f, f, f, value=-1), out=coef[n_leaf:, 2 * H:(2 + A) * H])
         d_gates = torch.empty_like(act)
         # per-level views, made once (see _levels)
         dh_l, dc_l, dc_dh_l, dg_l = (_levels(t, sizes) for t in (dh, dc, dc_dh, d_gates))
