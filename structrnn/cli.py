@@ -195,13 +195,19 @@ def cmd_predict(args) -> int:
                                       ("parser", args.parser)) if v is not None})
     if args.nodes:
         options["nodes"] = True
+    return _write_predictions(predictor, args, options, "predictions",
+                              lambda r: json.dumps(r, default=str))
+
+
+def _write_predictions(predictor, args, options: dict, what: str, render) -> int:
+    """``--input FILE`` through the predictor's own file format, or the command line's
+    inputs rendered one line each, to ``--output`` (atomically) or stdout."""
     if args.input:
         count = predictor.predict_file(args.input, args.output, **options)
         if args.output:
-            print(f"{count} predictions -> {args.output}", file=sys.stderr)
+            print(f"{count} {what} -> {args.output}", file=sys.stderr)
         return 0
-    lines = "".join(json.dumps(r, default=str) + "\n"
-                    for r in predictor.predict(args.inputs, **options))
+    lines = "".join(render(r) + "\n" for r in predictor.predict(args.inputs, **options))
     if args.output:
         from structrnn._io import atomic_write
 
@@ -224,20 +230,9 @@ def cmd_parse(args) -> int:
     options = {"batch_size": args.batch_size, "progress": False if args.no_progress else None}
     if args.png:
         options["png"] = args.png
-    if args.input:
-        count = predictor.predict_file(args.input, args.output, **options)
-        if args.output:
-            print(f"{count} trees -> {args.output}", file=sys.stderr)
-        return 0
-    lines = "".join((r["tree"] if r["error"] is None else f"# error: {r['error']}") + "\n"
-                    for r in predictor.predict(args.inputs, **options))
-    if args.output:
-        from structrnn._io import atomic_write
-
-        atomic_write(args.output, lambda f: f.write(lines.encode()))
-    else:
-        sys.stdout.write(lines)
-    return 0
+    return _write_predictions(
+        predictor, args, options, "trees",
+        lambda r: r["tree"] if r["error"] is None else f"# error: {r['error']}")
 
 
 def cmd_export(args) -> int:
