@@ -64,7 +64,8 @@ def space(epochs: int) -> dict[str, tuple]:
 def _suggest(trial, bounds: dict[str, tuple]) -> dict[str, Any]:
     return {"steps": trial.suggest_int("steps", *bounds["steps"]),
             "hidden": trial.suggest_categorical("hidden", list(bounds["hidden"])),
-            "dropout": trial.suggest_float("dropout", *bounds["dropout"], step=0.05),
+            # rounded: a step of 0.05 in floating point gives 0.35000000000000003
+            "dropout": round(trial.suggest_float("dropout", *bounds["dropout"], step=0.05), 2),
             "lr": trial.suggest_float("lr", *bounds["lr"], log=True),
             "epochs": trial.suggest_int("epochs", *bounds["epochs"])}
 
@@ -104,13 +105,18 @@ def search(args: argparse.Namespace, prep, unit: dict, device) -> dict[str, Any]
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        # a trial's per-epoch lines would drown the run's: one line per trial instead
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
-            fitted, _ = fit_unit(settings, prep, seen, RunFolder(tmp), device, report=report)
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in params.items())
-        notice(f"{unit['name']}: trial {trial.number + 1}/{args.tune}: validation score "
-               f"{fitted.best_score:.4f} ({shown})")
+        where = f"{unit['name']}: trial {trial.number + 1}/{args.tune}"
+        try:
+            # a trial's per-epoch lines would drown the run's: one line per trial instead
+            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+                fitted, _ = fit_unit(settings, prep, seen, RunFolder(tmp), device,
+                                     report=report)
+        except optuna.TrialPruned:
+            notice(f"{where}: stopped early, behind the median of the earlier trials ({shown})")
+            raise
+        notice(f"{where}: validation score {fitted.best_score:.4f} ({shown})")
         return fitted.best_score
 
     sampler = optuna.samplers.TPESampler(seed=unit["seed"] * 1000 + unit.get("fold", 0))
@@ -129,5 +135,5 @@ def search(args: argparse.Namespace, prep, unit: dict, device) -> dict[str, Any]
     best = study.best_trial
     notice(f"{unit['name']}: best of {len(study.trials)} trials ({len(done)} finished) in "
            f"{seconds:.0f} s: validation score {best.value:.4f}, {best.params}")
-    return {**best.params, "trials": len(study.trials), "best_val_score": best.value,
-            "seconds": seconds}
+    return {**best.params, "dropout": round(best.params["dropout"], 2),
+            "trials": len(study.trials), "best_val_score": best.value, "seconds": seconds}
