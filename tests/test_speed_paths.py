@@ -107,7 +107,37 @@ def test_tree_lstm_takes_x_rows_and_needs_num_nodes():
         run_up(model.cell, x, batch.edge_index, pos=batch.pos, x_rows=rows)
 
 
-def test_x_rows_with_a_cell_of_its_own_projection():
+@pytest.mark.parametrize("cell_class", [sr.GRUCell, sr.RNNCell, sr.LSTMCell])
+def test_x_rows_on_the_op_by_op_path_projects_the_given_rows_only(cell_class):
+    batch, _ = sentiment_batch(seed=5)
+    n = batch.num_nodes
+    cell = cell_class(3, 4).to(DT)
+    rows = torch.nonzero(batch.x >= 0).squeeze(1)
+    x = torch.randn(rows.numel(), 3, dtype=DT, requires_grad=True)
+    dense = torch.zeros(n, 3, dtype=DT).index_copy(0, rows, x)
+    s = batch.schedule.up
+    seen = []
+    original = cell.project_input
+
+    def counting(inp):
+        seen.append(0 if inp is None else inp.size(0))
+        return original(inp)
+
+    cell.project_input = counting
+    got = run_schedule(cell, x, s, n, fused=False, x_rows=rows)
+    assert sum(seen) == rows.numel() + 1  # the given rows and one zero row, never all n
+    cell.project_input = original
+    want = run_schedule(cell, dense, s, n, fused=False)
+    got, want = (torch.cat(v, 1) if isinstance(v, tuple) else v for v in (got, want))
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    params = list(cell.parameters())
+    expected = grads_of(want, [dense, *params])
+    expected[0] = expected[0][rows]
+    assert_all_close(grads_of(got, [x, *params]), expected)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_x_rows_with_a_cell_of_its_own_projection(fused):
     class Scaled(sr.NaryLSTMCell):
         def project_input(self, x):
             return None if x is None else super().project_input(2.0 * x) + 0.25
@@ -119,7 +149,7 @@ def test_x_rows_with_a_cell_of_its_own_projection():
     x = torch.randn(rows.numel(), 3, dtype=DT)
     dense = torch.zeros(n, 3, dtype=DT).index_copy(0, rows, x)
     s = batch.schedule.up
-    h, _ = run_schedule(cell, x, s, n, pos=batch.pos, x_rows=rows)
+    h, _ = run_schedule(cell, x, s, n, pos=batch.pos, x_rows=rows, fused=fused)
     h_ref, _ = run_schedule(cell, dense, s, n, pos=batch.pos, fused=False)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
 

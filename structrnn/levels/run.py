@@ -158,6 +158,16 @@ def _dense_input(x: Tensor, x_rows: Tensor, n: int) -> Tensor:
     return x.new_zeros(n, x.size(1)).index_copy(0, x_rows, x)
 
 
+def _sparse_projection(cell: nn.Module, x: Tensor, x_rows: Tensor, s: Schedule, n: int
+                       ) -> Tensor:
+    """``cell.project_input`` of the dense input, rows in the schedule's order, computed on the
+    M rows of ``x`` alone: every other row is the projection of a zero input, computed once.
+    (A cell's ``project_input`` acts row by row: the contract of ``docs/architecture.md``.)"""
+    proj = cell.project_input(x)                                       # (M, G)
+    zero = cell.project_input(x.new_zeros(1, x.size(1)))               # (1, G)
+    return zero.expand(n, -1).index_copy(0, s.rank.index_select(0, x_rows), proj)
+
+
 def _run_fused(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Schedule, n: int,
                pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """The pass through a fused kernel (one autograd node, hand-written backward) when one
@@ -230,10 +240,13 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     _check_slots(cell, pos_s)
     if fused and (states := _run_fused(cell, x, x_rows, s, num_nodes, pos_s)) is not None:
         return states
-    if x is not None and x_rows is not None:
-        x = _dense_input(x, x_rows, num_nodes)
-    xs = x[s.order] if x is not None else None
-    xp = cell.project_input(xs) if fast else xs
+    if fast and x is not None and x_rows is not None:
+        xp = _sparse_projection(cell, x, x_rows, s, num_nodes)
+    else:
+        if x is not None and x_rows is not None:
+            x = _dense_input(x, x_rows, num_nodes)
+        xs = x[s.order] if x is not None else None
+        xp = cell.project_input(xs) if fast else xs
     step = _compiled_step(cell, fast) if compile else (cell.combine if fast else cell)
     # Split once: a slice per level would make backward build and add a full-size gradient of
     # xp at every level (O(nodes x levels)); split's backward is one concatenation.
