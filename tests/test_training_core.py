@@ -176,3 +176,12 @@ def test_vectors_set_the_embedding_size_unless_told_otherwise(tmp_path, capsys):
     assert cli.main([*common, "--embed-dim", "6", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "6" in err and "4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_epoch_notice_shows_what_validation_measured():
+    from structrnn.training.loop import _shown
+
+    assert _shown({"solved": 0.5, "epoch": 3}, "epoch") == "solved 0.5000"
+    assert _shown({"epoch": 3}, "epoch") == "epoch 3"
+    assert _shown({"f1": 0.25}, "f1") == "f1 0.2500"
+    assert _shown({}, "f1") == "f1 n/a"

@@ -239,6 +239,20 @@ class _Training:
                 "--clip-grad)")
 
 
+def _shown(figures: dict, select: str) -> str:
+    """The validation figures an epoch's notice shows: the selection score, or, where the
+    epoch number itself selects (the last epoch is kept), what the validation measured."""
+    if select == "epoch":
+        measured = [f"{k} {v:.4f}" for k, v in figures.items()
+                    if k != "epoch" and isinstance(v, float)]
+        if measured:
+            return ", ".join(measured)
+    score = figures.get(select)
+    if score is None:
+        return f"{select} n/a"
+    return f"{select} {score}" if isinstance(score, int) else f"{select} {score:.4f}"
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         train_batches: Callable[[int], Iterable], loss: Callable[[nn.Module, Any], tuple],
         validate: Callable[[nn.Module], dict], folder: RunFolder, options: FitOptions,
@@ -300,9 +314,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         folder.append_log(record)
         log_scalars(writer, "epoch", record, epoch)
         score = figures.get(select)
-        shown = "n/a" if score is None else f"{score:.4f}"
-        notice(f"{desc}epoch {epoch}: train loss {record['train_loss']:.4f}, {select} {shown} "
-               f"({record['epoch_seconds']:.1f} s)")
+        notice(f"{desc}epoch {epoch}: train loss {record['train_loss']:.4f}, "
+               f"{_shown(figures, select)} ({record['epoch_seconds']:.1f} s)")
         if run.is_better(score, mode):
             run.best_epoch, run.best_score = epoch, score
             save_checkpoint(folder.best, model=run.scored.state_dict(), config=config,
