@@ -147,16 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child(args, train_args)
         return 0
-    if not args.data or not (Path(args.data) / "train.txt").is_file():
-        print(f"no SST train.txt in {args.data or '(no --data)'} (pass --data or set "
-              "$STRUCTRNN_DATA)", file=sys.stderr)
-        return 2
-    from structrnn.benchmarks.trees import QUIET_LOAD, load_1m, machine, machine_line, write_json
+    from structrnn.benchmarks.trees import QUIET_LOAD, announce, load_1m, no_sst, write_json
 
-    command = shlex.join([sys.executable, *sys.argv])
-    info = machine(args.threads)
-    print("command:", command)
-    print(machine_line(info))
+    if no_sst(args.data):
+        return 2
+    command, info = announce(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-sst-") as tmp:
         runs = [one_run(args, train_args, Path(tmp), i) for i in range(args.runs)]
     kernel = kernel_figure(args) if args.kernel_trees else None

@@ -272,6 +272,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def no_sst(data: str | None) -> bool:
+    """True (and says so on stderr) when ``data`` holds no SST train.txt."""
+    if data and (Path(data) / "train.txt").is_file():
+        return False
+    print(f"no SST train.txt in {data or '(no --data)'} (pass --data or set $STRUCTRNN_DATA)",
+          file=sys.stderr)
+    return True
+
+
+def announce(threads: str | int) -> tuple[str, dict]:
+    """Print the command line and the machine (threads, load); return both."""
+    command = shlex.join([sys.executable, *sys.argv])
+    info = machine(threads)
+    print("command:", command)
+    print(machine_line(info))
+    return command, info
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run from a command line (``argv``, default ``sys.argv[1:]``); 0 done, 2 no data."""
     args = parse_args(argv)
@@ -279,14 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         args.threads = int(args.threads)
         run_one(args)
         return 0
-    if not args.data or not (Path(args.data) / "train.txt").is_file():
-        print(f"no SST train.txt in {args.data or '(no --data)'} (pass --data or set "
-              "$STRUCTRNN_DATA)", file=sys.stderr)
+    if no_sst(args.data):
         return 2
-    command = shlex.join([sys.executable, *sys.argv])
-    info = machine(args.threads)
-    print("command:", command)
-    print(machine_line(info))
+    command, info = announce(args.threads)
     results = measure_all(args)
     sizes = [int(b) for b in args.batch.split(",")]
     summary = summarise(results, sizes, [int(t) for t in args.threads.split(",")])
