@@ -78,3 +78,25 @@ def test_default_data_and_peers(tmp_path, monkeypatch):
     monkeypatch.setenv("STRUCTRNN_DATA", str(elsewhere / "datasets"))
     assert benchmarks.default_data() == elsewhere / "datasets"
     assert benchmarks.default_peers() == elsewhere / "peers"
+
+
+@pytest.mark.parametrize("name, flags", [
+    ("sequence", TINY_SEQUENCE),
+    ("graphs", ["--graphs", "2", "--hidden", "4", "--iters", "1", "--repeats", "1",
+                "--threads", "1"])])
+def test_json_records_render_in_the_readme_table(tmp_path, name, flags):
+    out = tmp_path / f"{name}.json"
+    done = run_outside(["-m", f"structrnn.benchmarks.{name}", *flags, "--json", str(out)],
+                       tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == name and record["machine"]["cores"] == os.cpu_count()
+    assert isinstance(record["quiet"], bool) and record["load_after"] >= 0
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import figures
+    finally:
+        sys.path.pop(0)
+    table = figures.render([record])
+    assert f"`python benchmarks/bench_{name}.py --" in table
+    assert record["summary"][0]["figure"] in table and table.count("\n") == 2

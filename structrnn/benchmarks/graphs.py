@@ -77,8 +77,22 @@ def random_batch(n_graphs: int, d: int, gen: torch.Generator):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
-    compare(parse_args(argv))
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures (and
+    writes them to ``--json``)."""
+    from structrnn.benchmarks.trees import bench_record, machine, write_json
+
+    args = parse_args(argv)
+    info = machine(args.threads)
+    results = compare(args)
+    what = (f"one GN round (edge, node, global MLPs), forward + backward, {args.graphs} graphs, "
+            f"hidden {args.hidden}, {args.threads} thread(s)")
+    figure = (f"{results['leaf inputs']['ratio']:.2f}x PyG MetaLayer's time "
+              f"({results['inputs need grad']['ratio']:.2f}x when the inputs need grad)")
+    command = shlex.join([sys.executable, *sys.argv])
+    write_json(args.json, bench_record("graphs", command, info,
+                                       [{"what": what, "figure": figure}],
+                                       results={k: {"ratio": v["ratio"]}
+                                                for k, v in results.items()}))
     return 0
 
 
@@ -90,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     return p.parse_args(argv)
 
 

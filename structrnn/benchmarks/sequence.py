@@ -35,8 +35,21 @@ def sync(device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
-    compare(parse_args(argv))
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures (and
+    writes them to ``--json``)."""
+    from structrnn.benchmarks.trees import bench_record, machine, write_json
+
+    args = parse_args(argv)
+    info = machine(args.threads or torch.get_num_threads())
+    result = compare(args)
+    what = (f"sr.LSTM vs torch.nn.LSTM, forward + backward (batch {args.batch}, seq "
+            f"{args.seq}, input {args.input}, hidden {args.hidden}, layers {args.layers}, "
+            f"{info['threads']} thread(s))")
+    figure = (f"fused path {result['sr.LSTM fused']['ratio']:.2f}x torch's time; the generic "
+              f"cell loop (a user's cell) {result['sr.LSTM generic']['ratio']:.2f}x")
+    command = shlex.join([sys.executable, *sys.argv])
+    write_json(args.json, bench_record("sequence", command, info,
+                                       [{"what": what, "figure": figure}], results=result))
     return 0
 
 
@@ -51,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     return parser.parse_args(argv)
 
 

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child(args, train_args)
         return 0
-    from structrnn.benchmarks.trees import QUIET_LOAD, announce, load_1m, no_sst, write_json
+    from structrnn.benchmarks.trees import announce, bench_record, no_sst, write_json
 
     if no_sst(args.data):
         return 2
@@ -155,15 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sst-") as tmp:
         runs = [one_run(args, train_args, Path(tmp), i) for i in range(args.runs)]
     kernel = kernel_figure(args) if args.kernel_trees else None
-    load_after = load_1m()
     report(runs, kernel)
-    quiet = info["load_1m"] <= QUIET_LOAD
-    print(f"load (1 min): {info['load_1m']} before, {load_after} after"
-          + ("" if quiet else " -- not a quiet machine: the figures are upper bounds"))
-    write_json(args.json, {"benchmark": "sst", "command": command, "machine": info,
-                           "load_before": info["load_1m"], "load_after": load_after,
-                           "quiet": quiet, "train_args": train_args, "runs": runs,
-                           "kernel": kernel, "summary": summary(runs, kernel, args)})
+    record = bench_record("sst", command, info, summary(runs, kernel, args),
+                          train_args=train_args, runs=runs, kernel=kernel)
+    print(f"load (1 min): {info['load_1m']} before, {record['load_after']} after"
+          + ("" if record["quiet"] else " -- not a quiet machine: the figures are upper bounds"))
+    write_json(args.json, record)
     return 0
 
 

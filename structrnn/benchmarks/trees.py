@@ -74,6 +74,16 @@ def machine_line(info: dict) -> str:
             f"load {info['load_1m']} (1 min)")
 
 
+def bench_record(name: str, command: str, info: dict, summary: list[dict], **extra) -> dict:
+    """What ``--json`` writes (what ``benchmarks/figures.py`` renders): the benchmark, its
+    command, the machine, the 1-minute load before (``info``) and now, whether the machine was
+    quiet, ``summary`` rows (``what``, ``figure``) and anything in ``extra``."""
+    load_after = load_1m()
+    return {"benchmark": name, "command": command, "machine": info,
+            "load_before": info["load_1m"], "load_after": load_after,
+            "quiet": info["load_1m"] <= QUIET_LOAD, **extra, "summary": summary}
+
+
 def write_json(path: str | None, record: dict) -> None:
     """``record`` to ``path`` (atomically), when a path is given."""
     if path:
@@ -303,14 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     results = measure_all(args)
     sizes = [int(b) for b in args.batch.split(",")]
     summary = summarise(results, sizes, [int(t) for t in args.threads.split(",")])
-    load_after = load_1m()
-    print(f"load (1 min): {info['load_1m']} before, {load_after} after"
-          + ("" if info["load_1m"] <= QUIET_LOAD else
-             " -- not a quiet machine: the figures are upper bounds"))
-    write_json(args.json, {"benchmark": "trees", "command": command, "machine": info,
-                           "load_before": info["load_1m"], "load_after": load_after,
-                           "quiet": info["load_1m"] <= QUIET_LOAD, "results": results,
-                           "summary": summary})
+    record = bench_record("trees", command, info, summary, results=results)
+    print(f"load (1 min): {info['load_1m']} before, {record['load_after']} after"
+          + ("" if record["quiet"] else " -- not a quiet machine: the figures are upper bounds"))
+    write_json(args.json, record)
     return 0
 
 
