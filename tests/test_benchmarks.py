@@ -83,7 +83,10 @@ def test_default_data_and_peers(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name, flags", [
     ("sequence", TINY_SEQUENCE),
     ("graphs", ["--graphs", "2", "--hidden", "4", "--iters", "1", "--repeats", "1",
-                "--threads", "1"])])
+                "--threads", "1"]),
+    ("dags", ["--graphs", "2", "--depth", "3", "--hidden", "4", "--repeats", "1",
+              "--threads", "1"]),
+    ("molecules", ["--molecules", "20", "--rounds", "1", "--threads", "1", "--skip-training"])])
 def test_json_records_render_in_the_readme_table(tmp_path, name, flags):
     out = tmp_path / f"{name}.json"
     done = run_outside(["-m", f"structrnn.benchmarks.{name}", *flags, "--json", str(out)],

@@ -69,8 +69,24 @@ def per_node(cell, x: Tensor, edge_index: Tensor) -> tuple[Tensor, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures."""
-    compare(parse_args(argv))
+    """Run from a command line (``argv``, default ``sys.argv[1:]``); prints the figures (and
+    writes them to ``--json``)."""
+    from structrnn.benchmarks.trees import bench_record, machine, write_json
+
+    args = parse_args(argv)
+    info = machine(args.threads)
+    results = compare(args)
+    base = results["per-node"]["median_s"]
+    what = (f"{args.cell.upper()} cell over DAG levels (sr.DAGRecurrent), forward + backward, "
+            f"{args.graphs} circuits of depth {args.depth}, hidden {args.hidden}, "
+            f"{args.threads} thread(s)")
+    figure = ", ".join(f"{name} {results[name]['nodes_per_s']:,.0f} nodes/s = "
+                       f"{base / results[name]['median_s']:.0f}x a per-node topological loop"
+                       for name in results if name not in ("per-node", "loadavg"))
+    command = shlex.join([sys.executable, *sys.argv])
+    write_json(args.json, bench_record("dags", command, info, [{"what": what, "figure": figure}],
+                                       results={k: v for k, v in results.items()
+                                                if k != "loadavg"}))
     return 0
 
 
@@ -84,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     return p.parse_args(argv)
 
 

@@ -25,6 +25,7 @@ import argparse
 import csv
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -229,9 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-graphs", type=int, default=640)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from structrnn.benchmarks.trees import machine as machine_info
+
+    info = machine_info(torch.get_num_threads())
+    command = shlex.join([sys.executable, *sys.argv])
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print("machine:", machine())
     if hasattr(os, "getloadavg"):
@@ -243,6 +249,17 @@ def main(argv: list[str] | None = None) -> dict:
     figures.update(cache(smiles))
     if not args.skip_training:
         figures.update(training(smiles, args.train_graphs, args.rounds))
+    if args.json:
+        from structrnn.benchmarks.trees import bench_record, write_json
+
+        what = (f"featurisation of {len(smiles):,} SMILES ({name}) into PyG graphs, best of "
+                f"{args.rounds} rounds, {info['threads']} thread(s)")
+        figure = (f"{figures['structrnn_mol_per_s']:,.0f} molecules/s = "
+                  f"{figures['structrnn_mol_per_s'] / figures['pyg_mol_per_s']:.2f}x PyG's "
+                  f"from_smiles ({figures['pyg_mol_per_s']:,.0f}/s); the graph cache loads "
+                  f"{figures['cache_load_mol_per_s']:,.0f}/s")
+        write_json(args.json, bench_record("molecules", command, info,
+                                           [{"what": what, "figure": figure}], results=figures))
     return figures
 
 
