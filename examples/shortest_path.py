@@ -3,12 +3,13 @@
 Random geometric graphs (networkx); nodes and edges on the shortest path between two marked
 nodes are labelled; the model is tested on graphs larger than it was trained on. The code is in
 ``structrnn.tasks.shortest_path`` (also ``structrnn train shortest-path``, the same flags). The
-defaults: a GRU core update, max aggregation, 15 rounds, 4000 graphs, 24 epochs, cosine decay
-(docs/graphs.md has the ablation behind them and the 3-seed figure).
+defaults: a GRU core update, max aggregation, latent size 64, 15 rounds, 16000 graphs, 10 epochs,
+cosine decay from 1e-3 (docs/graphs.md has the ablation behind them and the 3-seed figure).
 
-    python examples/shortest_path.py --out runs/shortest_path      # ~3.5 min of one core
+    python examples/shortest_path.py --out runs/shortest_path      # ~13 min of one core
     python examples/shortest_path.py --core mlp --aggr sum --steps 10 --test-steps 20 \\
-        --train-graphs 2000 --lr-schedule constant --select solved \\
+        --hidden 16 --lr 3e-3 --train-graphs 2000 --epochs 24 --lr-schedule constant \\
+        --select solved \\
         --out runs/shortest_path_demo                               # the demo's model, ~1 min
     python examples/shortest_path.py --epochs 2 --train-graphs 64 --val-graphs 16 \\
         --test-graphs 16 --out runs/shortest_path_tiny --overwrite  # seconds
