@@ -95,6 +95,8 @@ def test_json_records_render_in_the_readme_table(tmp_path, name, flags):
     record = json.loads(out.read_text())
     assert record["benchmark"] == name and record["machine"]["cores"] == os.cpu_count()
     assert isinstance(record["quiet"], bool) and record["load_after"] >= 0
+    assert record["command"].startswith(f"python structrnn/benchmarks/{name}.py")
+    assert str(tmp_path) not in out.read_text()  # no path of this machine: it may be committed
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import figures
@@ -103,3 +105,9 @@ def test_json_records_render_in_the_readme_table(tmp_path, name, flags):
     table = figures.render([record])
     assert f"`python benchmarks/bench_{name}.py --" in table
     assert record["summary"][0]["figure"] in table and table.count("\n") == 2
+
+
+def test_stored_results_hold_no_machine_paths():
+    for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):
+        text = path.read_text()
+        assert str(REPO) not in text and '"/' not in text, path.name

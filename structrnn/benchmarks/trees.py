@@ -77,11 +77,30 @@ def machine_line(info: dict) -> str:
 def bench_record(name: str, command: str, info: dict, summary: list[dict], **extra) -> dict:
     """What ``--json`` writes (what ``benchmarks/figures.py`` renders): the benchmark, its
     command, the machine, the 1-minute load before (``info``) and now, whether the machine was
-    quiet, ``summary`` rows (``what``, ``figure``) and anything in ``extra``."""
+    quiet, ``summary`` rows (``what``, ``figure``) and anything in ``extra``. No path of this
+    machine goes in: the command is spelled from the benchmark's module, and an absolute path
+    anywhere becomes its last two parts (``datasets/sst``), so the file can be committed."""
     load_after = load_1m()
-    return {"benchmark": name, "command": command, "machine": info,
-            "load_before": info["load_1m"], "load_after": load_after,
-            "quiet": info["load_1m"] <= QUIET_LOAD, **extra, "summary": summary}
+    module = f"structrnn/benchmarks/{name}.py"
+    args = shlex.split(command.split(module, 1)[1]) if module in command else []
+    record = {"benchmark": name,
+              "command": shlex.join(["python", module, *portable(args)]),
+              "machine": info,
+              "load_before": info["load_1m"], "load_after": load_after,
+              "quiet": info["load_1m"] <= QUIET_LOAD, **extra, "summary": summary}
+    return portable(record)
+
+
+def portable(value):
+    """``value`` (JSON-like) with every absolute path among its strings cut to its last two
+    parts."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return "/".join(Path(value).parts[-2:])
+    return value
 
 
 def write_json(path: str | None, record: dict) -> None:
