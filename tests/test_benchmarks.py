@@ -111,3 +111,14 @@ def test_stored_results_hold_no_machine_paths():
     for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):
         text = path.read_text()
         assert str(REPO) not in text and '"/' not in text, path.name
+
+
+def test_bench_record_spells_the_command_from_the_arguments_main_parsed(tmp_path):
+    from structrnn.benchmarks.trees import bench_record, machine
+
+    record = bench_record("sst", ["--data", str(tmp_path / "sst"), "--", "--hidden", "4"],
+                          machine(1), [{"what": "w", "figure": "f"}], runs=[str(tmp_path)])
+    assert record["command"] == (f"python structrnn/benchmarks/sst.py --data "
+                                 f"{tmp_path.name}/sst -- --hidden 4")
+    assert record["runs"] == ["/".join(tmp_path.parts[-2:])]
+    assert record["quiet"] == (record["load_before"] <= 0.5)

@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     figure = ", ".join(f"{name} {results[name]['nodes_per_s']:,.0f} nodes/s = "
                        f"{base / results[name]['median_s']:.0f}x a per-node topological loop"
                        for name in results if name not in ("per-node", "loadavg"))
-    command = shlex.join([sys.executable, *sys.argv])
-    write_json(args.json, bench_record("dags", command, info, [{"what": what, "figure": figure}],
+    write_json(args.json, bench_record("dags", argv, info, [{"what": what, "figure": figure}],
                                        results={k: v for k, v in results.items()
                                                 if k != "loadavg"}))
     return 0

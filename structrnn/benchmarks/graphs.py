@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             f"hidden {args.hidden}, {args.threads} thread(s)")
     figure = (f"{results['leaf inputs']['ratio']:.2f}x PyG MetaLayer's time "
               f"({results['inputs need grad']['ratio']:.2f}x when the inputs need grad)")
-    command = shlex.join([sys.executable, *sys.argv])
-    write_json(args.json, bench_record("graphs", command, info,
+    write_json(args.json, bench_record("graphs", argv, info,
                                        [{"what": what, "figure": figure}],
                                        results={k: {"ratio": v["ratio"]}
                                                 for k, v in results.items()}))

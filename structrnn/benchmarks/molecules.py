@@ -25,7 +25,6 @@ import argparse
 import csv
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -237,7 +236,6 @@ def main(argv: list[str] | None = None) -> dict:
     from structrnn.benchmarks.trees import machine as machine_info
 
     info = machine_info(torch.get_num_threads())
-    command = shlex.join([sys.executable, *sys.argv])
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print("machine:", machine())
     if hasattr(os, "getloadavg"):
@@ -258,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{figures['structrnn_mol_per_s'] / figures['pyg_mol_per_s']:.2f}x PyG's "
                   f"from_smiles ({figures['pyg_mol_per_s']:,.0f}/s); the graph cache loads "
                   f"{figures['cache_load_mol_per_s']:,.0f}/s")
-        write_json(args.json, bench_record("molecules", command, info,
+        write_json(args.json, bench_record("molecules", argv, info,
                                            [{"what": what, "figure": figure}], results=figures))
     return figures
 

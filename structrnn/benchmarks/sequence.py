@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['threads']} thread(s))")
     figure = (f"fused path {result['sr.LSTM fused']['ratio']:.2f}x torch's time; the generic "
               f"cell loop (a user's cell) {result['sr.LSTM generic']['ratio']:.2f}x")
-    command = shlex.join([sys.executable, *sys.argv])
-    write_json(args.json, bench_record("sequence", command, info,
+    write_json(args.json, bench_record("sequence", argv, info,
                                        [{"what": what, "figure": figure}], results=result))
     return 0
 

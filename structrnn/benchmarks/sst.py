@@ -151,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if no_sst(args.data):
         return 2
-    command, info = announce(args.threads)
+    info = announce(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-sst-") as tmp:
         runs = [one_run(args, train_args, Path(tmp), i) for i in range(args.runs)]
     kernel = kernel_figure(args) if args.kernel_trees else None
     report(runs, kernel)
-    record = bench_record("sst", command, info, summary(runs, kernel, args),
+    record = bench_record("sst", argv, info, summary(runs, kernel, args),
                           train_args=train_args, runs=runs, kernel=kernel)
     print(f"load (1 min): {info['load_1m']} before, {record['load_after']} after"
           + ("" if record["quiet"] else " -- not a quiet machine: the figures are upper bounds"))

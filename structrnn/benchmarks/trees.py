@@ -74,17 +74,19 @@ def machine_line(info: dict) -> str:
             f"load {info['load_1m']} (1 min)")
 
 
-def bench_record(name: str, command: str, info: dict, summary: list[dict], **extra) -> dict:
+def bench_record(name: str, argv: list[str] | None, info: dict, summary: list[dict],
+                 **extra) -> dict:
     """What ``--json`` writes (what ``benchmarks/figures.py`` renders): the benchmark, its
-    command, the machine, the 1-minute load before (``info``) and now, whether the machine was
-    quiet, ``summary`` rows (``what``, ``figure``) and anything in ``extra``. No path of this
-    machine goes in: the command is spelled from the benchmark's module, and an absolute path
-    anywhere becomes its last two parts (``datasets/sst``), so the file can be committed."""
+    command (``argv``: the arguments its ``main`` parsed, None for ``sys.argv[1:]``), the
+    machine, the 1-minute load before (``info``) and now, whether the machine was quiet,
+    ``summary`` rows (``what``, ``figure``) and anything in ``extra``. No path of this machine
+    goes in: the command is spelled from the benchmark's module, and an absolute path anywhere
+    becomes its last two parts (``datasets/sst``), so the file can be committed."""
     load_after = load_1m()
-    module = f"structrnn/benchmarks/{name}.py"
-    args = shlex.split(command.split(module, 1)[1]) if module in command else []
+    args = sys.argv[1:] if argv is None else list(argv)
     record = {"benchmark": name,
-              "command": shlex.join(["python", module, *portable(args)]),
+              "command": shlex.join(["python", f"structrnn/benchmarks/{name}.py",
+                                     *portable(args)]),
               "machine": info,
               "load_before": info["load_1m"], "load_after": load_after,
               "quiet": info["load_1m"] <= QUIET_LOAD, **extra, "summary": summary}
@@ -310,13 +312,12 @@ def no_sst(data: str | None) -> bool:
     return True
 
 
-def announce(threads: str | int) -> tuple[str, dict]:
-    """Print the command line and the machine (threads, load); return both."""
-    command = shlex.join([sys.executable, *sys.argv])
+def announce(threads: str | int) -> dict:
+    """Print the command line and the machine (threads, load); return :func:`machine`'s."""
     info = machine(threads)
-    print("command:", command)
+    print("command:", shlex.join([sys.executable, *sys.argv]))
     print(machine_line(info))
-    return command, info
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if no_sst(args.data):
         return 2
-    command, info = announce(args.threads)
+    info = announce(args.threads)
     results = measure_all(args)
     sizes = [int(b) for b in args.batch.split(",")]
     summary = summarise(results, sizes, [int(t) for t in args.threads.split(",")])
-    record = bench_record("trees", command, info, summary, results=results)
+    record = bench_record("trees", argv, info, summary, results=results)
     print(f"load (1 min): {info['load_1m']} before, {record['load_after']} after"
           + ("" if record["quiet"] else " -- not a quiet machine: the figures are upper bounds"))
     write_json(args.json, record)
