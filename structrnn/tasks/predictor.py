@@ -8,10 +8,20 @@
     predictor.predict(["CCO", "c1ccccc1"])      # one plain dict per input
     predictor.save("esol.pt")                   # one file: weights, vocabulary, scalers, config
 
-Every task has a :class:`Predictor` subclass (``structrnn/tasks/TASK/predictor.py``) that knows
-how to read its raw inputs (sentences, PTB trees, SMILES, networkx graphs, PyG ``Data``) and
-how to put its outputs back into real units. A prediction never raises for one bad input: its
-dict carries the reason under ``"error"`` and the other inputs are predicted as usual.
+Every task has a :class:`Predictor` subclass (``structrnn/tasks/TASK/predictor.py``). The base
+class owns :meth:`Predictor.predict`: chunks, device, no-grad, progress bar and per-row errors.
+A task implements three things:
+
+- :meth:`~Predictor.read_input`: one raw input (a sentence, PTB tree, SMILES, networkx graph,
+  PyG ``Data`` ...) -> what the model reads; raises with the reason for a bad one;
+- :meth:`~Predictor.forward_batch`: a list of read inputs -> one output each;
+- :meth:`~Predictor.make_row`: one input and its output -> a plain dict (its output None: the
+  same keys with None, for an input that failed).
+
+A prediction never raises for one bad input: whatever that input causes (it cannot be read, or
+the model fails on it) marks its row, ``{"input": ..., <the task's keys>: None, "error":
+"reason"}``, and the other inputs are predicted as usual. When a batched forward pass fails, the
+chunk is forwarded one input at a time, so only the culprit's row is marked.
 
 The exported file is a plain dict that ``torch.load(path, weights_only=True)`` reads: tensors,
 numbers, strings, lists and dicts only, with ``format`` and ``version`` checked on loading.
@@ -30,8 +40,10 @@ from torch import nn
 
 from structrnn._errors import InputError
 from structrnn.training.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from structrnn.training.logging import progress as progress_bar
 
-__all__ = ["Predictor", "load", "FORMAT", "FORMAT_VERSION", "PREDICTORS", "chunks"]
+__all__ = ["Predictor", "load", "FORMAT", "FORMAT_VERSION", "PREDICTORS", "PROGRESS_FROM",
+           "chunks"]
 
 FORMAT = "structrnn.model"
 FORMAT_VERSION = 1
@@ -43,6 +55,7 @@ PREDICTORS = {
     "shortest-path": "structrnn.tasks.shortest_path.predictor",
     "parser": "structrnn.tasks.parser.predictor",
 }
+PROGRESS_FROM = 1000  # progress=None shows a bar for more inputs than this
 
 
 class Predictor:
@@ -55,11 +68,18 @@ class Predictor:
             folds); :attr:`model` is the first.
         device: where they run.
 
-    Subclasses implement :meth:`from_run`, :meth:`predict`, :meth:`export_state` and
-    :meth:`from_export` (and :meth:`predict_file` and :meth:`evaluate` for the command line).
+    Subclasses implement :meth:`from_run`, :meth:`export_state` and :meth:`from_export`, the
+    three steps of :meth:`predict` (:meth:`read_input`, :meth:`forward_batch`,
+    :meth:`make_row`), and :meth:`predict_file` and :meth:`evaluate` for the command line.
     """
 
     tasks: ClassVar[tuple[str, ...]] = ()
+    # predict's task-specific keyword options and their defaults
+    predict_options: ClassVar[dict[str, Any]] = {}
+    # inputs per forward pass when predict is not told
+    default_batch_size: ClassVar[int] = 256
+    # one input of these types given where a list is expected is refused (beside str and dict)
+    single_input_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, task: str, config: dict, models: Sequence[nn.Module],
                  device: torch.device) -> None:
@@ -91,8 +111,22 @@ class Predictor:
         tensors only, so that ``weights_only=True`` reads it."""
         raise NotImplementedError
 
-    def predict(self, inputs: Sequence[Any], **options: Any) -> list[dict]:
-        """One plain dict per input, in order: ``"input"``, the prediction, ``"error"``."""
+    def read_input(self, item: Any, options: dict[str, Any]) -> Any:
+        """One raw input as the model reads it (a tree, a graph ...). Raises (an
+        :class:`~structrnn.InputError`, ValueError ...) with the reason when it cannot be read:
+        that becomes the input's ``"error"``. ``options``: :meth:`predict`'s task options."""
+        raise NotImplementedError
+
+    def forward_batch(self, inputs: list[Any], options: dict[str, Any]) -> Sequence[Any]:
+        """The models' outputs for a list of read inputs: one per input, in order (on the
+        CPU, ready for :meth:`make_row`). Runs under ``torch.no_grad()``."""
+        raise NotImplementedError
+
+    def make_row(self, item: Any, index: int, output: Any, options: dict[str, Any]) -> dict:
+        """The plain dict of one input: ``"input"`` (the raw input, or ``index``, its position
+        in :meth:`predict`'s list, where the input is not text) and the prediction's keys;
+        ``output`` None: the input failed, the same keys with None. :meth:`predict` sets
+        ``"error"`` (kept where this dict places it, else appended)."""
         raise NotImplementedError
 
     def predict_file(self, source: str | Path, destination: str | Path | None,
@@ -104,6 +138,109 @@ class Predictor:
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:
         """The run's figures on ``split`` of its data set (``data``: another root)."""
         raise InputError(f"eval: task {self.task!r} cannot be evaluated on a split")
+
+    # -- hooks a task may refine ----------------------------------------------------------------
+    def check_inputs(self, inputs: Any) -> list[Any]:
+        """``inputs`` as a list; InputError for one input given where a list is expected."""
+        kind = type(inputs).__module__.split(".")[0]
+        if (isinstance(inputs, (str, bytes, dict, *self.single_input_types))
+                or kind in ("networkx", "torch_geometric") or not hasattr(inputs, "__iter__")):
+            raise InputError(f"inputs: expected a list of inputs, got one "
+                             f"{type(inputs).__name__}; wrap it in a list: predict([...])")
+        return list(inputs)
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The task options of one :meth:`predict` call, defaults filled in; InputError for one
+        the task does not know."""
+        unknown = sorted(set(options) - set(self.predict_options))
+        if unknown:
+            known = ", ".join(["batch_size", "progress", *self.predict_options])
+            raise InputError(f"predict: {', '.join(unknown)}: not an option of a {self.task} "
+                             f"run (its options: {known})")
+        return {**self.predict_options, **options}
+
+    def read_chunk(self, items: Sequence[Any], options: dict[str, Any]) -> list[Any]:
+        """:meth:`read_input` of every item; an item that cannot be read gives an
+        :class:`~structrnn.InputError` with the reason in its place."""
+        read = []
+        for item in items:
+            try:
+                read.append(self.read_input(item, options))
+            except Exception as err:  # noqa: BLE001 - any failure of one input is its row's
+                read.append(row_error(err))
+        return read
+
+    def finish(self, rows: list[dict], options: dict[str, Any]) -> None:
+        """After the last chunk: whatever the options ask of all rows (a picture ...)."""
+
+    # -- predicting -----------------------------------------------------------------------------
+    def predict(self, inputs: Sequence[Any], *, batch_size: int | None = None,
+                progress: bool | None = None, **options: Any) -> list[dict]:
+        """One plain dict per input, in order: ``"input"``, the prediction, ``"error"``.
+
+        Args:
+            inputs: a list of the task's raw inputs.
+            batch_size: inputs per forward pass (default :attr:`default_batch_size`).
+            progress: a progress bar on stderr: None shows one for more than
+                :data:`PROGRESS_FROM` inputs, True always, False never.
+            options: the task's options (:attr:`predict_options`).
+
+        Raises:
+            InputError: ``inputs`` is one input instead of a list, an unknown option, or
+                ``batch_size`` < 1. An input that cannot be predicted does not raise: its dict
+                says why under ``"error"`` and its prediction keys are None.
+        """
+        items = self.check_inputs(inputs)
+        options = self.check_options(options)
+        size = self.default_batch_size if batch_size is None else batch_size
+        if not isinstance(size, int) or size < 1:
+            raise InputError(f"batch_size: expected an integer >= 1, got {size!r}")
+        show = len(items) > PROGRESS_FROM if progress is None else bool(progress)
+        rows: list[dict] = []
+        with torch.no_grad(), progress_bar(total=len(items), enabled=show, desc="predict",
+                                           unit="input") as bar:
+            for start, chunk in chunks(items, size):
+                rows += self._predict_chunk(chunk, start, options)
+                bar.update(len(chunk))
+        self.finish(rows, options)
+        return rows
+
+    def _predict_chunk(self, items: Sequence[Any], start: int,
+                       options: dict[str, Any]) -> list[dict]:
+        read = self.read_chunk(items, options)
+        good = [k for k, r in enumerate(read) if not isinstance(r, InputError)]
+        for k, out in zip(good, self._forward([read[k] for k in good], options), strict=True):
+            read[k] = out
+        rows = []
+        for k, (item, out) in enumerate(zip(items, read, strict=True)):
+            error = out if isinstance(out, InputError) else None
+            row = None
+            if error is None:
+                try:
+                    row = self.make_row(item, start + k, out, options)
+                except Exception as err:  # noqa: BLE001 - this input's output, its row
+                    error = row_error(err)
+            if row is None:
+                row = self.make_row(item, start + k, None, options)
+            row["error"] = None if error is None else str(error)
+            rows.append(row)
+        return rows
+
+    def _forward(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
+        """:meth:`forward_batch` of ``inputs``; when it fails, each input alone, so that an
+        input the model fails on gives its own error (an InputError in its place)."""
+        if not inputs:
+            return []
+        try:
+            outputs = list(self.forward_batch(inputs, options))
+        except Exception as err:  # noqa: BLE001 - which input caused it is found below
+            if len(inputs) == 1:
+                return [row_error(err, "the model failed on this input: ")]
+            return [out for x in inputs for out in self._forward([x], options)]
+        if len(outputs) != len(inputs):
+            raise RuntimeError(f"{type(self).__name__}.forward_batch returned {len(outputs)} "
+                               f"outputs for {len(inputs)} inputs")
+        return outputs
 
     # -- shared ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -122,6 +259,12 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]
         raise ValueError(f"batch_size: expected >= 1, got {size}")
     for start in range(0, len(items), size):
         yield start, items[start:start + size]
+
+
+def row_error(err: Exception, prefix: str = "") -> InputError:
+    """The reason one input failed, as the InputError that stands for it in a chunk."""
+    reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+    return InputError(prefix + reason)
 
 
 def _predictor_class(task: str | None, where: Path) -> type[Predictor]:

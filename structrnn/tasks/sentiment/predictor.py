@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -46,12 +46,11 @@ from torch import Tensor
 from structrnn._errors import InputError
 from structrnn._io import atomic_write
 from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_root
-from structrnn.tasks.predictor import Predictor, chunks, load
+from structrnn.tasks.predictor import PROGRESS_FROM, Predictor, load
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
 from structrnn.tasks.sentiment.sequence_model import SequenceSentiment, is_sequence_model
 from structrnn.training.checkpoint import load_checkpoint
-from structrnn.training.logging import progress as progress_bar
 from structrnn.trees.loader import TreeLoader, collate_trees
 from structrnn.trees.tokenize import balanced_tree, tokenize
 from structrnn.trees.tree import Tree
@@ -61,7 +60,7 @@ __all__ = ["SentimentPredictor", "PREDICTOR", "CLASS_NAMES", "PROGRESS_THRESHOLD
 
 CLASS_NAMES = {5: ("very negative", "negative", "neutral", "positive", "very positive"),
                2: ("negative", "positive")}
-PROGRESS_THRESHOLD = 1000  # progress=None shows a bar for more inputs than this
+PROGRESS_THRESHOLD = PROGRESS_FROM  # progress=None shows a bar for more inputs than this
 SPLITS = {"train": "train", "dev": "dev", "val": "dev", "test": "test"}
 _FIELDS = ("label", "label_name", "probs", "tokens", "unknown_words", "unknown_share", "tree",
            "ptb")
@@ -85,6 +84,9 @@ class SentimentPredictor(Predictor):
         super().__init__(task, config, [model], device)
         self.vocab = vocab
         self.class_names = CLASS_NAMES[model.classifier.out_features]
+        # the most children a node may have: the cells' arity (None: any number)
+        arities = [m.arity for m in model.modules() if isinstance(getattr(m, "arity", None), int)]
+        self.arity = min(arities) if arities else None
 
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
@@ -126,17 +128,17 @@ class SentimentPredictor(Predictor):
                 "vocab_lower": self.vocab.lower}
 
     # -- predicting -----------------------------------------------------------------------------
-    def predict(self, inputs: Sequence[str | Tree], *, nodes: bool = False,
-                batch_size: int = 256, progress: bool | None = None,
-                png: str | Path | None = None, parser: str | Path | Predictor | None = None,
-                **other: Any) -> list[dict]:
+    predict_options: ClassVar[dict[str, Any]] = {"nodes": False, "png": None, "parser": None}
+    single_input_types: ClassVar[tuple[type, ...]] = (Tree,)
+
+    def predict(self, inputs: Sequence[str | Tree], **options: Any) -> list[dict]:
         """The sentiment of each input: one plain dict per input, in order (see the module
         docstring for its keys).
 
         Args:
             inputs: raw sentences, PTB bracket strings or :class:`~structrnn.Tree` s.
             nodes: also a prediction for every node (phrase), pre-order, under ``"nodes"``.
-            batch_size: trees per forward pass.
+            batch_size: trees per forward pass (default 256).
             progress: a progress bar on stderr: None shows one for more than
                 :data:`PROGRESS_THRESHOLD` inputs, True always, False never.
             png: draw the first predicted tree (every node coloured by its class) to this file.
@@ -148,69 +150,72 @@ class SentimentPredictor(Predictor):
         Raises:
             InputError: an unknown option, ``parser`` not a parser, ``batch_size`` < 1, or
                 ``inputs`` is a single string or tree instead of a list. An input that cannot be
-                read does not raise: its dict says why under ``"error"``.
+                predicted does not raise (a tree whose nodes have more children than the model
+                takes included): its dict says why under ``"error"``.
         """
-        if other:
-            raise InputError(f"predict: {', '.join(sorted(other))}: not an option of the "
-                             f"{self.task} task")
-        parser = self._parser(parser)
-        if batch_size < 1:
-            raise InputError(f"batch_size: expected >= 1, got {batch_size}")
-        items = _as_list(inputs)
-        results: list[dict] = []
-        show = len(items) > PROGRESS_THRESHOLD if progress is None else bool(progress)
-        with torch.no_grad(), progress_bar(total=len(items), enabled=show, desc="predict",
-                                           unit="input") as bar:
-            for _, chunk in chunks(items, batch_size):
-                results.extend(self._predict_chunk(chunk, nodes, parser))
-                bar.update(len(chunk))
-        if png is not None:
-            self._draw(results, png)
-        return results
+        return super().predict(inputs, **options)
 
-    def _parser(self, parser: str | Path | Predictor | None) -> Predictor | None:
-        """The parser predictor ``parser`` names (loaded from a path), checked to be one."""
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options with ``parser`` loaded (a path) and checked to be a parser."""
+        options = super().check_options(options)
+        parser = options["parser"]
         if isinstance(parser, (str, Path)):
             parser = load(parser, self.device)
         if parser is not None and (not isinstance(parser, Predictor) or parser.task != "parser"):
             what = getattr(parser, "task", type(parser).__name__)
             raise InputError(f"parser: expected a parser (a run of 'structrnn train parser', its "
                              f"model file or predictor), got {what!r}")
-        return parser
+        return {**options, "parser": parser}
 
-    def _predict_chunk(self, chunk: Sequence[Any], nodes: bool,
-                       parser: Predictor | None) -> list[dict]:
-        """One forward pass over the readable inputs of ``chunk``; a dict for each input."""
-        read: list[tuple[Tree, str] | InputError] = []
-        for item in chunk:
+    def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Tree, str]:
+        """The tree to predict on and which it is (gold, given or balanced); InputError (a
+        ParseError for bad PTB text) when there is none, or when a node has more children than
+        the model's cell takes."""
+        tree, kind = _read_input(item)
+        self._check_children(tree)
+        return tree, kind
+
+    def read_chunk(self, items: Sequence[Any], options: dict[str, Any]) -> list[Any]:
+        """With a parser, the raw sentences' balanced trees replaced by the parser's."""
+        read = super().read_chunk(items, options)
+        if options["parser"] is None:
+            return read
+        _parse_raw(options["parser"], items, read)
+        for i, r in enumerate(read):
             try:
-                read.append(_read_input(item))
+                if not isinstance(r, InputError) and r[1] == "parsed":
+                    self._check_children(r[0])
             except InputError as err:
-                read.append(err)
-        if parser is not None:
-            _parse_raw(parser, chunk, read)
-        trees = [r for r in read if not isinstance(r, InputError)]
-        outputs = iter(self._forward([tree for tree, _ in trees]) if trees else [])
-        results = []
-        for item, r in zip(chunk, read, strict=True):
-            if isinstance(r, InputError):
-                results.append(_failed(item, r, nodes))
-            else:
-                results.append(self._result(item, *r, *next(outputs), nodes))
-        return results
+                read[i] = InputError(f"parser: {err}")
+        return read
 
-    def _forward(self, trees: list[Tree]) -> list[tuple[Tensor, Tensor]]:
-        """Per tree: the predicted class (N,) and the probabilities (N, C) of its nodes, in
-        pre-order, on the CPU."""
-        batch = collate_trees([tree.to_data(self.vocab) for tree in trees]).to(self.device)
+    def _check_children(self, tree: Tree) -> None:
+        most = max(len(node.children) for node in tree.subtrees())
+        if self.arity is not None and most > self.arity:
+            raise InputError(f"a node has {most} children, but the {self.config.get('model')} "
+                             f"model takes at most {self.arity} (binarize the tree: "
+                             "Tree.binarize())")
+
+    def forward_batch(self, inputs: list[tuple[Tree, str]],
+                      options: dict[str, Any]) -> list[tuple[Tree, str, Tensor, Tensor]]:
+        """Per tree: the tree, its kind, the predicted class (N,) and the probabilities (N, C)
+        of its nodes, in pre-order, on the CPU."""
+        batch = collate_trees([tree.to_data(self.vocab) for tree, _ in inputs]).to(self.device)
         logits = self.model(batch).float()
         # argmax of the logits, as the evaluation takes it (softmax could tie rounded values)
         pred, probs = logits.argmax(-1).cpu(), logits.softmax(-1).cpu()
         ptr = batch.ptr.tolist()
-        return [(pred[a:b], probs[a:b]) for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
+        return [(tree, kind, pred[a:b], probs[a:b])
+                for (tree, kind), a, b in zip(inputs, ptr[:-1], ptr[1:], strict=True)]
 
-    def _result(self, item: Any, tree: Tree, kind: str, pred: Tensor, probs: Tensor,
-                nodes: bool) -> dict:
+    def make_row(self, item: Any, index: int,
+                 output: tuple[Tree, str, Tensor, Tensor] | None,
+                 options: dict[str, Any]) -> dict:
+        """The keys of the module docstring; every prediction key None without ``output``."""
+        if output is None:
+            row = {"input": _input_text(item), **dict.fromkeys(_FIELDS), "error": None}
+            return {**row, "nodes": None} if options["nodes"] else row
+        tree, kind, pred, probs = output
         tokens = tree.leaves()
         unknown = [t for t in tokens if t not in self.vocab]
         labelled = tree.copy()
@@ -222,11 +227,16 @@ class SentimentPredictor(Predictor):
                   "tokens": tokens, "unknown_words": list(dict.fromkeys(unknown)),
                   "unknown_share": len(unknown) / len(tokens), "tree": kind,
                   "ptb": labelled.to_ptb(), "error": None}
-        if nodes:
+        if options["nodes"]:
             result["nodes"] = [{"span": span, "label": int(p), "probs": row}
                                for span, p, row in zip(node_spans(tree), pred.tolist(),
                                                        probs.tolist(), strict=True)]
         return result
+
+    def finish(self, rows: list[dict], options: dict[str, Any]) -> None:
+        """``png``: draw the first predicted tree."""
+        if options["png"] is not None:
+            self._draw(rows, options["png"])
 
     def _draw(self, results: list[dict], png: str | Path) -> None:
         """The first prediction's tree, every node coloured by its predicted class."""
@@ -325,13 +335,6 @@ def node_spans(tree: Tree) -> list[str]:
     return [" ".join(tokens[a:b]) for a, b in zip(start, end, strict=True)]
 
 
-def _as_list(inputs: Iterable[Any]) -> list[Any]:
-    if isinstance(inputs, (str, Tree)):
-        raise InputError(f"inputs: expected a list of sentences or trees, got one "
-                         f"{type(inputs).__name__} (wrap it in a list)")
-    return list(inputs)
-
-
 def _read_input(item: Any) -> tuple[Tree, str]:
     """The tree to predict on and which it is: gold, given or balanced. Raises
     :class:`~structrnn.InputError` (a :class:`~structrnn.ParseError` for bad PTB text)."""
@@ -374,14 +377,6 @@ def _input_text(item: Any) -> str:
     if isinstance(item, Tree):
         return item.to_ptb()
     return item if isinstance(item, str) else repr(item)
-
-
-def _failed(item: Any, error: InputError, nodes: bool) -> dict:
-    """The dict of an input that could not be read: every prediction field None."""
-    result = {"input": _input_text(item), **dict.fromkeys(_FIELDS), "error": str(error)}
-    if nodes:
-        result["nodes"] = None
-    return result
 
 
 def _read_lines(source: str | Path) -> list[tuple[int, str]]:
