@@ -1,7 +1,9 @@
 """The ``structrnn`` command: train, evaluate, predict, draw, demo, benchmark.
 
 Every sub-command has ``--help`` with examples. A bad argument or a missing data set ends with
-exit code 2 and one line saying what is wrong (and, for data, where we looked).
+exit code 2 and one line saying what is wrong (and, for data, where we looked). ``predict`` and
+``parse`` never stop for one bad input: they exit 0, and that input's row says why (its
+``"error"``, or ``# error: REASON`` for ``parse``).
 """
 
 from __future__ import annotations

@@ -44,13 +44,11 @@ from structrnn._errors import InputError
 from structrnn._io import atomic_write
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
 from structrnn.tasks.molecules.model import MoleculeModel
-from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.tasks.predictor import Predictor
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
 
-# above this many inputs a progress bar is shown unless asked otherwise
-PROGRESS_FROM = 1000
 
 
 @dataclass
@@ -355,11 +353,10 @@ class MoleculePredictor(Predictor):
         raise ValueError(f"expected {'a SMILES string, ' if self.task == 'molecules' else ''}"
                          f"{kinds}, got {type(item).__name__}")
 
-    def _check_inputs(self, inputs: Any) -> list:
-        if isinstance(inputs, str | Data) or is_networkx(inputs):
-            raise InputError(f"inputs: expected a list of inputs, got one {type(inputs).__name__}"
-                             f"; wrap it in a list: predict([...])")
-        inputs = list(inputs)
+    def check_inputs(self, inputs: Any) -> list:
+        """The inputs as a list; InputError for SMILES given to a TU run (its inputs are
+        graphs)."""
+        inputs = super().check_inputs(inputs)
         if self.task == "tu":
             text = next((x for x in inputs if isinstance(x, str)), None)
             if text is not None:
@@ -369,7 +366,7 @@ class MoleculePredictor(Predictor):
                                  "molecules with a run of 'structrnn train molecules'")
         return inputs
 
-    def _read(self, item: Any) -> tuple[Data, Tensor | None]:
+    def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Data, Tensor | None]:
         """One input's graph and, when the run uses them, its raw RDKit descriptors (1, D)."""
         graph = self._graph(item)
         if not self.model_args.get("global_in"):
@@ -383,11 +380,13 @@ class MoleculePredictor(Predictor):
         return graph, rdkit_descriptors([smiles])[0]
 
     # -- predicting -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _forward(self, graphs: list[Data], raw: Tensor | None) -> Tensor:
-        """(B, M, T) every member's output for ``graphs``: targets in real units, or class
-        probabilities (T = classes). ``raw`` (B, D): the RDKit descriptors, or None."""
-        batch = Batch.from_data_list(graphs).to(self.device)
+    def forward_batch(self, inputs: list[tuple[Data, Tensor | None]],
+                      options: dict[str, Any]) -> Tensor:
+        """(B, M, T) every member's output for the read inputs: targets in real units, or class
+        probabilities (T = classes)."""
+        batch = Batch.from_data_list([graph for graph, _ in inputs]).to(self.device)
+        # (B, D) the RDKit descriptors, or None
+        raw = torch.cat([r for _, r in inputs]) if inputs[0][1] is not None else None
         outs = []
         for model, member, (mean, std) in zip(self.models, self.members, self._scales,
                                               strict=True):
@@ -403,25 +402,8 @@ class MoleculePredictor(Predictor):
             outs.append(out if self.kind == "classification" else out * std + mean)
         return torch.stack(outs, 1).cpu()
 
-    def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
-        """The dicts of ``part``, the inputs ``start, start + 1, ...``."""
-        read: dict[int, tuple[Data, Tensor | None]] = {}
-        errors: dict[int, str] = {}
-        for k, item in enumerate(part):
-            try:
-                read[k] = self._read(item)
-            except ValueError as err:  # one bad input: its reason, the others go on
-                errors[k] = str(err)
-        outs = None
-        if read:
-            raw = [r for _, r in read.values()]
-            outs = self._forward([g for g, _ in read.values()],
-                                 torch.cat(raw) if raw[0] is not None else None)
-        position = {k: j for j, k in enumerate(read)}
-        return [self._row(item, start + k, outs[position[k]] if k in position else None,
-                          errors.get(k)) for k, item in enumerate(part)]
-
-    def _row(self, item: Any, index: int, out: Tensor | None, error: str | None) -> dict:
+    def make_row(self, item: Any, index: int, out: Tensor | None,
+                 options: dict[str, Any]) -> dict:
         """The dict of one input; ``out`` (M, T) its members' outputs, None after an error."""
         row: dict[str, Any] = {"input": item if isinstance(item, str) else index}
         ensemble = len(self.models) > 1
@@ -437,7 +419,7 @@ class MoleculePredictor(Predictor):
                 if ensemble:
                     row[f"{name}_std"] = (None if out is None
                                           else float(out[:, t].std(unbiased=False)))
-        row["error"] = error
+        row["error"] = None
         return row
 
     def _class_columns(self, row: dict, out: Tensor | None) -> None:
@@ -459,8 +441,7 @@ class MoleculePredictor(Predictor):
             for k in range(c):
                 row[f"{name}_p{k}"] = None if probs is None else float(probs[k])
 
-    def predict(self, inputs: Sequence[Any], *, batch_size: int = 256,
-                progress: bool | None = None, **options: Any) -> list[dict]:
+    def predict(self, inputs: Sequence[Any], **options: Any) -> list[dict]:
         """Predict every input; one plain dict each, in order.
 
         Args:
@@ -469,7 +450,7 @@ class MoleculePredictor(Predictor):
                 run's TU set; a networkx graph with node ``x`` or ``label`` and edge
                 ``edge_attr`` or ``label``, and ``graph["smiles"]`` when the run uses RDKit
                 descriptors).
-            batch_size: graphs per forward pass.
+            batch_size: graphs per forward pass (default 256).
             progress: a progress bar on stderr; None shows one above 1000 inputs.
 
         Returns:
@@ -485,27 +466,14 @@ class MoleculePredictor(Predictor):
         Raises:
             InputError: an option that does not apply, or SMILES given to a TU run.
         """
-        if options:
-            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
-                             f"{self.task} run")
-        inputs = self._check_inputs(inputs)
-        from tqdm.auto import tqdm
-
-        show = len(inputs) > PROGRESS_FROM if progress is None else progress
-        rows: list[dict] = []
-        with tqdm(total=len(inputs), desc="predicting", unit="input", disable=not show,
-                  file=sys.stderr) as bar:
-            for start, part in chunks(inputs, batch_size):
-                rows += self._predict_chunk(part, start)
-                bar.update(len(part))
-        return rows
+        return super().predict(inputs, **options)
 
     # -- files ------------------------------------------------------------------------------------
     def output_columns(self, header: Sequence[str]) -> list[str]:
         """The columns added to a CSV: ``<target>`` (and ``<target>_std`` for an ensemble) per
         target, then ``error``; a name the CSV already has gets ``_pred`` appended (predicting
         on a CSV that holds the measured values keeps them)."""
-        keys = [k for k in self._row("", 0, None, None) if k != "input"]
+        keys = [k for k in self.make_row("", 0, None, {}) if k != "input"]
         taken, out = set(header), []
         for key in keys:
             name = key
@@ -548,7 +516,7 @@ class MoleculePredictor(Predictor):
         j = header.index(column)
         smiles = [row[j] if j < len(row) else "" for row in rows]
         results = self.predict(smiles, batch_size=batch_size, progress=progress)
-        keys = [k for k in self._row("", 0, None, None) if k != "input"]
+        keys = [k for k in self.make_row("", 0, None, {}) if k != "input"]
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow([*header, *self.output_columns(header)])

@@ -19,17 +19,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.tasks.predictor import Predictor
 from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import notice
-from structrnn.training.logging import progress as progress_bar
 from structrnn.trees.parser import Parser
 from structrnn.trees.spans import spans_to_tree
+from structrnn.trees.tree import Tree
 
 __all__ = ["ParserPredictor", "PREDICTOR"]
 
@@ -61,44 +61,50 @@ class ParserPredictor(Predictor):
         return {"parser": self.model.spec()}
 
     # ------------------------------------------------------------------------------ predict
-    def predict(self, sentences: Sequence[str | Sequence[str]], *, batch_size: int = 256,
-                progress: bool | None = None, png: str | Path | None = None) -> list[dict]:
-        """Parse each sentence (a string, or a list of tokens).
+    predict_options: ClassVar[dict[str, Any]] = {"png": None}
+
+    def predict(self, sentences: Sequence[str | Sequence[str]], **options: Any) -> list[dict]:
+        """Parse each sentence (a string, or a list of tokens); options: ``batch_size``,
+        ``progress`` and ``png`` (draw the first tree there).
 
         Returns:
             one dict per sentence, in order: ``input``, ``tokens`` (the leaves), ``tree`` (PTB
             bracket text, every node labelled ``X``) and ``error`` (None, or why this sentence
             has no tree: e.g. it is empty; the others are parsed as usual).
         """
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        results: list[dict] = []
-        for k, sentence in enumerate(sentences):
-            results.append({"input": sentence, "tokens": None, "tree": None, "error": None})
-            try:
-                tokens = self.model.tokens_of(sentence, f"sentence {k}")
-            except InputError as err:
-                results[-1]["error"] = str(err)
-                continue
-            results[-1]["tokens"] = tokens
-            if not tokens:
-                results[-1]["error"] = "empty sentence: no tokens to parse"
-        todo = [r for r in results if r["error"] is None]
-        bar = progress_bar(total=len(todo), enabled=bool(progress), desc="parse")
-        for _, batch in chunks(todo, batch_size):
-            found = self.model.parse_spans([r["tokens"] for r in batch], batch_size)
-            for r, spans in zip(batch, found, strict=True):
-                r["tree"] = spans_to_tree(r["tokens"], spans).to_ptb()
-            bar.update(len(batch))
-        bar.close()
-        if png and todo:
-            self._draw(todo[0]["tree"], png)
-        return results
+        return super().predict(sentences, **options)
+
+    def check_inputs(self, inputs: Any) -> list:
+        """A single string is one sentence."""
+        return super().check_inputs([inputs] if isinstance(inputs, str) else inputs)
+
+    def read_input(self, item: Any, options: dict[str, Any]) -> list[str]:
+        """The sentence's tokens; InputError when it is not text or has none."""
+        tokens = self.model.tokens_of(item)
+        if not tokens:
+            raise InputError("empty sentence: no tokens to parse")
+        return tokens
+
+    def forward_batch(self, inputs: list[list[str]], options: dict[str, Any]) -> list[Tree]:
+        """The best tree of each tokenised sentence."""
+        found = self.model.parse_spans(inputs, len(inputs))
+        return [spans_to_tree(tokens, spans) for tokens, spans in zip(inputs, found, strict=True)]
+
+    def make_row(self, item: Any, index: int, output: Tree | None,
+                 options: dict[str, Any]) -> dict:
+        """``input``, ``tokens`` and ``tree`` (PTB text; None without ``output``)."""
+        return {"input": item, "tokens": None if output is None else output.leaves(),
+                "tree": None if output is None else output.to_ptb(), "error": None}
+
+    def finish(self, rows: list[dict], options: dict[str, Any]) -> None:
+        """``png``: draw the first tree."""
+        first = next((r["tree"] for r in rows if r["error"] is None), None)
+        if options["png"] and first is not None:
+            self._draw(first, options["png"])
 
     @staticmethod
     def _draw(ptb: str, path: str | Path) -> None:
         from structrnn import viz
-        from structrnn.trees.tree import Tree
 
         try:
             viz.draw_tree(Tree.from_ptb(ptb), path, title="parse")

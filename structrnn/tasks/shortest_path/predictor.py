@@ -30,7 +30,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.tasks.predictor import Predictor
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["ShortestPathPredictor", "PREDICTOR", "from_networkx_graph"]
@@ -180,47 +180,9 @@ class ShortestPathPredictor(Predictor):
         """Nothing beyond the weights and the config."""
         return {}
 
-    def _read(self, item: Any) -> tuple[Data, list]:
-        if isinstance(item, Data):
-            data = check_data(item)
-            return data, list(range(data.num_nodes))
-        if type(item).__module__.startswith("networkx."):
-            return from_networkx_graph(item)
-        raise ValueError(f"expected a networkx graph or a PyG Data, got {type(item).__name__}")
+    default_batch_size: ClassVar[int] = 64
 
-    @torch.no_grad()
-    def _forward(self, graphs: list[Data]) -> tuple[Tensor, Tensor, Batch]:
-        """Node and edge probabilities of being on the path (N,), (E,) of the batch."""
-        batch = Batch.from_data_list(graphs).to(self.device)
-        x, e, _ = self.model(batch, steps=self.steps)[-1]
-        return torch.softmax(x.float(), 1)[:, 1].cpu(), torch.softmax(e.float(), 1)[:, 1].cpu(), \
-            batch.cpu()
-
-    def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
-        read, errors = {}, {}
-        for k, item in enumerate(part):
-            try:
-                read[k] = self._read(item)
-            except ValueError as err:  # one bad graph: its reason, the others go on
-                errors[k] = str(err)
-        rows = [{"input": start + k, "nodes_on_path": None, "edges_on_path": None,
-                 "node_probs": None, "error": errors.get(k)} for k in range(len(part))]
-        if not read:
-            return rows
-        node_prob, edge_prob, batch = self._forward([g for g, _ in read.values()])
-        for j, (k, (_, nodes)) in enumerate(read.items()):
-            lo, hi = int(batch.ptr[j]), int(batch.ptr[j + 1])
-            in_graph = batch.batch[batch.edge_index[0]] == j
-            probs = node_prob[lo:hi]
-            rows[k].update(
-                nodes_on_path=[nodes[i] for i in (probs > 0.5).nonzero().flatten().tolist()],
-                edges_on_path=path_edges(batch.edge_index[:, in_graph] - lo,
-                                         edge_prob[in_graph], nodes),
-                node_probs=probs.tolist())
-        return rows
-
-    def predict(self, inputs: Sequence[Any], *, batch_size: int = 64,
-                progress: bool | None = None, **options: Any) -> list[dict]:
+    def predict(self, inputs: Sequence[Any], **options: Any) -> list[dict]:
         """The path of every graph; one plain dict each, in order.
 
         Args:
@@ -228,7 +190,7 @@ class ShortestPathPredictor(Predictor):
                 ``graph["start"]``/``graph["end"]`` (or the nodes flagged ``start=True`` /
                 ``end=True``), or PyG ``Data`` built like the task's
                 (:func:`structrnn.tasks.shortest_path.data.to_data`).
-            batch_size: graphs per forward pass.
+            batch_size: graphs per forward pass (default 64).
             progress: a progress bar on stderr; None shows one above 1000 graphs.
 
         Returns:
@@ -237,26 +199,58 @@ class ShortestPathPredictor(Predictor):
             path, in node order], "error": None}``; a graph that cannot be read has the reason
             under ``"error"`` and None elsewhere.
         """
-        if options:
-            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
-                             "shortest-path run")
-        if isinstance(inputs, str | Data) or type(inputs).__module__.startswith("networkx."):
-            raise InputError(f"inputs: expected a list of graphs, got one "
-                             f"{type(inputs).__name__}; wrap it in a list: predict([...])")
-        inputs = list(inputs)
+        return super().predict(inputs, **options)
+
+    def check_inputs(self, inputs: Any) -> list:
+        """The inputs as a list; InputError for text (a shortest-path run reads graphs)."""
+        inputs = super().check_inputs(inputs)
         text = next((x for x in inputs if isinstance(x, str)), None)
         if text is not None:
             raise InputError(f"a shortest-path run reads graphs (networkx or PyG Data from "
                              f"Python), not text such as {text!r}")
-        from tqdm.auto import tqdm
+        return inputs
 
-        show = len(inputs) > 1000 if progress is None else progress
-        rows: list[dict] = []
-        with tqdm(total=len(inputs), desc="predicting", unit="graph", disable=not show) as bar:
-            for start, part in chunks(inputs, batch_size):
-                rows += self._predict_chunk(part, start)
-                bar.update(len(part))
-        return rows
+    def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Data, list]:
+        """The graph as the model reads it and its node ids in the order of its rows."""
+        if isinstance(item, Data):
+            data = check_data(item)
+            return data, list(range(data.num_nodes))
+        if type(item).__module__.startswith("networkx."):
+            return from_networkx_graph(item)
+        raise ValueError(f"expected a networkx graph or a PyG Data, got {type(item).__name__}")
+
+    def forward_batch(self, inputs: list[tuple[Data, list]],
+                      options: dict[str, Any]) -> list[tuple[list, Tensor, Tensor, Tensor]]:
+        """Per graph: its node ids, its nodes' probabilities of being on the path (N,), its
+        edges (2, E) (numbered within the graph) and their probabilities (E,)."""
+        batch = Batch.from_data_list([graph for graph, _ in inputs]).to(self.device)
+        x, e, _ = self.model(batch, steps=self.steps)[-1]
+        node_prob = torch.softmax(x.float(), 1)[:, 1].cpu()
+        edge_prob = torch.softmax(e.float(), 1)[:, 1].cpu()
+        batch = batch.cpu()
+        graph_of_edge = batch.batch[batch.edge_index[0]]
+        outputs = []
+        for j, (_, nodes) in enumerate(inputs):
+            lo, hi = int(batch.ptr[j]), int(batch.ptr[j + 1])
+            mine = graph_of_edge == j
+            outputs.append((nodes, node_prob[lo:hi], batch.edge_index[:, mine] - lo,
+                            edge_prob[mine]))
+        return outputs
+
+    def make_row(self, item: Any, index: int,
+                 output: tuple[list, Tensor, Tensor, Tensor] | None,
+                 options: dict[str, Any]) -> dict:
+        """``input`` (the graph's index), ``nodes_on_path``, ``edges_on_path`` and
+        ``node_probs`` (None without ``output``)."""
+        row = {"input": index, "nodes_on_path": None, "edges_on_path": None,
+               "node_probs": None, "error": None}
+        if output is not None:
+            nodes, probs, edge_index, edge_prob = output
+            row.update(
+                nodes_on_path=[nodes[i] for i in (probs > 0.5).nonzero().flatten().tolist()],
+                edges_on_path=path_edges(edge_index, edge_prob, nodes),
+                node_probs=probs.tolist())
+        return row
 
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:
         """The run's figures on its generated graphs, re-created from the config's seed and
