@@ -111,11 +111,11 @@ def check_mixed_batch(predictor: Predictor, inputs: list, reasons: dict[int, str
 # ------------------------------------------------------------------------------------ the tasks
 def test_sentiment_a_tree_wider_than_the_model_marks_only_its_row(runs):
     predictor = structrnn.load(runs("sst"))
-    assert predictor.arity == 2  # the binary N-ary Tree-LSTM
     # the example: this raised ValueError for the whole batch
     good, wide = predictor.predict(["(3 (2 a) (2 b))", "(3 (2 a) (2 b) (2 c))"])
     assert good["error"] is None and good["label"] in range(5)
     assert "3 children" in wide["error"] and "at most 2" in wide["error"]
+    assert predictor.arity == 2  # the binary N-ary Tree-LSTM's, read from its cells
     inputs = ["the plot was good", "(3 (2 a) (2 b) (2 c))", "", "(3 (2 not) (1 bad))", 42,
               "(bad", "its cast (was) dull"]
     reasons = {1: "3 children", 2: "empty sentence", 4: "got int", 5: "never closed"}
