@@ -44,6 +44,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             out = base / name
             if name == "sst":
                 argv = ["sst", *SST_TINY]
+            elif name == "sst-child-sum":
+                argv = ["sst", *SST_TINY, "--model", "child-sum-tree-lstm"]
             elif name == "molecules":
                 pytest.importorskip("rdkit")
                 argv = ["molecules", "--max-molecules", "40", "--epochs", "1", "--hidden", "8",
@@ -122,6 +124,13 @@ def test_sentiment_a_tree_wider_than_the_model_marks_only_its_row(runs):
     rows = check_mixed_batch(predictor, inputs, reasons, nodes=True)
     assert rows[1]["input"] == "(3 (2 a) (2 b) (2 c))" and rows[4]["input"] == "42"
     assert rows[1]["nodes"] is None and len(rows[3]["nodes"]) == 3
+
+
+def test_sentiment_a_model_without_an_arity_takes_any_number_of_children(runs):
+    predictor = structrnn.load(runs("sst-child-sum"))
+    assert predictor.arity is None
+    [row] = predictor.predict(["(3 (2 a) (2 b) (2 c))"], nodes=True)
+    assert row["error"] is None and len(row["nodes"]) == 4
 
 
 def test_molecules_invalid_smiles_and_wrong_feature_width_mark_their_rows(runs):
