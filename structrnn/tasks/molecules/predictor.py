@@ -367,7 +367,12 @@ class MoleculePredictor(Predictor):
         return inputs
 
     def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Data, Tensor | None]:
-        """One input's graph and, when the run uses them, its raw RDKit descriptors (1, D)."""
+        """One input's graph and, when the run uses them, its raw RDKit descriptors (1, D).
+
+        An input is a SMILES string (a molecule run), a networkx graph or a PyG ``Data`` (a
+        ``Data`` from :func:`structrnn.datasets.molecules.from_smiles`, or built like the run's
+        TU set; a networkx graph with node ``x`` or ``label`` and edge ``edge_attr`` or
+        ``label``, and ``graph["smiles"]`` when the run uses RDKit descriptors)."""
         graph = self._graph(item)
         if not self.model_args.get("global_in"):
             return graph, None
@@ -404,7 +409,14 @@ class MoleculePredictor(Predictor):
 
     def make_row(self, item: Any, index: int, out: Tensor | None,
                  options: dict[str, Any]) -> dict:
-        """The dict of one input; ``out`` (M, T) its members' outputs, None after an error."""
+        """The dict of one input; ``out`` (M, T) its members' outputs, None after an error.
+
+        ``{"input": the SMILES or the input's index, "<target>": float in the data's units,
+        "<target>_std": the ensemble's spread (several models only), "error"}`` per regression
+        input; ``{"input", "label": int, "probs": [C floats summing to 1], "error"}`` per graph
+        of a TU run; for a molecule classification per binary task ``"<task>"``: the
+        probability of class 1 (``"<task>_std"`` its spread), per multi-class task
+        ``"<task>"``: the class and ``"<task>_p<k>"``: the probabilities."""
         row: dict[str, Any] = {"input": item if isinstance(item, str) else index}
         ensemble = len(self.models) > 1
         if self.kind == "classification" and self.task == "tu":
@@ -440,33 +452,6 @@ class MoleculePredictor(Predictor):
             row[name] = None if probs is None else int(probs.argmax())
             for k in range(c):
                 row[f"{name}_p{k}"] = None if probs is None else float(probs[k])
-
-    def predict(self, inputs: Sequence[Any], **options: Any) -> list[dict]:
-        """Predict every input; one plain dict each, in order.
-
-        Args:
-            inputs: SMILES strings (a molecule run), networkx graphs or PyG ``Data`` (a
-                ``Data`` from :func:`structrnn.datasets.molecules.from_smiles`, or built like the
-                run's TU set; a networkx graph with node ``x`` or ``label`` and edge
-                ``edge_attr`` or ``label``, and ``graph["smiles"]`` when the run uses RDKit
-                descriptors).
-            batch_size: graphs per forward pass (default 256).
-            progress: a progress bar on stderr; None shows one above 1000 inputs.
-
-        Returns:
-            ``{"input": the SMILES or the input's index, "<target>": float in the data's units,
-            "<target>_std": the ensemble's spread (several models only), "error": None}`` per
-            regression input; ``{"input", "label": int, "probs": [C floats summing to 1],
-            "error"}`` per graph of a TU run; for a molecule classification per binary task
-            ``"<task>"``: the probability of class 1 (``"<task>_std"`` its spread), per
-            multi-class task ``"<task>"``: the class and ``"<task>_p<k>"``: the probabilities.
-            An input that cannot be read has its reason under ``"error"`` and None in the
-            prediction keys; the others are predicted as usual.
-
-        Raises:
-            InputError: an option that does not apply, or SMILES given to a TU run.
-        """
-        return super().predict(inputs, **options)
 
     # -- files ------------------------------------------------------------------------------------
     def output_columns(self, header: Sequence[str]) -> list[str]:

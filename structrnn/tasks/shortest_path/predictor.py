@@ -63,8 +63,9 @@ def _endpoints(g) -> tuple[Any, Any]:
 
 
 def from_networkx_graph(g) -> tuple[Data, list]:
-    """A networkx graph as the model's input (:func:`structrnn.tasks.shortest_path.data.
-    graph_features`) and its node ids in the order of the rows.
+    """A networkx graph as the model's input
+    (:func:`~structrnn.tasks.shortest_path.data.graph_features`) and its node ids in the order
+    of the rows.
 
     Nodes need ``pos`` (2 numbers); edges use ``distance`` when they have it, else the distance
     between their ends. ValueError naming what is missing."""
@@ -182,25 +183,6 @@ class ShortestPathPredictor(Predictor):
 
     default_batch_size: ClassVar[int] = 64
 
-    def predict(self, inputs: Sequence[Any], **options: Any) -> list[dict]:
-        """The path of every graph; one plain dict each, in order.
-
-        Args:
-            inputs: networkx graphs whose nodes have ``pos`` (2-d) and whose start and end are
-                ``graph["start"]``/``graph["end"]`` (or the nodes flagged ``start=True`` /
-                ``end=True``), or PyG ``Data`` built like the task's
-                (:func:`structrnn.tasks.shortest_path.data.to_data`).
-            batch_size: graphs per forward pass (default 64).
-            progress: a progress bar on stderr; None shows one above 1000 graphs.
-
-        Returns:
-            ``{"input": the graph's index, "nodes_on_path": [node ids], "edges_on_path":
-            [[u, v], ...], "node_probs": [N floats: each node's probability of being on the
-            path, in node order], "error": None}``; a graph that cannot be read has the reason
-            under ``"error"`` and None elsewhere.
-        """
-        return super().predict(inputs, **options)
-
     def check_inputs(self, inputs: Any) -> list:
         """The inputs as a list; InputError for text (a shortest-path run reads graphs)."""
         inputs = super().check_inputs(inputs)
@@ -211,7 +193,11 @@ class ShortestPathPredictor(Predictor):
         return inputs
 
     def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Data, list]:
-        """The graph as the model reads it and its node ids in the order of its rows."""
+        """The graph as the model reads it and its node ids in the order of its rows: a
+        networkx graph whose nodes have ``pos`` (2-d) and whose start and end are
+        ``graph["start"]``/``graph["end"]`` (or the nodes flagged ``start=True`` /
+        ``end=True``), or a PyG ``Data`` built like the task's
+        (:func:`structrnn.tasks.shortest_path.data.to_data`)."""
         if isinstance(item, Data):
             data = check_data(item)
             return data, list(range(data.num_nodes))
@@ -240,8 +226,9 @@ class ShortestPathPredictor(Predictor):
     def make_row(self, item: Any, index: int,
                  output: tuple[list, Tensor, Tensor, Tensor] | None,
                  options: dict[str, Any]) -> dict:
-        """``input`` (the graph's index), ``nodes_on_path``, ``edges_on_path`` and
-        ``node_probs`` (None without ``output``)."""
+        """``{"input": the graph's index, "nodes_on_path": [node ids], "edges_on_path": [[u, v],
+        ...], "node_probs": [N floats: each node's probability of being on the path, in node
+        order], "error"}``; None in the prediction keys without ``output``."""
         row = {"input": index, "nodes_on_path": None, "edges_on_path": None,
                "node_probs": None, "error": None}
         if output is not None:
