@@ -230,9 +230,9 @@ def test_word_dropout_replaces_words_by_unk_in_training_only():
     x[::7] = -1  # nodes without a word: no input either way
     edge_index = torch.empty(2, 0, dtype=torch.long)  # 20,000 one-node trees
     model.train()
-    model.encode(x, edge_index, pos=torch.zeros_like(x))
+    model.encode(x, edge_index, child_index=torch.zeros_like(x))
     model.eval()
-    model.encode(x, edge_index, pos=torch.zeros_like(x))
+    model.encode(x, edge_index, child_index=torch.zeros_like(x))
     words = x >= 0
     # the embedding reads every node, or (the CPU Tree-LSTM path) the nodes with a word only
     trained_ids, eval_ids = (ids[words] if ids.numel() == x.numel() else ids for ids in seen)
