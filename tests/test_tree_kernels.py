@@ -72,14 +72,18 @@ def test_fused_nary_equals_op_by_op(bias, with_x, arity):
     assert_fused_equals_op_by_op(cell, x, schedule, n, pos=batch.child_index)
 
 
-def test_fused_nary_without_pos_puts_every_child_in_slot_zero():
+def test_fused_nary_with_every_child_in_slot_zero():
     batch = forest([7, 5], seed=9)
     schedule = tree_schedule(batch.edge_index, batch.num_nodes).up
     cell = sr.NaryLSTMCell(3, 2, arity=2).to(DT)
     x = torch.randn(batch.num_nodes, 3, dtype=DT)
-    h1, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=True, return_state=True)
-    h0, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=False, return_state=True)
+    zeros = torch.zeros(batch.num_nodes, dtype=torch.long)
+    h1 = run_schedule(cell, x, schedule, batch.num_nodes, zeros, fused=True)
+    h0 = run_schedule(cell, x, schedule, batch.num_nodes, zeros, fused=False)
     torch.testing.assert_close(h1, h0)
+    # without child_index an N-ary cell is refused, as the cell's own indexed call refuses it
+    with pytest.raises(ValueError, match="child_index is required"):
+        run_schedule(cell, x, schedule, batch.num_nodes)
 
 
 def test_fused_on_a_dag_where_a_node_feeds_two_nodes():

@@ -218,8 +218,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         x: (N, input_size) node inputs, or None.
         schedule: the pass's :class:`~structrnn.levels.schedule.Schedule`.
         num_nodes: N.
-        child_index: (N,) long, each node's slot under its parent (N-ary cells), as on tree
-            ``Data``. (``pos=`` is its deprecated old name.)
+        child_index: (N,) long, each node's slot under its parent, as on tree ``Data``:
+            required by a cell with ordered slots (``arity`` > 1: N-ary cells), ignored by
+            others. (``pos=`` is its deprecated old name.)
         fused: run a plain :class:`LSTMCell` or :class:`NaryLSTMCell` through its kernel
             (:mod:`structrnn.levels.kernels.child_sum`, :mod:`structrnn.levels.kernels.nary`: one
             autograd node for the whole pass); False runs every cell op by op.
@@ -242,6 +243,11 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         cell's state form: ``h`` for RNN/GRU cells, ``(h, c)`` for LSTM cells.
     """
     child_index = renamed("run_schedule", "pos", "child_index", pos, child_index)
+    if child_index is None and getattr(cell, "arity", 1) > 1 and schedule.pred.numel():
+        raise ValueError(f"run_schedule: {type(cell).__name__} (arity={cell.arity}) takes "
+                         "ordered children: child_index is required, (N,) long, each node's "
+                         "position under its parent (batch.child_index of a tree batch); "
+                         "got None")
     state = _run_schedule(cell, x, schedule, num_nodes, child_index, fused, x_rows, compile)
     return state if return_state else state_h(state)
 
