@@ -4,6 +4,7 @@ serves, one model-file format for the parser, circuits runs that load, evaluate 
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -140,3 +141,119 @@ def test_the_metrics_and_splits_are_scikit_learns():
         "balanced", classes=np.array([0, 1]), y=np.array([0, 0, 1, 0])), dtype=torch.float))
     # class 1 of the second task has no training label: weight 1
     torch.testing.assert_close(three, torch.tensor([1.5, 1.0, 0.75]))
+
+
+# --- 6. the parser: one model-file format -----------------------------------------------------
+@pytest.fixture(scope="module")
+def parser_run(tmp_path_factory):
+    from tests.test_parser import TINY, toy_treebank
+
+    base = tmp_path_factory.mktemp("parser")
+    data = toy_treebank(base / "toy", sizes=(20, 5, 5))
+    assert cli.main(["train", "parser", "--data", str(data), "--out", str(base / "run"),
+                     "--epochs", "1", *TINY]) == 0
+    return base / "run"
+
+
+def test_the_parser_has_the_one_model_file_format(parser_run, tmp_path):
+    import structrnn
+    from structrnn._errors import InputError
+    from structrnn.tasks.parser.predictor import ParserPredictor
+    from structrnn.trees import parser as parser_module
+    from structrnn.trees.parser import Parser
+
+    sentences = ["the dog likes a film .", "scene"]
+    parser = Parser.load(parser_run)  # a run folder
+    expected = [t.to_ptb() for t in parser.parse(sentences)]
+    saved = parser.save(tmp_path / "parser.pt")
+    loaded = structrnn.load(saved)  # Parser.save writes what structrnn.load reads
+    assert isinstance(loaded, ParserPredictor)
+    assert [r["tree"] for r in loaded.predict(sentences)] == expected
+    exported = structrnn.load(parser_run).save(tmp_path / "export.pt")
+    assert [t.to_ptb() for t in Parser.load(exported).parse(sentences)] == expected
+    assert [t.to_ptb() for t in Parser.load(saved).parse(sentences)] == expected
+    # the first format still loads with Parser.load; structrnn.load says how to convert it
+    legacy = {"format": "structrnn.Parser", "version": 1, **parser.spec(),
+              "model": parser.state_dict()}
+    torch.save(legacy, tmp_path / "old.pt")
+    assert [t.to_ptb() for t in Parser.load(tmp_path / "old.pt").parse(sentences)] == expected
+    with pytest.raises(InputError, match=r"Parser\.load\(path\)\.save\(path\)"):
+        structrnn.load(tmp_path / "old.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no best.pt"):
+        Parser.load(tmp_path / "empty")
+    with pytest.raises(InputError, match="no run folder or model file"):
+        Parser.load(tmp_path / "nothing.pt")
+    # structrnn parse reads the file Parser.save wrote
+    assert cli.main(["parse", str(saved), *sentences]) == 0
+    # the tokenizer is the treebank one, no fallback of its own
+    text = "I can't see (it), Mr. Smith."
+    from structrnn.trees.tokenize import tokenize
+
+    assert parser_module.tokenize(text) == tokenize(text)
+    assert "_FALLBACK" not in vars(parser_module)
+
+
+# --- 7. circuits runs: load, predict, eval, export --------------------------------------------
+CIRCUITS = ["train", "circuits", "--train-circuits", "8", "--val-circuits", "4",
+            "--test-circuits", "4", "--batch-size", "4", "--hidden", "4", "--train-depth", "1",
+            "2", "--test-depths", "2", "3", "--epochs", "1", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def circuits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("circuits") / "run"
+    assert cli.main([*CIRCUITS, "--out", str(out)]) == 0
+    return out
+
+
+def test_a_circuits_run_loads_predicts_and_evaluates(circuits_run, tmp_path, capsys):
+    import networkx as nx
+
+    import structrnn
+    from structrnn.datasets.circuits import make_circuits
+
+    predictor = structrnn.load(circuits_run)
+    gates = {"inputs": {"a": 1, "b": 0},
+             "gates": {"e": ["xor", "d", "a"], "c": ["and", "a", "b"], "d": ["not", "c"]}}
+    g = nx.DiGraph()
+    g.add_node("x", kind="input", bit=1)
+    g.add_node("y", kind="input", bit=1)
+    g.add_node("z", kind="or")
+    g.add_edges_from([("x", "z"), ("y", "z")])
+    data = make_circuits(0, 1, 2, "test")[0]
+    cyclic = {"inputs": {"a": 1}, "gates": {"p": ["and", "a", "q"], "q": ["or", "p", "a"]}}
+    rows = predictor.predict([gates, g, data, cyclic, json.dumps(gates),
+                              {"inputs": {"a": 1}, "gates": {"n": ["nand", "a", "a"]}}])
+    assert [r["error"] is None for r in rows] == [True, True, True, False, True, False]
+    assert set(rows[0]["values"]) == {"c", "d", "e"} and rows[4]["values"] == rows[0]["values"]
+    assert set(rows[1]["values"]) == {"z"} and rows[1]["solved"] == (rows[1]["values"]["z"] == 1)
+    assert "cycle" in rows[3]["error"] and "nand" in rows[5]["error"]
+    # the model's own view of the circuit: the same values as predicting it directly
+    model = predictor.model
+    with torch.no_grad():
+        direct = torch.softmax(model(data), 1)[:, 1]
+    gates_of_data = (data.x[:, 0] == 0).nonzero().flatten().tolist()
+    torch.testing.assert_close(torch.tensor([rows[2]["probabilities"][i]
+                                             for i in gates_of_data]), direct[gates_of_data])
+    # eval gives metrics.json's test figures; export round-trips
+    metrics = json.loads((circuits_run / "metrics.json").read_text())
+    figures = predictor.evaluate("test")["test"]
+    for depth, want in metrics["test"].items():
+        assert figures[depth] == pytest.approx(want)
+    exported = predictor.save(tmp_path / "circuits.pt")
+    assert structrnn.load(exported).predict([gates])[0]["values"] == rows[0]["values"]
+    # the command line
+    capsys.readouterr()
+    assert cli.main(["eval", str(circuits_run)]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["2"] == pytest.approx(
+        metrics["test"]["2"])
+    assert cli.main(["predict", str(exported), json.dumps(gates)]) == 0
+    assert json.loads(capsys.readouterr().out)["values"] == rows[0]["values"]
+    assert cli.main(["export", str(circuits_run), str(tmp_path / "again.pt")]) == 0
+    lines = tmp_path / "circuits.jsonl"
+    lines.write_text(json.dumps(gates) + "\n" + json.dumps(cyclic) + "\n")
+    assert cli.main(["predict", str(circuits_run), "--input", str(lines), "--output",
+                     str(tmp_path / "out.jsonl")]) == 0
+    written = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert written[0]["error"] is None and "cycle" in written[1]["error"]
