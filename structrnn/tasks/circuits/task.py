@@ -100,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """``python -m structrnn.tasks.circuits.task [flags]`` (``argv``, default
     ``sys.argv[1:]``); returns the metrics."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
