@@ -27,6 +27,7 @@ from tests.conftest import REPO
 from tests.test_parser import TINY as PARSER_TINY
 from tests.test_parser import toy_treebank
 from tests.test_predict_graphs import SP_TINY
+from tests.test_task_fixes import CIRCUITS
 
 SST_TINY = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
             "--embed-dim", "8", "--epochs", "1", "--no-progress"]
@@ -34,7 +35,7 @@ SST_TINY = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny runs of the four tasks, trained once for this module through the command line
+    """Tiny runs of the tasks, trained once for this module through the command line
     (each lazily: a test asks for the one it needs)."""
     base = tmp_path_factory.mktemp("contract")
     made: dict[str, Path] = {}
@@ -52,6 +53,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                         "--steps", "2", "--seeds", "0", "--no-progress"]
             elif name == "shortest-path":
                 argv = ["shortest-path", "--epochs", "1", *SP_TINY]
+            elif name == "circuits":
+                argv = CIRCUITS[1:]
             else:
                 data = toy_treebank(base / "toy", sizes=(60, 12, 12))
                 argv = ["parser", "--data", str(data), "--epochs", "1", *PARSER_TINY]
@@ -182,6 +185,18 @@ def test_parser_sentences_it_cannot_read_mark_their_rows(runs):
     reasons = {1: "empty", 2: "int", 3: "token 1 is a int", 5: "empty"}
     rows = check_mixed_batch(predictor, inputs, reasons)
     assert [r["input"] for r in rows] == inputs
+
+
+def test_circuits_a_cyclic_or_ill_formed_circuit_marks_its_row(runs):
+    predictor = structrnn.load(runs("circuits"))
+    good = {"inputs": {"a": 1, "b": 0},
+            "gates": {"c": ["and", "a", "b"], "d": ["not", "c"], "e": ["xor", "d", "a"]}}
+    cyclic = {"inputs": {"a": 1}, "gates": {"p": ["and", "a", "q"], "q": ["or", "p", "a"]}}
+    dangling = {"inputs": {"a": 1}, "gates": {"p": ["and", "a", "zz"]}}
+    other = {"inputs": {"x": 0, "y": 1}, "gates": {"z": ["or", "x", "y"]}}
+    inputs = [good, cyclic, other, "{not json", dangling, json.dumps(other)]
+    reasons = {1: "cycle", 3: "invalid JSON", 4: "no node of the circuit"}
+    check_mixed_batch(predictor, inputs, reasons, index_input=True)
 
 
 # ---------------------------------------------------------------------- the base class's rules

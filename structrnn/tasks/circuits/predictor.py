@@ -25,7 +25,7 @@ A circuit is given in one of these forms:
 
 A circuit that cannot be read (an unknown kind, a wrong number of operands, an operand that
 names nothing, a cycle, an input without a bit) has its reason under ``"error"``; the others are
-predicted as usual.
+predicted as usual. ``predict`` takes ``batch_size`` (default 64) and ``progress``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -52,9 +51,8 @@ from structrnn.datasets.circuits import (
     make_circuits,
     to_data,
 )
-from structrnn.tasks.predictor import Predictor, chunks
+from structrnn.tasks.predictor import Predictor
 from structrnn.training.checkpoint import load_checkpoint
-from structrnn.training.logging import progress as progress_bar
 
 __all__ = ["CircuitsPredictor", "PREDICTOR", "read_circuit"]
 
@@ -194,61 +192,43 @@ class CircuitsPredictor(Predictor):
         """Nothing beyond the weights and the config."""
         return {}
 
-    @torch.no_grad()
-    def _predict_chunk(self, part: Sequence[Any], start: int) -> list[dict]:
-        rows = [{"input": start + k, "values": None, "probabilities": None, "solved": None,
-                 "error": None} for k in range(len(part))]
-        read = {}
-        for k, item in enumerate(part):
-            try:
-                read[k] = read_circuit(item)
-            except ValueError as err:  # one bad circuit: its reason, the others go on
-                rows[k]["error"] = str(err)
-        if not read:
-            return rows
-        batch = Batch.from_data_list([data for data, _, _ in read.values()]).to(self.device)
+    default_batch_size: ClassVar[int] = 64
+    single_input_types: ClassVar[tuple[type, ...]] = (Data, Circuit)
+
+    def check_inputs(self, inputs: Any) -> list:
+        """A single string is one circuit (its JSON)."""
+        return super().check_inputs([inputs] if isinstance(inputs, str) else inputs)
+
+    def read_input(self, item: Any, options: dict[str, Any]) -> tuple[Data, list, list | None]:
+        """:func:`read_circuit`: the circuit's ``Data``, node names and true values."""
+        return read_circuit(item)
+
+    def forward_batch(self, inputs: list[tuple[Data, list, list | None]],
+                      options: dict[str, Any]) -> list[tuple[Data, list, list | None, list]]:
+        """Per circuit: what :meth:`read_input` gave and every node's probability of 1."""
+        batch = Batch.from_data_list([data for data, _, _ in inputs]).to(self.device)
         p_one = torch.softmax(self.model(batch).float(), 1)[:, 1].cpu()
         ptr = batch.ptr.tolist()
-        for j, (k, (data, names, truth)) in enumerate(read.items()):
-            probs = p_one[ptr[j]:ptr[j + 1]].tolist()
-            gates = [i for i in range(len(names)) if data.x[i, INPUT] == 0]
-            values = {names[i]: int(probs[i] > 0.5) for i in gates}
-            rows[k].update(values=values, probabilities={names[i]: probs[i] for i in gates},
-                           solved=None if truth is None else all(
-                               values[names[i]] == truth[i] for i in gates))
-        return rows
+        return [(*read, p_one[a:b].tolist())
+                for read, a, b in zip(inputs, ptr[:-1], ptr[1:], strict=True)]
 
-    def predict(self, inputs: Sequence[Any], *, batch_size: int = 64,
-                progress: bool | None = None, **options: Any) -> list[dict]:
-        """Every gate's value of every circuit; one plain dict each, in order.
-
-        Args:
-            inputs: circuits in any of the module docstring's forms.
-            batch_size: circuits per forward pass.
-            progress: a progress bar on stderr; None shows one above 1000 circuits.
-
-        Returns:
-            ``{"input": the circuit's index, "values": {gate: 0 or 1}, "probabilities":
-            {gate: the model's probability of 1}, "solved": whether every value is the
-            gate's true output, "error": None}``; a circuit that cannot be read has the
-            reason under ``"error"`` and None elsewhere.
-        """
-        if options:
-            raise InputError(f"predict: {', '.join(sorted(options))} does not apply to a "
-                             "circuits run")
-        if isinstance(inputs, dict | Data | Circuit) or type(inputs).__module__.startswith(
-                "networkx."):
-            raise InputError(f"inputs: expected a list of circuits, got one "
-                             f"{type(inputs).__name__}; wrap it in a list: predict([...])")
-        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-        show = len(inputs) > 1000 if progress is None else progress
-        bar = progress_bar(total=len(inputs), enabled=bool(show), desc="predicting")
-        rows: list[dict] = []
-        for start, part in chunks(inputs, batch_size):
-            rows += self._predict_chunk(part, start)
-            bar.update(len(part))
-        bar.close()
-        return rows
+    def make_row(self, item: Any, index: int, output: tuple | None,
+                 options: dict[str, Any]) -> dict:
+        """``{"input": the circuit's index, "values": {gate: 0 or 1}, "probabilities": {gate:
+        the model's probability of 1}, "solved": whether every value is the gate's true
+        output (None when unknown), "error"}``; None in the prediction keys without
+        ``output``."""
+        row = {"input": index, "values": None, "probabilities": None, "solved": None,
+               "error": None}
+        if output is None:
+            return row
+        data, names, truth, probs = output
+        gates = [i for i in range(len(names)) if data.x[i, INPUT] == 0]
+        values = {names[i]: int(probs[i] > 0.5) for i in gates}
+        row.update(values=values, probabilities={names[i]: probs[i] for i in gates},
+                   solved=None if truth is None else all(values[names[i]] == truth[i]
+                                                         for i in gates))
+        return row
 
     def predict_file(self, source: str | Path, destination: str | Path | None,
                      **options: Any) -> int:
