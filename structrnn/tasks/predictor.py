@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from structrnn._errors import InputError
+from structrnn._io import atomic_write
 from structrnn.training.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from structrnn.training.logging import progress as progress_bar
 
@@ -260,6 +262,29 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]
         raise ValueError(f"batch_size: expected >= 1, got {size}")
     for start in range(0, len(items), size):
         yield start, items[start:start + size]
+
+
+def read_lines(source: str | Path) -> list[str]:
+    """The lines of the UTF-8 text file ``source`` (``--input``), without their line ends;
+    InputError when it is missing or not UTF-8."""
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"--input {source}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"--input {source}: not UTF-8 text ({err})") from err
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def write_output(destination: str | Path | None, text: str) -> None:
+    """``text`` (UTF-8) to the file ``destination``, atomically, or to stdout when None."""
+    if destination is None:
+        sys.stdout.write(text)
+    else:
+        data = text.encode("utf-8")
+        atomic_write(destination, lambda f: f.write(data))
 
 
 def row_error(err: Exception, prefix: str = "") -> InputError:

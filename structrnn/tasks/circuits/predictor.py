@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,7 +50,7 @@ from structrnn.datasets.circuits import (
     make_circuits,
     to_data,
 )
-from structrnn.tasks.predictor import Predictor
+from structrnn.tasks.predictor import Predictor, read_lines, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["CircuitsPredictor", "PREDICTOR", "read_circuit"]
@@ -235,17 +234,9 @@ class CircuitsPredictor(Predictor):
         """``source``: one circuit a line as JSON (the dict form; blank lines skipped) ->
         ``destination`` (stdout when None): one JSON row a line, in order. Returns the number
         of circuits."""
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"--input: no file {path}")
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        text = "".join(json.dumps(r) + "\n" for r in self.predict(lines, **options))
-        if destination is None:
-            sys.stdout.write(text)
-        else:
-            from structrnn._io import atomic_write
-
-            atomic_write(destination, lambda f: f.write(text.encode("utf-8")))
+        lines = [line for line in read_lines(source) if line.strip()]
+        write_output(destination, "".join(json.dumps(r) + "\n"
+                                          for r in self.predict(lines, **options)))
         return len(lines)
 
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:

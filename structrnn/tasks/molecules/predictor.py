@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +40,9 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
-from structrnn._io import atomic_write
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
 from structrnn.tasks.molecules.model import MoleculeModel
-from structrnn.tasks.predictor import Predictor
+from structrnn.tasks.predictor import Predictor, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
@@ -509,11 +507,7 @@ class MoleculePredictor(Predictor):
             cells = ["" if result[k] is None else result[k] for k in keys]
             # a short row is padded, so the added columns stay under their headers
             writer.writerow([*row, *[""] * (len(header) - len(row)), *cells])
-        if destination is None:
-            sys.stdout.write(text.getvalue())
-        else:
-            data = text.getvalue().encode("utf-8")
-            atomic_write(destination, lambda f: f.write(data))
+        write_output(destination, text.getvalue())
         return len(rows)
 
     # -- evaluating -------------------------------------------------------------------------------

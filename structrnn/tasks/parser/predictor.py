@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import Predictor
+from structrnn.tasks.predictor import Predictor, read_lines, write_output
 from structrnn.training.logging import notice
 from structrnn.trees.parser import Parser
 from structrnn.trees.spans import spans_to_tree
@@ -108,13 +107,7 @@ class ParserPredictor(Predictor):
         """Parse ``source``, one sentence a line, into ``destination`` (stdout when None): one
         PTB tree a line, in the same order. A blank line stays blank; a line that cannot be
         parsed gives ``# error: REASON``. Returns the number of lines."""
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"--input: no file {path}")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise InputError(f"--input {path}: not UTF-8 text ({err})") from err
+        lines = read_lines(source)
         results = self.predict(lines, **options)
         out = []
         for line, r in zip(lines, results, strict=True):
@@ -122,13 +115,7 @@ class ParserPredictor(Predictor):
                 out.append(r["tree"])
             else:
                 out.append("" if not line.strip() else f"# error: {r['error']}")
-        text = "".join(line + "\n" for line in out)
-        if destination is None:
-            sys.stdout.write(text)
-        else:
-            from structrnn._io import atomic_write
-
-            atomic_write(destination, lambda f: f.write(text.encode("utf-8")))
+        write_output(destination, "".join(line + "\n" for line in out))
         return len(lines)
 
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:

@@ -34,7 +34,6 @@ and, with ``nodes=True``, ``nodes``: one ``{"span", "label", "probs"}`` per node
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,9 +43,8 @@ import torch
 from torch import Tensor
 
 from structrnn._errors import InputError
-from structrnn._io import atomic_write
 from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_root
-from structrnn.tasks.predictor import PROGRESS_FROM, Predictor, load
+from structrnn.tasks.predictor import PROGRESS_FROM, Predictor, load, read_lines, write_output
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
 from structrnn.tasks.sentiment.sequence_model import SequenceSentiment, is_sequence_model
@@ -262,14 +260,10 @@ class SentimentPredictor(Predictor):
         the results keep the file's order. ``destination`` is written atomically (stdout when
         None). ``options`` are those of :meth:`predict`. Returns the number of predictions.
         """
-        lines = _read_lines(source)
+        lines = [(n, line) for n, line in enumerate(read_lines(source), 1) if line.strip()]
         results = self.predict([text for _, text in lines], **options)
-        text = "".join(json.dumps({"line": n, **r}) + "\n"
-                       for (n, _), r in zip(lines, results, strict=True))
-        if destination is None:
-            sys.stdout.write(text)
-        else:
-            atomic_write(destination, lambda f: f.write(text.encode()))
+        write_output(destination, "".join(json.dumps({"line": n, **r}) + "\n"
+                                          for (n, _), r in zip(lines, results, strict=True)))
         return len(results)
 
     # -- evaluating -----------------------------------------------------------------------------
@@ -377,19 +371,6 @@ def _input_text(item: Any) -> str:
     if isinstance(item, Tree):
         return item.to_ptb()
     return item if isinstance(item, str) else repr(item)
-
-
-def _read_lines(source: str | Path) -> list[tuple[int, str]]:
-    """(1-based line number, text) of every non-blank line of a UTF-8 text file."""
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"--input {source}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"--input {source}: not UTF-8 text ({err})") from err
-    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1)
-            if line.strip()]
 
 
 def _vocab_from_list(tokens: Sequence[str], unk: str | None = "<unk>",
