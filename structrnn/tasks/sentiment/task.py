@@ -195,6 +195,7 @@ def train_loader(train, args, epoch: int):
     seed = args.seed * 100_003
     return distributed.distributed_loader(
         train, args.batch_size, shuffle=True, seed=seed, epoch=epoch, collate_fn=batch_trees,
+        loader_class=TreeLoader,
         # the loader's own seed draw comes from here, not from the global stream (dropout)
         generator=torch.Generator().manual_seed(seed + epoch))
 
