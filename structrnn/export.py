@@ -49,8 +49,9 @@ def check_height(edge_index: Tensor, num_nodes: int, max_height: int, what: str 
     """Raise :class:`~structrnn.InputError` when the trees or DAGs of ``edge_index``
     (predecessor -> node) are deeper than ``max_height`` (before running an exported file)."""
     height = graph_height(edge_index, num_nodes)
-    if height > max_height:
-        deep = "has a cycle" if height >= num_nodes else f"has height {height}"
+    cycle = height >= num_nodes > 0  # an acyclic graph's longest path has < num_nodes edges
+    if height > max_height or cycle:
+        deep = "has a cycle" if cycle else f"has height {height}"
         raise InputError(f"{what}: the graph {deep}, but the model was exported with "
                          f"max_height={max_height}; export it again with a larger max_height")
 
