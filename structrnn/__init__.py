@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
         RNNCellBase,
     )
     from structrnn.crf import CRF
+    from structrnn.export import export_model
     from structrnn.graphs import (
         MPNN,
         DeepSets,
@@ -62,7 +63,7 @@ __all__ = [
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader", "Parser",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
     "MPNN", "NonLocal", "EncodeProcessDecode", "DAGRecurrent",
-    "load", "Predictor",
+    "load", "Predictor", "export_model",
 ]
 
 # every public name is imported on first access (PEP 562)
@@ -71,6 +72,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
                         "PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell"],
     "structrnn.sequence": ["RNN", "GRU", "LSTM"],
     "structrnn.crf": ["CRF"],
+    # models out of Python: torch.export and ONNX (docs/architecture.md, "Export")
+    "structrnn.export": ["export_model"],
     "structrnn.levels.run": ["run_up", "run_down", "run_schedule"],
     "structrnn.levels.schedule": ["tree_schedule"],
     "structrnn.trees.tree": ["Tree"],

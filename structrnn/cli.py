@@ -51,6 +51,11 @@ PREDICT_EXAMPLES = """examples:
   structrnn predict runs/esol --input new.csv --smiles-col smiles --output preds.csv
 """
 
+EXPORT_EXAMPLES = """examples:
+  structrnn export runs/esol esol.pt                       # structrnn.load("esol.pt") reads it
+  structrnn export runs/esol esol.onnx --format onnx       # for onnxruntime (molecule runs)
+"""
+
 
 class UsageError(InputError):
     """A problem the user can fix: printed as one line, exit code 2."""
@@ -142,9 +147,18 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     pa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     pa.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    ex = sub.add_parser("export", help="write a trained run to one model file")
+    ex = sub.add_parser("export", help="write a trained run to one model file",
+                        epilog=EXPORT_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("run", help="run folder")
-    ex.add_argument("file", help="the model file to write (read back with structrnn.load)")
+    ex.add_argument("file", help="the model file to write")
+    ex.add_argument("--format", choices=("structrnn", "torch", "onnx"), default="structrnn",
+                    help="structrnn: read back with structrnn.load (default); torch: a "
+                         "torch.export program (.pt2); onnx: an ONNX file for onnxruntime "
+                         "(pip install 'structrnn[export]')")
+    ex.add_argument("--check", action="store_true",
+                    help="run the written file on the export's example and compare with "
+                         "PyTorch")
 
     sh = sub.add_parser("show", help="draw a PTB tree or a SMILES molecule to an image")
     sh.add_argument("text", help="'(3 (2 It) (4 works))' or a SMILES such as CCO")
@@ -253,7 +267,7 @@ def cmd_parse(args) -> int:
 def cmd_export(args) -> int:
     from structrnn.tasks.predictor import load
 
-    path = load(args.run).save(args.file)
+    path = load(args.run).export(args.file, format=args.format, check=args.check)
     print(f"exported {args.run} -> {path}", file=sys.stderr)
     return 0
 

@@ -224,9 +224,10 @@ def test_viz_pyplot_says_which_extra_to_install(monkeypatch):
 
 # ------------------------------------------------------------------ the dependency rules
 # docs/architecture.md: dependencies run one way, from a higher layer to a lower one:
-# cells <- levels <- sequence, trees, graphs <- datasets, viz <- training <- tasks <- cli.
+# cells <- levels <- sequence, trees, graphs <- datasets, viz, export <- training <- tasks <- cli.
 LAYERS = {"cells": 1, "levels": 2, "sequence": 3, "crf": 3, "trees": 3, "graphs": 3, "datasets": 4,
-          "viz": 4, "training": 5, "tasks": 6, "cli": 7, "__main__": 7, "benchmarks": 7}
+          "viz": 4, "export": 4, "training": 5, "tasks": 6, "cli": 7, "__main__": 7,
+          "benchmarks": 7}
 FACADE = 3  # the root package re-exports layers 1-3
 
 
