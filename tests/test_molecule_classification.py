@@ -23,8 +23,8 @@ import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
 from structrnn.datasets.molecules.builtin import builtin_smiles_path  # noqa: E402
-from structrnn.tasks.molecules import task  # noqa: E402
 from structrnn.graphs.dmpnn import DMPNN, reverse_edges  # noqa: E402
+from structrnn.tasks.molecules import task  # noqa: E402
 from structrnn.tasks.molecules.metrics import (  # noqa: E402
     average_precision,
     class_weights,

@@ -17,8 +17,8 @@ from torch_geometric.data import Batch, Data
 import structrnn
 from structrnn.datasets.splits import stratified_kfold
 from structrnn.datasets.tu import degree_features, load_tu
-from structrnn.tasks.molecules import task
 from structrnn.graphs.gin import GIN
+from structrnn.tasks.molecules import task
 from structrnn.tasks.molecules.model import MoleculeModel
 from tests.test_predict_graphs import (
     _cache_and_threads,  # noqa: F401 (autouse)

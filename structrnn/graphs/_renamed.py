@@ -1,40 +1,59 @@
 """Old keyword spellings of the graph modules, accepted for one release with a FutureWarning.
 
 The modules take PyG's names (``in_channels``, ``hidden_channels``, ``num_layers``,
-``out_channels``, ``edge_dim``, ``aggr``); :func:`renamed` maps a keyword of the old spelling
-onto its new name before the call, so that the signature itself shows only the new names.
+``out_channels``, ``edge_dim``, ``aggr``); :func:`renamed` maps a call in the old spelling onto
+the new names before the call, so that the signature itself shows only the new names.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["renamed"]
 
 
-def renamed(**old_to_new: str) -> Callable:
-    """Decorate a method so that ``old=value`` is passed on as ``new=value`` with a
-    ``FutureWarning`` (shown once per calling line, Python's default for warnings); giving both
-    spellings is a TypeError naming them."""
+def renamed(old_order: Sequence[str] = (), **old_to_new: str) -> Callable:
+    """Decorate a method so that ``old=value`` is passed on as ``new=value`` with one
+    ``FutureWarning`` per call (Python shows it once per calling line).
+
+    ``old_order``: the old positional order. A call that uses an old keyword binds its
+    positional arguments in that order (``MPNN(11, 4, hidden=64, steps=3)`` meant
+    ``node_in=11, edge_in=4``); a call in the new spelling is passed on untouched. Giving a
+    value under both spellings is a TypeError naming them.
+    """
 
     def wrap(method: Callable) -> Callable:
         owner = method.__qualname__.split(".")[0]
 
         @functools.wraps(method)
         def call(self, *args: Any, **kwargs: Any):
-            for old, new in old_to_new.items():
-                if old not in kwargs:
-                    continue
+            old = [k for k in old_to_new if k in kwargs]
+            if not old:
+                return method(self, *args, **kwargs)
+            if args and old_order:
+                if len(args) > len(old_order):
+                    raise TypeError(f"{owner}: {len(args)} positional arguments in the old "
+                                    f"order {tuple(old_order)}, which has {len(old_order)}")
+                for name, value in zip(old_order, args, strict=False):
+                    if name in kwargs:
+                        raise TypeError(f"{owner}: got {name}= twice (positionally in the old "
+                                        f"order and by keyword)")
+                    kwargs[name] = value
+                args = ()
+                old = [k for k in old_to_new if k in kwargs]
+            for name in old:
+                new = old_to_new[name]
                 if new in kwargs:
-                    raise TypeError(f"{owner}: got both {old}= (the old name) and {new}=; "
+                    raise TypeError(f"{owner}: got both {name}= (the old name) and {new}=; "
                                     f"pass {new}= only")
-                warnings.warn(f"{owner}: {old}= is deprecated, use {new}= (PyG's name); the "
-                              f"old spelling goes in the next release", FutureWarning,
-                              stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
+                kwargs[new] = kwargs.pop(name)
+            spelled = ", ".join(f"{k}= -> {old_to_new[k]}=" for k in old)
+            warnings.warn(f"{owner}: old argument names ({spelled}); the old spelling is "
+                          f"deprecated and goes in the next release", FutureWarning,
+                          stacklevel=2)
             return method(self, *args, **kwargs)
 
         return call

@@ -67,7 +67,8 @@ class DMPNN(nn.Module):
     both ``v->w`` and ``w->v`` (PyG's molecules are stored that way).
     """
 
-    @renamed(node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
+    @renamed(("node_in", "edge_in", "hidden", "steps", "dropout"),
+             node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
              steps="num_layers")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
                  out_channels: int | None = None, *, edge_dim: int | None = None,

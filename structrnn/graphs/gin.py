@@ -53,7 +53,8 @@ class GIN(nn.Module):
     :func:`~structrnn.graphs.network.count_graphs`). :meth:`layer_states` gives every layer.
     """
 
-    @renamed(node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
+    @renamed(("node_in", "edge_in", "hidden", "layers", "learn_eps"),
+             node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
              layers="num_layers", learn_eps="train_eps")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
                  out_channels: int | None = None, *, edge_dim: int | None = None,

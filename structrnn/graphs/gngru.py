@@ -41,8 +41,8 @@ class GNGRU(nn.Module):
     :func:`~structrnn.graphs.network.count_graphs`.
     """
 
-    @renamed(node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
-             steps="num_layers", aggregation="aggr")
+    @renamed(("node_in", "edge_in", "hidden", "steps"), node_in="in_channels",
+             edge_in="edge_dim", hidden="hidden_channels", steps="num_layers")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
                  out_channels: int | None = None, *, edge_dim: int | None = None,
                  aggr: str | Aggregation = "sum", readout: str | None = None) -> None:

@@ -143,8 +143,10 @@ class MPNN(nn.Module):
     not once per round, and under ``torch.export`` that count is part of the graph.
     """
 
-    @renamed(node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
-             steps="num_layers", aggregation="aggr")
+    @renamed(("node_in", "edge_in", "hidden", "out_channels", "steps", "readout", "aggr",
+              "edge_hidden"),
+             node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
+             steps="num_layers")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
                  out_channels: int | None = None, *, edge_dim: int,
                  readout: str | None = "set2set", aggr: str | pyg_aggr.Aggregation = "sum",
@@ -335,10 +337,12 @@ class EncodeProcessDecode(nn.Module):
     of tuples ``((N, out_channels), (E, edge_out_channels), (G, global_out_channels))``.
     """
 
-    @renamed(node_in="in_channels", edge_in="edge_dim", global_in="global_dim",
+    @renamed(("node_in", "edge_in", "global_in", "node_out", "edge_out", "global_out", "hidden",
+              "layers", "steps", "layer_norm", "core_update", "edge_aggr"),
+             node_in="in_channels", edge_in="edge_dim", global_in="global_dim",
              node_out="out_channels", edge_out="edge_out_channels",
              global_out="global_out_channels", hidden="hidden_channels", layers="mlp_layers",
-             steps="num_layers", edge_aggr="aggr", aggregation="aggr")
+             steps="num_layers", edge_aggr="aggr")
     def __init__(self, in_channels: int, hidden_channels: int = 16, num_layers: int = 10,
                  out_channels: int | None = None, *, edge_dim: int,
                  global_dim: int | None = None, edge_out_channels: int | None = None,
