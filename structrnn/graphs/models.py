@@ -287,6 +287,7 @@ class NonLocal(GraphNetwork):
 
 # -- Encode-process-decode -----------------------------------------------------------------------
 CORE_UPDATES = ("mlp", "gru", "lstm")
+CELL_KEYS = ("edge", "node", "global_")
 
 
 def core_aggregation(aggr: str | pyg_aggr.Aggregation, channels: int
@@ -378,12 +379,20 @@ class EncodeProcessDecode(nn.Module):
         self.cells = None
         if core_update != "mlp":
             cell = GRUCell if core_update == "gru" else LSTMCell
-            self.cells = nn.ModuleDict({k: cell(hidden, hidden) for k in ("edge", "node",
-                                                                           "global")})
+            # "global_", not "global": a keyword would break torch.export's generated code
+            self.cells = nn.ModuleDict({k: cell(hidden, hidden) for k in CELL_KEYS})
         self.decoder = GraphIndependent(head(edge_out_channels), head(out_channels),
                                         head(global_out_channels))
         self._outputs = (out_channels is not None, edge_out_channels is not None,
                          global_out_channels is not None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the global cell was ``cells.global`` before it became ``cells.global_``: weights
+        # saved then still load
+        old = prefix + "cells.global."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "cells.global_." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def steps(self) -> int:
@@ -408,7 +417,7 @@ class EncodeProcessDecode(nn.Module):
         """The cells' update of the core's MLP outputs ``(x (N, H), e (E, H), u (G, H))`` from
         ``states`` (each a tensor, or ``(h, c)`` for LSTM cells) -> the new states."""
         assert self.cells is not None
-        return tuple(self.cells[k](m, s) for k, m, s in zip(("node", "edge", "global"),
+        return tuple(self.cells[k](m, s) for k, m, s in zip(("node", "edge", "global_"),
                                                             latents, states, strict=True))
 
     @renamed(steps="num_layers")
