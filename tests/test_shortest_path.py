@@ -242,7 +242,7 @@ def test_gated_core_equals_a_hand_built_loop(core, torch_cell):
     got = model(x, ei, e, batch=batch.batch, num_graphs=batch.num_graphs)
     ref = {k: torch_cell(8, 8).double() for k in ("node", "edge", "global")}
     for k, cell in ref.items():
-        cell.load_state_dict(model.cells[k].state_dict())
+        cell.load_state_dict(model.cells["global_" if k == "global" else k].state_dict())
     g = batch.num_graphs
     x0, e0, _ = model.encoder(x, ei, e, None, batch.batch, g)
     u0 = x0.new_zeros(g, 8)

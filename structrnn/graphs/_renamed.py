@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["renamed"]
 
 
-def renamed(old_order: Sequence[str] = (), **old_to_new: str) -> Callable:
+def renamed(old_order: Sequence[str] = (), old_defaults: Mapping[str, Any] | None = None,
+            **old_to_new: str) -> Callable:
     """Decorate a method so that ``old=value`` is passed on as ``new=value`` with one
     ``FutureWarning`` per call (Python shows it once per calling line).
 
     ``old_order``: the old positional order. A call that uses an old keyword binds its
     positional arguments in that order (``MPNN(11, 4, hidden=64, steps=3)`` meant
     ``node_in=11, edge_in=4``); a call in the new spelling is passed on untouched. Giving a
-    value under both spellings is a TypeError naming them.
+    value under both spellings is a TypeError naming them. ``old_defaults``: the defaults the
+    old signature had where the new one differs (``MPNN``'s ``out_channels`` was 1), applied to
+    an old-spelling call that leaves them out.
     """
 
     def wrap(method: Callable) -> Callable:
@@ -50,6 +53,8 @@ def renamed(old_order: Sequence[str] = (), **old_to_new: str) -> Callable:
                     raise TypeError(f"{owner}: got both {name}= (the old name) and {new}=; "
                                     f"pass {new}= only")
                 kwargs[new] = kwargs.pop(name)
+            for name, value in (old_defaults or {}).items():
+                kwargs.setdefault(name, value)
             spelled = ", ".join(f"{k}= -> {old_to_new[k]}=" for k in old)
             warnings.warn(f"{owner}: old argument names ({spelled}); the old spelling is "
                           f"deprecated and goes in the next release", FutureWarning,

@@ -54,6 +54,7 @@ class GIN(nn.Module):
     """
 
     @renamed(("node_in", "edge_in", "hidden", "layers", "learn_eps"),
+             {"hidden_channels": 64, "num_layers": 4},
              node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
              layers="num_layers", learn_eps="train_eps")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,

@@ -41,7 +41,8 @@ class GNGRU(nn.Module):
     :func:`~structrnn.graphs.network.count_graphs`.
     """
 
-    @renamed(("node_in", "edge_in", "hidden", "steps"), node_in="in_channels",
+    @renamed(("node_in", "edge_in", "hidden", "steps"),
+             {"hidden_channels": 64, "num_layers": 3}, node_in="in_channels",
              edge_in="edge_dim", hidden="hidden_channels", steps="num_layers")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
                  out_channels: int | None = None, *, edge_dim: int | None = None,

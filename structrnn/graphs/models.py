@@ -144,7 +144,7 @@ class MPNN(nn.Module):
     """
 
     @renamed(("node_in", "edge_in", "hidden", "out_channels", "steps", "readout", "aggr",
-              "edge_hidden"),
+              "edge_hidden"), {"out_channels": 1, "hidden_channels": 64, "num_layers": 3},
              node_in="in_channels", edge_in="edge_dim", hidden="hidden_channels",
              steps="num_layers")
     def __init__(self, in_channels: int, hidden_channels: int, num_layers: int,
