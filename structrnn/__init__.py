@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
     from structrnn.crf import CRF
     from structrnn.export import export_model
     from structrnn.graphs import (
+        DMPNN,
+        GIN,
+        GNGRU,
         MPNN,
         DeepSets,
         EncodeProcessDecode,
@@ -62,7 +65,7 @@ __all__ = [
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader", "Parser",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
-    "MPNN", "NonLocal", "EncodeProcessDecode", "DAGRecurrent",
+    "MPNN", "NonLocal", "EncodeProcessDecode", "GIN", "DMPNN", "GNGRU", "DAGRecurrent",
     "load", "Predictor", "export_model",
 ]
 
@@ -86,6 +89,9 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.graphs.dag": ["DAGRecurrent"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
                                 "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
+    "structrnn.graphs.gin": ["GIN"],
+    "structrnn.graphs.dmpnn": ["DMPNN"],
+    "structrnn.graphs.gngru": ["GNGRU"],
     # trained models: a run folder or an exported file -> a predictor (docs/architecture.md)
     "structrnn.tasks.predictor": ["load", "Predictor"],
 }, submodules=["cells", "sequence", "levels", "trees", "graphs", "datasets", "training", "viz",

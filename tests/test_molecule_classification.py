@@ -23,8 +23,8 @@ import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
 from structrnn.datasets.molecules.builtin import builtin_smiles_path  # noqa: E402
+from structrnn.graphs.dmpnn import DMPNN, reverse_edges  # noqa: E402
 from structrnn.tasks.molecules import task  # noqa: E402
-from structrnn.tasks.molecules.gin import DMPNN, reverse_edges  # noqa: E402
 from structrnn.tasks.molecules.metrics import (  # noqa: E402
     average_precision,
     class_weights,
@@ -257,7 +257,7 @@ def dmpnn_reference(model: DMPNN, x, bonds: list[tuple[int, int]], edge_attr) ->
     h0 = {b: torch.relu(model.w_i(torch.cat([x[b[0]], edge_attr[e]])))
           for e, b in enumerate(bonds)}
     h = dict(h0)
-    for _ in range(model.steps - 1):
+    for _ in range(model.num_layers - 1):
         new = {}
         for v, w in bonds:
             incoming = [h[(k, u)] for k, u in bonds if u == v and k != w]
@@ -276,7 +276,7 @@ def dmpnn_reference(model: DMPNN, x, bonds: list[tuple[int, int]], edge_attr) ->
 def test_dmpnn_equals_a_per_bond_reference(smiles):
     data = from_smiles(smiles)
     x, edge_attr = data.x.double(), data.edge_attr.double()
-    model = DMPNN(x.size(1), edge_attr.size(1), hidden=7, steps=4).double().eval()
+    model = DMPNN(x.size(1), 7, 4, edge_dim=edge_attr.size(1)).double().eval()
     out = model(x, data.edge_index, edge_attr)
     bonds = [tuple(b) for b in data.edge_index.t().tolist()]
     expected = dmpnn_reference(model, x, bonds, edge_attr)

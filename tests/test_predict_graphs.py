@@ -185,7 +185,7 @@ def test_shortest_path_run_predicts_paths_on_networkx_graphs(sp_run):
         g, start, end, path = sp_data.make_graph(rng, n)
         data = sp_data.to_data(g, start, end, path)
         with torch.no_grad():
-            x, e, _ = predictor.model(Batch.from_data_list([data]), steps=5)[-1]
+            x, e, _ = predictor.model(Batch.from_data_list([data]), num_layers=5)[-1]
         expected.append((torch.softmax(x, 1)[:, 1], torch.softmax(e, 1)[:, 1], data))
         h = nx.Graph()  # relabelled nodes, no "distance": it comes from "pos"
         h.add_nodes_from((f"v{v}", {"pos": g.nodes[v]["pos"]}) for v in g.nodes)
@@ -227,14 +227,14 @@ def test_a_shortest_path_run_from_before_the_model_options_still_predicts(tmp_pa
     config = {"task": "shortest-path", "hidden": 8, "steps": 3, "test_steps": None, "seed": 0}
     (run / "config.json").write_text(json.dumps(config))
     torch.manual_seed(0)
-    demo = sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3)
+    demo = sp.EncodeProcessDecode(2, 8, 3, 2, edge_dim=1, edge_out_channels=2)
     save_checkpoint(run / "best.pt", model=demo.state_dict(), config=config, epoch=1)
     predictor = structrnn.load(run)
     assert predictor.steps == 6 and predictor.model.cells is None
     g, start, end, path = sp_data.make_graph(np.random.default_rng(0), 7)
     data = sp_data.to_data(g, start, end, path)
     with torch.no_grad():
-        x, _, _ = demo(Batch.from_data_list([data]), steps=6)[-1]
+        x, _, _ = demo(Batch.from_data_list([data]), num_layers=6)[-1]
     row = predictor.predict([data])[0]
     assert row["node_probs"] == pytest.approx(torch.softmax(x, 1)[:, 1].tolist(), abs=1e-6)
 

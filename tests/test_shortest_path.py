@@ -173,7 +173,7 @@ def test_metrics_are_written_without_matplotlib(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("training", [True, False])
 def test_evaluate_leaves_the_model_in_its_mode(training):
     torch.manual_seed(0)
-    model = sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=2)
+    model = sp.EncodeProcessDecode(2, 8, 2, 2, edge_dim=1, edge_out_channels=2)
     graphs = sp_data.make_dataset(np.random.default_rng(0), 5, (5, 8))
     model.train(training)
     result = sp.evaluate(model, graphs, steps=2, batch_size=2)
@@ -222,7 +222,7 @@ def test_model_options_give_one_output_per_round_and_train(core, aggr):
     batch = tiny_batch()
     model = sp.PathModel(hidden=8, steps=3, core=core, aggr=aggr, edge_scale="mean")
     outputs = model(batch)
-    assert len(outputs) == 3 and len(model(batch, steps=5)) == 5
+    assert len(outputs) == 3 and len(model(batch, num_layers=5)) == 5
     for x, e, u in outputs:
         assert x.shape == (batch.num_nodes, 2) and e.shape == (batch.num_edges, 2) and u is None
     sp.per_step_loss(outputs, batch).backward()
@@ -242,7 +242,7 @@ def test_gated_core_equals_a_hand_built_loop(core, torch_cell):
     got = model(x, ei, e, batch=batch.batch, num_graphs=batch.num_graphs)
     ref = {k: torch_cell(8, 8).double() for k in ("node", "edge", "global")}
     for k, cell in ref.items():
-        cell.load_state_dict(model.cells[k].state_dict())
+        cell.load_state_dict(model.cells["global_" if k == "global" else k].state_dict())
     g = batch.num_graphs
     x0, e0, _ = model.encoder(x, ei, e, None, batch.batch, g)
     u0 = x0.new_zeros(g, 8)
@@ -285,13 +285,14 @@ def test_a_config_without_the_new_keys_builds_the_demo_model():
     old = sp.build_model(argparse.Namespace(hidden=8, steps=3))
     assert old.cells is None and old.core.edge_aggr == "sum" and old.edge_scale == "none"
     assert any(isinstance(m, torch.nn.LayerNorm) for m in old.modules())
-    keys = set(sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3).state_dict())
+    keys = set(sp.EncodeProcessDecode(2, 8, 3, 2, edge_dim=1, edge_out_channels=2).state_dict())
     assert set(old.state_dict()) == keys  # the weights of an old best.pt load
 
 
 def test_bad_model_options_are_refused():
     with pytest.raises(ValueError, match="core_update"):
-        sp.EncodeProcessDecode(2, 1, None, 2, 2, core_update="rnn")
+        sp.EncodeProcessDecode(2, 8, 2, 2, edge_dim=1, edge_out_channels=2,
+                               core_update="rnn")
     with pytest.raises(ValueError, match="edge_scale"):
         sp.PathModel(hidden=8, steps=2, edge_scale="max")
     with pytest.raises(SystemExit):

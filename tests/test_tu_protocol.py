@@ -17,8 +17,8 @@ from torch_geometric.data import Batch, Data
 import structrnn
 from structrnn.datasets.splits import stratified_kfold
 from structrnn.datasets.tu import degree_features, load_tu
+from structrnn.graphs.gin import GIN
 from structrnn.tasks.molecules import task
-from structrnn.tasks.molecules.gin import GIN
 from structrnn.tasks.molecules.model import MoleculeModel
 from tests.test_predict_graphs import (
     _cache_and_threads,  # noqa: F401 (autouse)
@@ -273,7 +273,7 @@ def test_gin_equals_a_per_node_reference(edge_in):
     model = model.double().eval()
     _randomise(model)
     batch = Batch.from_data_list([data, _small_graph(edge_in)])
-    states = model.body(batch.x, batch.edge_index, batch.get("edge_attr"))
+    states = model.body.layer_states(batch.x, batch.edge_index, batch.get("edge_attr"))
     for g, graph in enumerate(batch.to_data_list()):
         expected = gin_reference(model.body, graph)
         rows = batch.batch == g
@@ -283,13 +283,13 @@ def test_gin_equals_a_per_node_reference(edge_in):
     out = model(batch)
     for g, graph in enumerate(batch.to_data_list()):
         want = sum(head(layer.sum(0)) for head, layer in
-                   zip(model.heads, gin_reference(model.body, graph), strict=True))
+                   zip(model.body.heads, gin_reference(model.body, graph), strict=True))
         torch.testing.assert_close(out[g], want)
     # and the gradients of the two agree
     loss = out.pow(2).sum()
     grads = torch.autograd.grad(loss, list(model.parameters()))
     reference = sum(sum(head(layer.sum(0)) for head, layer in
-                        zip(model.heads, gin_reference(model.body, graph), strict=True)).pow(2)
+                        zip(model.body.heads, gin_reference(model.body, graph), strict=True)).pow(2)
                     .sum() for graph in batch.to_data_list())
     for got, want in zip(grads, torch.autograd.grad(reference, list(model.parameters())),
                          strict=True):
@@ -297,7 +297,7 @@ def test_gin_equals_a_per_node_reference(edge_in):
 
 
 def test_gin_zero_keeps_eps_at_zero():
-    gin = GIN(3, 0, hidden=4, layers=2, learn_eps=False)
+    gin = GIN(3, 4, 2, train_eps=False)
     assert "eps" not in dict(gin.named_parameters()) and gin.eps.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="sum"):
         MoleculeModel(3, 0, 2, model="gin", readout="set2set")

@@ -192,7 +192,7 @@ class ShortestPathPredictor(Predictor):
     def _forward(self, graphs: list[Data]) -> tuple[Tensor, Tensor, Batch]:
         """Node and edge probabilities of being on the path (N,), (E,) of the batch."""
         batch = Batch.from_data_list(graphs).to(self.device)
-        x, e, _ = self.model(batch, steps=self.steps)[-1]
+        x, e, _ = self.model(batch, num_layers=self.steps)[-1]
         return torch.softmax(x.float(), 1)[:, 1].cpu(), torch.softmax(e.float(), 1)[:, 1].cpu(), \
             batch.cpu()
 

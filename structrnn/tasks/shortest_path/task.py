@@ -46,6 +46,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 
 from structrnn._errors import InputError
+from structrnn.graphs._renamed import renamed
 from structrnn.graphs.models import CORE_UPDATES, EncodeProcessDecode
 from structrnn.graphs.network import batch_of, count_graphs
 from structrnn.tasks.shortest_path.data import (
@@ -159,25 +160,25 @@ class PathModel(EncodeProcessDecode):
 
     def __init__(self, hidden: int, steps: int, core: str = "mlp", aggr: str = "sum",
                  layer_norm: bool = True, edge_scale: str = "none") -> None:
-        super().__init__(node_in=2, edge_in=1, global_in=None, node_out=2, edge_out=2,
-                         hidden=hidden, steps=steps, layer_norm=layer_norm, core_update=core,
-                         edge_aggr=aggr)
+        super().__init__(2, hidden, steps, 2, edge_dim=1, edge_out_channels=2,
+                         layer_norm=layer_norm, core_update=core, aggr=aggr)
         if edge_scale not in ("none", "mean"):
             raise ValueError(f"PathModel: edge_scale must be 'none' or 'mean', got "
                              f"{edge_scale!r}")
         self.edge_scale = edge_scale
 
+    @renamed(steps="num_layers")
     def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
                 edge_attr: Tensor | None = None, u: Tensor | None = None,
                 batch: Tensor | None = None, num_graphs: int | None = None,
-                steps: int | None = None) -> list[tuple]:
+                num_layers: int | None = None) -> list[tuple]:
         """As :meth:`EncodeProcessDecode.forward` (a ``Batch`` or the tensors)."""
         if isinstance(x, BaseData):
             batch, num_graphs = batch_of(x)
             x, edge_index, edge_attr, u = x.x, x.edge_index, x.edge_attr, getattr(x, "u", None)
         if self.edge_scale == "mean" and edge_attr is not None:
             edge_attr = scale_edges(edge_attr, edge_index, batch, num_graphs)
-        return super().forward(x, edge_index, edge_attr, u, batch, num_graphs, steps)
+        return super().forward(x, edge_index, edge_attr, u, batch, num_graphs, num_layers)
 
 
 def scale_edges(edge_attr: Tensor, edge_index: Tensor, batch: Tensor | None,
@@ -255,7 +256,7 @@ def evaluate(model: nn.Module, graphs: list[Data], steps: int,
     with eval_mode(model):
         for batch in DataLoader(graphs, batch_size=batch_size):
             batch = batch.to(device)
-            x, e, _ = model(batch, steps=steps)[-1]
+            x, e, _ = model(batch, num_layers=steps)[-1]
             node_ok, edge_ok = x.argmax(1) == batch.y, e.argmax(1) == batch.edge_y
             wrong = torch.zeros(batch.num_graphs, dtype=torch.long, device=device)
             wrong.index_add_(0, batch.batch, (~node_ok).long())
@@ -393,7 +394,7 @@ def draw_solved_graph(model: nn.Module, graphs: list[Data], solved_mask: Tensor,
     solved = solved_mask.nonzero().flatten().tolist()
     k = solved[0] if solved else 0
     with eval_mode(model), torch.no_grad():
-        x, e, _ = model(Batch.from_data_list([graphs[k]]).to(device), steps=steps)[-1]
+        x, e, _ = model(Batch.from_data_list([graphs[k]]).to(device), num_layers=steps)[-1]
     title = (f"{graphs[k].num_nodes} nodes ({'solved' if solved else 'not solved'}); "
              f"trained on {train_nodes[0]}-{train_nodes[1]}")
     folder.picture("solved_graph.png", lambda path: draw(
@@ -462,7 +463,7 @@ def draw_step_pictures(model: nn.Module, graphs: list[Data], wrong: Tensor, step
     :func:`pick_pictured`), and the target; skipped with a notice without matplotlib."""
     for kind, (k, note) in pick_pictured(graphs, wrong).items():
         with eval_mode(model), torch.no_grad():
-            outputs = model(Batch.from_data_list([graphs[k]]).to(device), steps=steps)
+            outputs = model(Batch.from_data_list([graphs[k]]).to(device), num_layers=steps)
         node_p = torch.stack([torch.softmax(x.float(), 1)[:, 1] for x, _, _ in outputs]).cpu()
         edge_p = torch.stack([torch.softmax(e.float(), 1)[:, 1] for _, e, _ in outputs]).cpu()
         title = f"test graph {k}, {graphs[k].num_nodes} nodes: {note}"
