@@ -23,7 +23,7 @@ import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
 from structrnn.datasets.molecules.builtin import builtin_smiles_path  # noqa: E402
-from structrnn.tasks.molecules import task  # noqa: E402
+from structrnn.tasks.molecules import report, task  # noqa: E402
 from structrnn.tasks.molecules.gin import DMPNN, reverse_edges  # noqa: E402
 from structrnn.tasks.molecules.metrics import (  # noqa: E402
     average_precision,
@@ -33,10 +33,15 @@ from structrnn.tasks.molecules.metrics import (  # noqa: E402
     roc_auc,
 )
 from structrnn.tasks.molecules.model import MoleculeModel  # noqa: E402
+from structrnn.training.task import train as train_task  # noqa: E402
 from tests.test_predict_graphs import _cache_and_threads  # noqa: E402, F401 (autouse)
 
 TINY = ["--epochs", "3", "--hidden", "16", "--steps", "2", "--batch-size", "16", "--lr", "3e-3",
         "--no-progress", "--seeds", "0"]
+
+
+def molecules(argv: list[str]) -> dict:
+    return train_task(task.TASK, argv)
 
 
 # --- independent references -----------------------------------------------------------------
@@ -158,14 +163,14 @@ def write_csv(path, count: int = 200) -> list[dict]:
 def train(monkeypatch, *flags: str) -> tuple[dict, list[dict]]:
     """Run the task; its metrics and each unit's result before summarise."""
     captured: dict = {}
-    original = task.summarise
+    original = report.summarise
 
     def summarise(args, prep, results):
         captured["results"] = results
         return original(args, prep, results)
 
-    monkeypatch.setattr(task, "summarise", summarise)
-    return task.main(list(flags)), captured["results"]
+    monkeypatch.setattr(report, "summarise", summarise)
+    return molecules(list(flags)), captured["results"]
 
 
 def test_a_multitask_classification_with_missing_labels(tmp_path, monkeypatch, capsys):
@@ -231,7 +236,7 @@ def test_classification_of_numbers_is_refused(tmp_path, capsys):
     source = tmp_path / "numbers.csv"
     source.write_text("smiles,value\nCCO,0.5\nc1ccccc1,1.25\nCCN,3\n")
     with pytest.raises(structrnn.InputError, match="class labels"):
-        task.main(["--dataset", "csv", "--csv", str(source), "--target", "value", "--task",
+        molecules(["--dataset", "csv", "--csv", str(source), "--target", "value", "--task",
                    "classification", "--out", str(tmp_path / "run"), *TINY])
     assert cli.main(["train", "molecules", "--dataset", "csv", "--csv", str(source),
                      "--target", "value", "--task", "classification", "--out",
@@ -241,7 +246,7 @@ def test_classification_of_numbers_is_refused(tmp_path, capsys):
 
 
 def test_builtin_lipinski_trains_as_a_classification(tmp_path):
-    metrics = task.main(["--target", "lipinski", "--max-molecules", "60", "--out",
+    metrics = molecules(["--target", "lipinski", "--max-molecules", "60", "--out",
                          str(tmp_path / "run"), *TINY])
     assert metrics["kind"] == "classification" and metrics["split"] == "scaffold"
     assert "lipinski" in metrics["test_accuracy"]
@@ -299,6 +304,6 @@ def test_reverse_edges_pair_each_direction_and_mark_one_way_edges():
 
 def test_dmpnn_and_gin_train_on_molecules(tmp_path):
     for model in ("dmpnn", "gin"):
-        metrics = task.main(["--max-molecules", "48", "--model", model, "--out",
+        metrics = molecules(["--max-molecules", "48", "--model", model, "--out",
                              str(tmp_path / model), *TINY])
         assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]

@@ -19,11 +19,16 @@ from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
 from structrnn.tasks.molecules import task  # noqa: E402
 from structrnn.tasks.molecules.model import MoleculeModel  # noqa: E402
+from structrnn.training.task import train as train_task  # noqa: E402
 from tests.conftest import REPO, require_dataset  # noqa: E402
 from tests.test_predict_graphs import _cache_and_threads  # noqa: E402, F401 (autouse)
 
 TINY = ["--max-molecules", "60", "--epochs", "2", "--hidden", "8", "--steps", "2",
         "--no-progress"]
+
+
+def molecules(argv: list[str]) -> dict:
+    return train_task(task.TASK, argv)
 
 
 def train(monkeypatch, out, *flags: str) -> tuple[dict, list[dict], list[str]]:
@@ -37,7 +42,7 @@ def train(monkeypatch, out, *flags: str) -> tuple[dict, list[dict], list[str]]:
         return original(args, prep, results)
 
     monkeypatch.setattr(task, "summarise", summarise)
-    metrics = task.main([*TINY, *flags, "--out", str(out)])
+    metrics = molecules([*TINY, *flags, "--out", str(out)])
     return metrics, captured["results"], captured["smiles"]
 
 
