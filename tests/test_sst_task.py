@@ -12,6 +12,7 @@ import torch
 from structrnn import cli
 from structrnn.datasets.synthetic import SyntheticSentiment, bag_of_words
 from structrnn.tasks.sentiment import task as sst
+from structrnn.training.checkpoint import seed_everything
 from structrnn.training.loop import make_ema
 from structrnn.training.task import run_task
 from tests.conftest import require_dataset
@@ -261,7 +262,7 @@ def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
         unk_rows.append(trained["embedding.weight"][0])
     # every synthetic training word is in the vocabulary: only word dropout reaches row 0
     args = parse(common + ["--out", str(tmp_path / "x")])
-    sst.seed_everything(args.seed)  # as the run does, before it loads and builds
+    seed_everything(args.seed)  # as the run does, before it builds
     train = sst.load_splits(args)[0]
     fresh = sst.build_model(args, train.vocab, 5).embedding.weight[0]
     torch.testing.assert_close(unk_rows[0], fresh)

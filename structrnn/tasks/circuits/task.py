@@ -211,7 +211,8 @@ def _shape(args: argparse.Namespace) -> dict:
 def build(args: argparse.Namespace, data, unit: dict, device: torch.device) -> Plan:
     model = build_model(args).to(device)
     return Plan(model, torch.optim.Adam(model.parameters(), lr=args.lr), batch_loss,
-                lambda m: evaluate(m, data[1], device), train_set=data[0])
+                lambda m: evaluate(m, data[1], device), train_set=data[0],
+                loader_class=DataLoader)
 
 
 def finish(args: argparse.Namespace, data, fitted: list[Fitted], device: torch.device):

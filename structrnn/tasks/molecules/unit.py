@@ -205,4 +205,5 @@ def build(args, prep: Prepared, unit: dict, device) -> Plan:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs,
                                                            eta_min=args.lr / 10)
     return Plan(work.model, optimizer, work.loss, work.validate, train_set=work.train_set,
-                scheduler=scheduler, best_extra=work.best_extra, context=work)
+                loader_class=DataLoader, scheduler=scheduler, best_extra=work.best_extra,
+                context=work)
