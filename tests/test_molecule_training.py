@@ -64,8 +64,9 @@ def test_atom_sum_is_a_sum_of_atom_contributions():
     from torch_geometric.data import Batch
 
     from structrnn.datasets.molecules import from_smiles
+    from structrnn.tasks.molecules.model import MoleculeModel
 
-    model = task.MoleculeModel(58, 18, 1, hidden=8, steps=2, readout="atom-sum").double()
+    model = MoleculeModel(58, 18, 1, hidden=8, steps=2, readout="atom-sum").double()
     batch = Batch.from_data_list([from_smiles(s) for s in ("CCO", "c1ccccc1", "[Na+].[Cl-]")])
     batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
     per_atom = model.atom_contributions(batch)
