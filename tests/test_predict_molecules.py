@@ -17,7 +17,7 @@ pytest.importorskip("rdkit")
 import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
-from structrnn.tasks.molecules import task  # noqa: E402
+from structrnn.tasks.molecules import report, task  # noqa: E402
 from structrnn.tasks.molecules.model import MoleculeModel  # noqa: E402
 from structrnn.training.task import train as train_task  # noqa: E402
 from tests.conftest import REPO, require_dataset  # noqa: E402
@@ -35,13 +35,13 @@ def train(monkeypatch, out, *flags: str) -> tuple[dict, list[dict], list[str]]:
     """Train a tiny run; returns its metrics, each unit's result before summarise (with its
     ``test_pred`` in real units and ``test_index``) and the data set's SMILES."""
     captured: dict = {}
-    original = task.summarise
+    original = report.summarise
 
     def summarise(args, prep, results):
         captured["results"], captured["smiles"] = results, prep.smiles
         return original(args, prep, results)
 
-    monkeypatch.setattr(task, "summarise", summarise)
+    monkeypatch.setattr(report, "summarise", summarise)
     metrics = molecules([*TINY, *flags, "--out", str(out)])
     return metrics, captured["results"], captured["smiles"]
 
