@@ -15,11 +15,13 @@ import torch
 from torch_geometric.data import Batch, Data
 
 import structrnn
+from structrnn import cli
 from structrnn.datasets.splits import stratified_kfold
 from structrnn.datasets.tu import degree_features, load_tu
 from structrnn.tasks.molecules import task
 from structrnn.tasks.molecules.gin import GIN
 from structrnn.tasks.molecules.model import MoleculeModel
+from structrnn.training.task import parse_args
 from structrnn.training.task import train as train_task
 from tests.test_predict_graphs import (
     _cache_and_threads,  # noqa: F401 (autouse)
@@ -333,3 +335,28 @@ def test_several_models_per_fold_are_tested_as_an_ensemble(tmp_path):
     figures = structrnn.load(out).evaluate()
     assert figures["test_accuracy"]["mean"] == pytest.approx(metrics["test_accuracy"]["mean"])
     assert len(structrnn.load(out).models) == 6
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_train_tu_shows_only_the_flags_of_tu_sets(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "tu", "--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in ("--name", "--data", "--folds", "--fold-models", "--seeds", "--epochs",
+                 "--max-molecules", "--max-graphs", "--workers"):
+        assert flag in shown, flag
+    for flag in ("--smiles-col", "--global-features", "--dataset", "--tu-name", "--csv",
+                 "--split", "--task"):
+        assert flag not in shown, flag
+
+
+def test_tu_name_is_a_deprecated_spelling_of_name_and_max_graphs_of_max_molecules(tmp_path):
+    with pytest.warns(FutureWarning, match="--tu-name is deprecated: use --name"):
+        args = parse_args(task.TU, ["--tu-name", "PROTEINS", "--max-graphs", "7"])
+    assert args.tu_name == "PROTEINS" and args.max_molecules == 7 and args.dataset == "mutag"
+    assert parse_args(task.TU, ["--name", "NCI1"]).tu_name == "NCI1"
+    with pytest.raises(SystemExit):  # a molecule flag is no TU flag
+        parse_args(task.TU, ["--smiles-col", "s"])

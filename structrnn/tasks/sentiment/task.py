@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from structrnn import viz
-from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
@@ -155,23 +154,6 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
                          getattr(args, "word_dropout", 0.0), vocab.unk_id)
 
 
-def vectors_dim(path: str | Path) -> int:
-    """The dimension of a GloVe / word2vec text file, from its first line."""
-    import gzip
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            parts = f.readline().rstrip().split(" ")
-    except OSError as err:
-        raise InputError(f"--vectors: cannot read {path} ({err})") from err
-    if len(parts) == 2 and all(p.isdigit() for p in parts):  # word2vec header: count, dim
-        return int(parts[1])
-    if len(parts) < 2:
-        raise InputError(f"--vectors: {path}, line 1: expected a word and its numbers")
-    return len(parts) - 1
-
-
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
     """Copy a trained run's weights into ``model``: embedding rows by word (the vocabularies
     of two tasks differ), every other tensor whose name and shape match. Returns a summary."""
@@ -210,7 +192,9 @@ def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 def prepare(args) -> tuple[SST, SST, SST]:
     """Fill in the embedding size, load the splits."""
     if args.embed_dim is None:
-        args.embed_dim = vectors_dim(args.vectors) if args.vectors else 300
+        from structrnn.datasets.vectors import file_dim
+
+        args.embed_dim = file_dim(args.vectors)[0] if args.vectors else 300
     return load_splits(args)
 
 
