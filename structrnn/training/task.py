@@ -6,6 +6,12 @@ figures it reports and its predictor. :func:`run_task` does the rest, the same f
 ``structrnn train`` sub-command: threads, the process group under ``torchrun``, the batch-size
 check, the run folder, seeding, loaders (collating in ``--workers`` processes), :func:`fit`,
 ``metrics.json`` then the pictures, and rank 0's metrics on every process.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every global batch
+with ``DistributedDataParallel``; ``--batch-size`` is the global batch size, and the weights
+after each step equal those of one process on the same global batch, so a run's figures do not
+depend on the number of processes (but for dropout masks, drawn per process). Rank 0 alone
+validates and writes.
 """
 
 from __future__ import annotations

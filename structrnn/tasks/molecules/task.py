@@ -48,9 +48,7 @@ the unit with the best; the chosen values go to ``config.json`` (``tuned``), so 
 replays the run without searching (:mod:`structrnn.tasks.molecules.tune`).
 
 Regression targets are standardised with the training statistics; the model of the epoch with
-the best validation score is the one tested. Training runs in the shared loop
-(:func:`structrnn.training.loop.fit`), so every run flag works here (``--amp``, ``--ema``,
-``--clip-grad`` (default 10), ``--tensorboard``, ``--resume``, DDP under torchrun). The run folder
+the best validation score is the one tested (``--clip-grad`` defaults to 10). The run folder
 holds ``config.json``, ``metrics.json``, ``metrics.jsonl`` (every unit's epochs, with ``unit``),
 one folder per seed (and fold) under ``units/NAME/`` with its ``checkpoint.pt``, ``best.pt``
 (weights, model arguments, target scaling, featuriser version and descriptor

@@ -12,9 +12,6 @@ balanced.
 Run layout (``--out RUN``): ``config.json``, ``metrics.jsonl``, ``metrics.json``,
 ``checkpoint.pt``, ``best.pt`` (the selected weights with the vocabularies and settings under
 ``"parser"``: :meth:`Parser.from_spec`), ``learning_curves.png``, ``example_tree.png``.
-
-Under ``torchrun`` each process trains on its shard of every global batch (DDP); rank 0
-validates and writes.
 """
 
 from __future__ import annotations

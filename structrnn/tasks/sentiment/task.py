@@ -6,13 +6,6 @@ Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (last epoch, for ``--resume``),
 ``best.pt`` (best dev root accuracy), ``vocab.json``, ``learning_curves.png``,
 ``confusion.png``, ``example_tree.png``, and with ``--tensorboard`` a ``tensorboard/`` folder.
-
-Many processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every
-global batch with ``DistributedDataParallel`` (:mod:`structrnn.training.distributed`);
-``--batch-size`` is the global batch size and the weights after each step equal those of one
-process on the same global batch. Rank 0 alone evaluates and writes files. One process iterates
-the same batches (``DistributedSampler`` order with one replica), so a run's figures do not
-depend on the number of processes (except for dropout masks, drawn per process).
 """
 
 from __future__ import annotations
