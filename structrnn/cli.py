@@ -58,6 +58,21 @@ class UsageError(InputError):
     """A problem the user can fix: printed as one line, exit code 2."""
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse without its traps: a flag must be spelled in full (an abbreviation such as
+    ``--epo`` would escape the typed-flag detection of a ``--config`` replay), and a usage
+    error is one line on stderr, exit code 2. Its sub-parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        if "unrecognized arguments" in message:
+            message += " (flags are spelled in full)"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _task(name: str):
     """The declaration (:class:`~structrnn.training.task.Task`) of ``train name``."""
     module_name, attribute, _ = TASKS[name]
@@ -75,7 +90,7 @@ def _version() -> str:
 
 def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; the flags of ``train TASK`` are added for ``task`` only."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="structrnn", description="Recurrent cells over sequences, trees and graphs.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"structrnn {_version()}")

@@ -144,7 +144,7 @@ def test_the_dag_model_is_dag_recurrent_then_a_head():
     torch.manual_seed(0)
     model = ct.CircuitDAG(hidden=5, cell="lstm")
     batch = Batch.from_data_list(dc.make_circuits(0, 3, 4, "test"))
-    h, _ = model.dag(batch.x, batch.edge_index)
+    h = model.dag(batch.x, batch.edge_index)
     torch.testing.assert_close(model(batch), model.head(h))
 
 

@@ -157,7 +157,7 @@ def test_forward_equals_the_per_node_plain_reference(kind, fused, seed):
     ei = random_dag(n, 0.3, gen)
     cell = make_cell(kind)
     x = torch.randn(n, 3, dtype=DT, generator=gen, requires_grad=True)
-    ours = DAGRecurrent(cell, fused=fused)(x, ei)
+    ours = DAGRecurrent(cell, fused=fused)(x, ei, return_state=True)
     ref = per_node_plain(cell, x, ei, n)
     assert_states_and_grads_equal(ours, ref, [x, *cell.parameters()])
 
@@ -174,8 +174,8 @@ def test_forward_equals_the_cells_index_call_one_node_at_a_time(kind):
     ei = random_dag(n, 0.35, gen)
     cell = make_cell(kind)
     x = torch.randn(n, 3, dtype=DT, generator=gen, requires_grad=True)
-    assert_states_and_grads_equal(DAGRecurrent(cell)(x, ei), per_node_cell(cell, x, ei, n),
-                                  [x, *cell.parameters()])
+    assert_states_and_grads_equal(DAGRecurrent(cell)(x, ei, return_state=True),
+                                  per_node_cell(cell, x, ei, n), [x, *cell.parameters()])
 
 
 def test_a_batch_equals_each_dag_alone():
@@ -185,8 +185,8 @@ def test_a_batch_equals_each_dag_alone():
     graphs = [Data(x=torch.randn(n, 3, dtype=DT, generator=gen), edge_index=random_dag(n, 0.4, gen),
                    num_nodes=n) for n in (5, 1, 9, 7)]
     batch = Batch.from_data_list(graphs)
-    h, c = model(batch)  # a Batch in: x and edge_index from it
-    alone = [model(g.x, g.edge_index) for g in graphs]
+    h, c = model(batch, return_state=True)  # a Batch in: x and edge_index from it
+    alone = [model(g.x, g.edge_index, return_state=True) for g in graphs]
     torch.testing.assert_close(h, torch.cat([a[0] for a in alone]), atol=1e-12, rtol=0)
     torch.testing.assert_close(c, torch.cat([a[1] for a in alone]), atol=1e-12, rtol=0)
 
@@ -204,11 +204,11 @@ def test_a_tree_given_as_a_dag_equals_the_tree_lstm(fused):
     ei = random_tree(15, gen)
     tree = TreeLSTM(3, 4).to(DT)
     x = torch.randn(15, 3, dtype=DT, generator=gen, requires_grad=True)
-    ours = DAGRecurrent(tree.cell, fused=fused)(x, ei)
-    ref = tree(x, ei, return_cell=True)
+    ours = DAGRecurrent(tree.cell, fused=fused)(x, ei, return_state=True)
+    ref = tree(x, ei, return_state=True)
     assert_states_and_grads_equal(ours, ref, [x, *tree.parameters()])
     # and run_up itself on the same cell
-    torch.testing.assert_close(ours[0], sr.run_up(tree.cell, x, ei)[0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(ours[0], sr.run_up(tree.cell, x, ei), atol=1e-12, rtol=0)
 
 
 def test_a_tree_given_as_a_dag_equals_the_tree_gru():
@@ -245,7 +245,8 @@ def test_a_chain_equals_the_sequence_lstm(seq_class):
     x = torch.randn(T, B, 3, dtype=DT)
     out, (h_n, c_n) = seq(x)
     # sequence b is chain b: its step t is node b * T + t
-    h, c = DAGRecurrent(cell)(x.transpose(0, 1).reshape(B * T, 3), chains([T] * B))
+    h, c = DAGRecurrent(cell)(x.transpose(0, 1).reshape(B * T, 3), chains([T] * B),
+                              return_state=True)
     torch.testing.assert_close(h.view(B, T, 4).transpose(0, 1), out, atol=1e-12, rtol=0)
     torch.testing.assert_close(c.view(B, T, 4)[:, -1], c_n[0], atol=1e-12, rtol=0)
 
@@ -258,7 +259,7 @@ def test_both_directions_on_a_chain_equal_the_bidirectional_lstm():
     copy_cell_into(seq, model.backward_cell, "_reverse")
     x = torch.randn(T, 3, dtype=DT)
     out, _ = seq(x.unsqueeze(1))
-    h, c = model(x, chains([T]))
+    h, c = model(x, chains([T]), return_state=True)
     assert h.shape == c.shape == (T, 8)
     torch.testing.assert_close(h, out.squeeze(1), atol=1e-12, rtol=0)
 
@@ -275,22 +276,21 @@ def test_a_chain_equals_the_sequence_gru():
 
 
 # ------------------------------------------------------------------ directions
-@pytest.mark.parametrize("kind, aggregation", [("lstm", "sum"), ("gru", "sum"),
-                                               ("lstm", "attention"), ("gru", "attention")])
-def test_backward_equals_forward_on_the_reversed_edges(kind, aggregation):
+@pytest.mark.parametrize("kind, aggr", [("lstm", "sum"), ("gru", "sum"),
+                                        ("lstm", "attention"), ("gru", "attention")])
+def test_backward_equals_forward_on_the_reversed_edges(kind, aggr):
     gen = torch.Generator().manual_seed(5)
     ei = random_dag(13, 0.3, gen)
     x = torch.randn(13, 3, dtype=DT, generator=gen)
-    back = DAGRecurrent(make_cell(kind), "backward", aggregation).to(DT)
-    fwd = DAGRecurrent(back.cell, "forward", aggregation).to(DT)
-    if aggregation == "attention":
+    back = DAGRecurrent(make_cell(kind), "backward", aggr).to(DT)
+    fwd = DAGRecurrent(back.cell, "forward", aggr).to(DT)
+    if aggr == "attention":
         fwd.attention = back.attention
-    for a, b in zip(sr.cells.state_tuple(back(x, ei)), sr.cells.state_tuple(fwd(x, ei.flip(0))),
-                    strict=True):
+    for a, b in zip(sr.cells.state_tuple(back(x, ei, return_state=True)),
+                    sr.cells.state_tuple(fwd(x, ei.flip(0), return_state=True)), strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     # a backward pass is not the forward pass on these edges
-    assert not torch.allclose(sr.cells.state_tuple(back(x, ei))[0],
-                              sr.cells.state_tuple(fwd(x, ei))[0])
+    assert not torch.allclose(back(x, ei), fwd(x, ei))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -299,9 +299,10 @@ def test_both_concatenates_the_two_passes(kind):
     ei = random_dag(10, 0.3, gen)
     x = torch.randn(10, 3, dtype=DT, generator=gen)
     both = DAGRecurrent(make_cell(kind), "both")
-    fw = DAGRecurrent(both.cell, "forward")(x, ei)
-    bw = DAGRecurrent(both.backward_cell, "backward")(x, ei)
-    for got, a, b in zip(sr.cells.state_tuple(both(x, ei)), sr.cells.state_tuple(fw),
+    fw = DAGRecurrent(both.cell, "forward")(x, ei, return_state=True)
+    bw = DAGRecurrent(both.backward_cell, "backward")(x, ei, return_state=True)
+    for got, a, b in zip(sr.cells.state_tuple(both(x, ei, return_state=True)),
+                         sr.cells.state_tuple(fw),
                          sr.cells.state_tuple(bw), strict=True):
         torch.testing.assert_close(got, torch.cat([a, b], 1), atol=0, rtol=0)
     # a backward cell of its own, drawn anew; or the given one (shared weights)
@@ -392,8 +393,8 @@ def test_bad_arguments_are_named():
     cell = make_cell("gru")
     with pytest.raises(ValueError, match="direction"):
         DAGRecurrent(cell, "sideways")
-    with pytest.raises(ValueError, match="aggregation"):
-        DAGRecurrent(cell, aggregation="max")
+    with pytest.raises(ValueError, match="aggr"):
+        DAGRecurrent(cell, aggr="max")
     with pytest.raises(ValueError, match=r"x must have shape \(\*, 3\)"):
         DAGRecurrent(cell)(torch.zeros(4, 5, dtype=DT), torch.tensor([[0], [1]]))
     with pytest.raises(ValueError, match=r"edge_index must have shape \(2, \*\)"):
@@ -407,7 +408,7 @@ def test_attention_by_hand_gru():
     """Node 2 has predecessors 0 and 1 (sources). With w_x and w_h set, the weights are a
     two-way softmax of numbers computed here, and node 2 is torch's GRUCell from the weighted
     sum of its predecessors' states (DAGNN's message)."""
-    model = DAGRecurrent(make_cell("gru", 2, 2), aggregation="attention").to(DT)
+    model = DAGRecurrent(make_cell("gru", 2, 2), aggr="attention").to(DT)
     ref = torch.nn.GRUCell(2, 2).to(DT)
     ref.load_state_dict(model.cell.state_dict())
     with torch.no_grad():
@@ -426,9 +427,9 @@ def test_attention_by_hand_gru():
 
 
 def test_attention_by_hand_lstm_scales_h_and_c():
-    model = DAGRecurrent(make_cell("lstm", 2, 3), aggregation="attention").to(DT)
+    model = DAGRecurrent(make_cell("lstm", 2, 3), aggr="attention").to(DT)
     x = torch.randn(3, 2, dtype=DT)
-    h, c = model(x, torch.tensor([[0, 1], [2, 2]]))
+    h, c = model(x, torch.tensor([[0, 1], [2, 2]]), return_state=True)
     cell, att = model.cell, model.attention
     hs, cs = h[:2], c[:2]
     score = hs @ att.pred.weight[0] + x[2] @ att.node.weight[0]
@@ -442,7 +443,7 @@ def test_zero_attention_weights_average_the_predecessors():
     gen = torch.Generator().manual_seed(9)
     ei = random_dag(12, 0.35, gen)
     x = torch.randn(12, 3, dtype=DT, generator=gen)
-    model = DAGRecurrent(make_cell("gru"), aggregation="attention").to(DT)
+    model = DAGRecurrent(make_cell("gru"), aggr="attention").to(DT)
     torch.nn.init.zeros_(model.attention.node.weight)
     torch.nn.init.zeros_(model.attention.pred.weight)
     preds = predecessors(ei, 12)
@@ -459,28 +460,28 @@ def test_attention_equals_the_per_node_softmax_reference(kind):
     gen = torch.Generator().manual_seed(10)
     n = 12
     ei = random_dag(n, 0.35, gen)
-    model = DAGRecurrent(make_cell(kind), aggregation="attention").to(DT)
+    model = DAGRecurrent(make_cell(kind), aggr="attention").to(DT)
     x = torch.randn(n, 3, dtype=DT, generator=gen, requires_grad=True)
-    assert_states_and_grads_equal(model(x, ei), per_node_cell(model.cell, x, ei, n,
-                                                              model.attention),
-                                  [x, *model.parameters()])
+    ref = per_node_cell(model.cell, x, ei, n, model.attention)
+    assert_states_and_grads_equal(model(x, ei, return_state=True), ref, [x, *model.parameters()])
 
 
 # ------------------------------------------------------------------ gradcheck
-@pytest.mark.parametrize("kind, aggregation, fused", [("lstm", "sum", True),
+@pytest.mark.parametrize("kind, aggr, fused", [("lstm", "sum", True),
                                                       ("lstm", "sum", False),
                                                       ("gru", "sum", True),
                                                       ("lstm", "attention", False),
                                                       ("gru", "attention", False)])
-def test_gradcheck_on_a_tiny_dag(kind, aggregation, fused):
+def test_gradcheck_on_a_tiny_dag(kind, aggr, fused):
     ei = torch.tensor([[0, 1, 0, 2, 3, 1], [2, 2, 3, 4, 4, 4]])
-    model = DAGRecurrent(make_cell(kind, 2, 2), "both", aggregation, fused=fused).to(DT)
+    model = DAGRecurrent(make_cell(kind, 2, 2), "both", aggr, fused=fused).to(DT)
     x = torch.randn(5, 2, dtype=DT, requires_grad=True)
     names = [name for name, _ in model.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
 
     def f(x, *weights):
-        out = torch.func.functional_call(model, dict(zip(names, weights, strict=True)), (x, ei))
+        out = torch.func.functional_call(model, dict(zip(names, weights, strict=True)), (x, ei),
+                                         {"return_state": True})
         return sr.cells.state_tuple(out)
 
     assert torch.autograd.gradcheck(f, (x, *params))

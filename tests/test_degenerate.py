@@ -37,7 +37,7 @@ def tree_models(width: int = 4, hidden: int = 3) -> dict[str, nn.Module]:
 
 def call(model: nn.Module, x, edge_index, pos=None):
     if isinstance(model, TreeLSTM) and model.variant == "n-ary":
-        return model(x, edge_index, pos=torch.zeros(x.size(0), dtype=torch.long)
+        return model(x, edge_index, child_index=torch.zeros(x.size(0), dtype=torch.long)
                      if pos is None else pos)
     return model(x, edge_index)
 
@@ -84,7 +84,7 @@ def test_leaves_without_tokens():
     with torch.no_grad():
         logits = model(batch)
         # no token means a zero input: the same as the encoder on zeros
-        h = model.encoder(torch.zeros(6, 6), batch.edge_index, pos=batch.pos)
+        h = model.encoder(torch.zeros(6, 6), batch.edge_index, child_index=batch.child_index)
     assert logits.shape == (6, 5) and torch.isfinite(logits).all()
     torch.testing.assert_close(logits, model.classifier(h))
 
@@ -117,7 +117,7 @@ def test_tree_model_errors_name_the_argument():
         model(torch.zeros(3, 5), edges)
     with pytest.raises(ValueError, match=r"edge_index must have shape \(2, \*\), got \(3, 2\)"):
         model(torch.zeros(3, 4), torch.zeros(3, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match="pos"):
+    with pytest.raises(ValueError, match="child_index is required"):
         TreeLSTM(4, 3, "n-ary")(torch.zeros(3, 4), edges)
     with pytest.raises(ValueError, match="cycle"):
         model(torch.zeros(3, 4), torch.tensor([[1, 2, 0], [0, 1, 2]]))
@@ -135,7 +135,7 @@ def test_more_children_than_the_arity_is_refused():
     pos = torch.tensor([0, 0, 1, 2, 0, 0, 1])
     for model in (TreeLSTM(4, 3, "n-ary", arity=2), RecursiveNN(4, arity=2)):
         with pytest.raises(ValueError, match="arity"):
-            model(torch.randn(7, 4), edges, pos=pos)
+            model(torch.randn(7, 4), edges, child_index=pos)
     with pytest.raises(ValueError, match="pos"):  # the cell called directly checks too
         NaryLSTMCell(4, 3, arity=2)(torch.zeros(1, 4), (torch.zeros(3, 3), torch.zeros(3, 3)),
                                     index=torch.zeros(3, dtype=torch.long), size=1,
@@ -143,7 +143,8 @@ def test_more_children_than_the_arity_is_refused():
     # binarized, the same tree runs
     tree = Tree.from_ptb("(1 (2 a) (2 b) (2 c))").binarize()
     data = tree.to_data(Vocab(["a", "b", "c"]))
-    out = TreeLSTM(4, 3, "n-ary")(torch.randn(data.num_nodes, 4), data.edge_index, pos=data.pos)
+    out = TreeLSTM(4, 3, "n-ary")(torch.randn(data.num_nodes, 4), data.edge_index,
+                                  child_index=data.child_index)
     assert out.shape == (5, 3)
 
 

@@ -44,7 +44,7 @@ def test_tree_models_run_on_the_inputs_device_with_a_cpu_schedule(name):
     model = TreeSentiment(len(vocab), 5, name, 8, 6, 0.0).to(DEVICE)
     # the schedule stays where collate_trees made it (the CPU); run_schedule moves it
     h = model.encode(batch.x.to(DEVICE), batch.edge_index.to(DEVICE), batch.height.to(DEVICE),
-                     batch.pos.to(DEVICE), batch.schedule)
+                     batch.child_index.to(DEVICE), batch.schedule)
     width = 12 if name == "bi-tree-lstm" else 6
     assert h.device.type == DEVICE.type and h.shape == (batch.num_nodes, width)
 

@@ -21,7 +21,7 @@ from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.training import distributed
 from structrnn.training.checkpoint import seed_everything
 from structrnn.training.task import run_task
-from structrnn.trees.loader import collate_trees
+from structrnn.trees.loader import TreeLoader, collate_trees
 
 ROOT = Path(__file__).resolve().parents[1]
 # 48 trees in global batches of 8: six steps, every batch full (no sampler padding)
@@ -74,7 +74,8 @@ def shard_batches(dataset, world: int, monkeypatch) -> list[list]:
     per_rank = []
     for r in range(world):
         monkeypatch.setattr(distributed, "rank", lambda r=r: r)
-        loader = distributed.distributed_loader(dataset, 8, shuffle=True, seed=5, epoch=3)
+        loader = distributed.distributed_loader(dataset, 8, shuffle=True, seed=5, epoch=3,
+                                                loader_class=TreeLoader)
         per_rank.append(list(loader))
     return per_rank
 

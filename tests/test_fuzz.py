@@ -34,6 +34,7 @@ from structrnn.graphs.models import (
     mlp,
 )
 from structrnn.graphs.network import GraphNetwork
+from structrnn.trees.data import TreeData
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.models import TreeLSTM
 from structrnn.trees.ptb import ParseError
@@ -191,8 +192,8 @@ def data_from_parents(parent: list[int], rng: random.Random, vocab_size: int,
     x = [rng.randrange(-1, vocab_size) for _ in range(n)]
     edge_index = torch.stack([new[1:], new[torch.tensor(parent[1:], dtype=torch.long)]]) \
         if n > 1 else torch.zeros(2, 0, dtype=torch.long)
-    return Data(x=shuffled(x), edge_index=edge_index, pos=shuffled(pos),
-                height=shuffled(height), y=torch.zeros(n, dtype=torch.long), num_nodes=n)
+    return TreeData(x=shuffled(x), edge_index=edge_index, child_index=shuffled(pos),
+                    height=shuffled(height), y=torch.zeros(n, dtype=torch.long), num_nodes=n)
 
 
 @st.composite
@@ -220,7 +221,7 @@ def reference_tree_lstm(model: TreeLSTM, x: torch.Tensor, data: Data) -> torch.T
     hs = cell.hidden_size
     kids: list[list[tuple[int, int]]] = [[] for _ in range(n)]
     for c, p in data.edge_index.t().tolist():
-        kids[p].append((int(data.pos[c]), c))
+        kids[p].append((int(data.child_index[c]), c))
     h, c = [None] * n, [None] * n
     for v in sorted(range(n), key=lambda v: int(data.height[v])):
         wx = cell.weight_ih @ x[v] + cell.bias_ih
@@ -255,13 +256,13 @@ def check_batched_equals_single(model: TreeLSTM, forest: list[Data], table: torc
     def run(batch):
         kw = {"schedule": batch.schedule} if "schedule" in batch else {}
         return model(features(batch.x, table), batch.edge_index, height=batch.height,
-                     pos=batch.pos, **kw)
+                     child_index=batch.child_index, **kw)
 
     with torch.no_grad():
         single = [run(Batch.from_data_list([d])) for d in forest]
         for d, h in zip(forest, single):
             # a plain call on the tensors (schedule derived, height derived) agrees too
-            plain = model(features(d.x, table), d.edge_index, pos=d.pos)
+            plain = model(features(d.x, table), d.edge_index, child_index=d.child_index)
             torch.testing.assert_close(plain, h, rtol=1e-12, atol=1e-12)
             if d.num_nodes <= reference_up_to:
                 ref = reference_tree_lstm(model, features(d.x, table), d)

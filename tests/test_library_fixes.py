@@ -23,6 +23,7 @@ from structrnn.graphs.models import MPNN, EncodeProcessDecode, mlp
 from structrnn.graphs.network import GraphNetwork
 from structrnn.levels import run as level_run
 from structrnn.levels.run import run_up
+from structrnn.trees.data import TreeData
 from structrnn.trees.models import RecursiveCell, RNTNCell
 
 D64 = torch.float64
@@ -126,8 +127,8 @@ def _kernel_calls(monkeypatch):
 
 
 def _outputs_and_grads(cell, x, batch, fused, pos=None):
-    h, c = run_up(cell, x, batch.edge_index, pos=pos, schedule=batch.schedule,
-                  num_nodes=batch.num_nodes, fused=fused)
+    h, c = run_up(cell, x, batch.edge_index, child_index=pos, schedule=batch.schedule,
+                  num_nodes=batch.num_nodes, fused=fused, return_state=True)
     weights = torch.linspace(-1, 1, h.numel(), dtype=D64).view_as(h)
     params = list(cell.parameters())
     grads = torch.autograd.grad((h * weights).sum() + (c * weights).sum(), params,
@@ -141,7 +142,7 @@ def test_fused_route_honours_the_cells_input_methods(kind, with_input, monkeypat
     batch = sr.collate_trees(tree_data())
     torch.manual_seed(0)
     cell = kind(3, 4).double()
-    pos = batch.pos if issubclass(kind, sr.NaryLSTMCell) else None
+    pos = batch.child_index if issubclass(kind, sr.NaryLSTMCell) else None
     x = torch.randn(batch.num_nodes, 3, dtype=D64) if with_input else None
     calls = _kernel_calls(monkeypatch)
     fused, fused_grads = _outputs_and_grads(cell, x, batch, True, pos)
@@ -390,11 +391,11 @@ def test_a_users_indexed_cell_call_reads_the_bounds_once():
 
 def chain_batch(depth=10):
     """A chain of ``depth`` nodes (``depth`` levels) batched with two small trees."""
-    chain = Data(x=torch.zeros(depth, 1), edge_index=torch.stack([torch.arange(depth - 1),
-                                                                  torch.arange(1, depth)]),
-                 pos=torch.zeros(depth, dtype=torch.long))
-    small = Data(x=torch.zeros(3, 1), edge_index=torch.tensor([[0, 1], [2, 2]]),
-                 pos=torch.tensor([0, 1, 0]))
+    chain = TreeData(x=torch.zeros(depth, 1),
+                     edge_index=torch.stack([torch.arange(depth - 1), torch.arange(1, depth)]),
+                     child_index=torch.zeros(depth, dtype=torch.long))
+    small = TreeData(x=torch.zeros(3, 1), edge_index=torch.tensor([[0, 1], [2, 2]]),
+                     child_index=torch.tensor([0, 1, 0]))
     return sr.collate_trees([chain, small, small])
 
 
@@ -409,7 +410,7 @@ def test_a_run_over_a_schedule_validates_at_most_once(make, fused):
     slotted = hasattr(cell, "arity")
     x = torch.randn(batch.num_nodes, 3)
     with host_reads() as reads, index_checks() as checks:
-        run_up(cell, x, batch.edge_index, pos=batch.pos if slotted else None,
+        run_up(cell, x, batch.edge_index, child_index=batch.child_index if slotted else None,
                schedule=batch.schedule, fused=fused)
     assert len(checks) <= 1
     assert sum(reads.values()) == (1 if slotted else 0), reads  # the slots: once per pass

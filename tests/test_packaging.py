@@ -319,6 +319,18 @@ def test_cells_know_no_structure(import_graph):
         import_graph["structrnn.cells"]
 
 
+STRUCTURES = ("cells", "levels", "sequence", "crf", "trees", "graphs", "datasets")
+
+
+def test_the_training_core_knows_no_structure(import_graph):
+    """Issue 24: ``training/`` is generic; what batches trees or graphs (a loader class, a
+    collate function) is the task's argument, not an import of the core."""
+    wrong = [f"{module} imports {dep}" for module, deps in import_graph.items()
+             if module.startswith("structrnn.training") for dep in deps
+             if dep.split(".")[1] in STRUCTURES]
+    assert wrong == []
+
+
 def test_only_the_command_line_imports_cli_and_tasks(import_graph):
     for module, deps in import_graph.items():
         top = module.split(".")[1] if "." in module else ""

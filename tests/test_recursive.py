@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 import structrnn as sr
 from structrnn.levels.run import run_down, run_up
 from structrnn.levels.schedule import compute_depth, compute_height, tree_schedule
+from structrnn.trees.data import TreeData
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 
@@ -144,7 +145,7 @@ def test_child_sum_matches_per_node(seed):
     ei, _ = random_tree(n, gen)
     model = TreeLSTM(5, 6).to(DT)
     x = torch.randn(n, 5, dtype=DT)
-    h, c = model(x, ei, return_cell=True)
+    h, c = model(x, ei, return_state=True)
     h_ref, c_ref = per_node_child_sum(model.cell, x, ei, n)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(c, c_ref, atol=1e-12, rtol=0)
@@ -157,7 +158,7 @@ def test_nary_matches_per_node(arity):
     ei, pos = random_tree(n, gen, max_children=arity)
     model = TreeLSTM(4, 5, variant="n-ary", arity=arity).to(DT)
     x = torch.randn(n, 4, dtype=DT)
-    h, c = model(x, ei, pos=pos, return_cell=True)
+    h, c = model(x, ei, child_index=pos, return_state=True)
     h_ref, c_ref = per_node_nary(model.cell, x, ei, pos, n)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(c, c_ref, atol=1e-12, rtol=0)
@@ -170,7 +171,7 @@ def test_recursive_and_rntn_match_per_node(model_class):
     ei, pos = random_tree(n, gen, max_children=2)
     model = model_class(4).to(DT)
     x = torch.randn(n, 4, dtype=DT)
-    out = model(x, ei, pos=pos)
+    out = model(x, ei, child_index=pos)
     tensor = model.cell.tensor if model_class is RNTN else None
     ref = per_node_recursive(model.cell, x, ei, pos, n, tensor)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
@@ -206,7 +207,7 @@ def test_chain_equals_sequence_lstm():
         seq.bias_hh_l0.copy_(model.cell.bias_hh)
     x = torch.randn(T, I, dtype=DT)
     out, (h_n, c_n) = seq(x.unsqueeze(1))
-    h, c = model(x.flip(0), chain(T), return_cell=True)
+    h, c = model(x.flip(0), chain(T), return_state=True)
     torch.testing.assert_close(h.flip(0), out.squeeze(1), atol=1e-12, rtol=0)
     torch.testing.assert_close(c[0], c_n[0, 0], atol=1e-12, rtol=0)
 
@@ -223,7 +224,7 @@ def test_deep_chain_runs():
 
 def make_data(n, gen, arity=None):
     ei, pos = random_tree(n, gen, max_children=arity)
-    return Data(x=torch.randn(n, 4, dtype=DT), edge_index=ei, pos=pos,
+    return TreeData(x=torch.randn(n, 4, dtype=DT), edge_index=ei, child_index=pos,
                 height=compute_height(ei, n), num_nodes=n)
 
 
@@ -232,10 +233,10 @@ def test_batch_equals_each_tree_alone(variant):
     gen = torch.Generator().manual_seed(7)
     trees = [make_data(n, gen, arity=2) for n in (1, 5, 12, 3, 30)]
     model = TreeLSTM(4, 6, variant=variant).to(DT)
-    alone = [model(d.x, d.edge_index, d.height, d.pos) for d in trees]
+    alone = [model(d.x, d.edge_index, d.height, d.child_index) for d in trees]
     for loader in (DataLoader(trees, batch_size=5), TreeLoader(trees, batch_size=5)):
         batch = next(iter(loader))
-        out = model(batch.x, batch.edge_index, batch.height, batch.pos,
+        out = model(batch.x, batch.edge_index, batch.height, batch.child_index,
                     schedule=getattr(batch, "schedule", None))
         torch.testing.assert_close(out, torch.cat(alone), atol=1e-12, rtol=0)
 
@@ -278,7 +279,7 @@ def test_gradcheck_small_trees():
         def f(x, *weights, model=model, names=names):
             return torch.func.functional_call(
                 model, dict(zip(names, weights)), (x, batch.edge_index),
-                {"pos": batch.pos, "schedule": sched})
+                {"child_index": batch.child_index, "schedule": sched})
 
         inputs = [batch.x.clone().requires_grad_(True)]
         inputs += [p.detach().clone().requires_grad_(True) for p in model.parameters()]
@@ -304,12 +305,13 @@ def test_bad_shapes_name_the_argument():
         model(torch.randn(5, 3), chain(5))
     with pytest.raises(ValueError, match="edge_index"):
         model(torch.randn(5, 4), torch.zeros(3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="pos"):
+    with pytest.raises(ValueError, match="child_index is required"):
         TreeLSTM(4, 3, "n-ary")(torch.randn(5, 4), chain(5))
 
 
 def test_nary_on_parsed_trees_uses_the_data_layout():
-    """Tree.to_data (pre-order, per-node pos) through the N-ary model == per-node reference."""
+    """Tree.to_data (pre-order, per-node child_index) through the N-ary model == per-node
+    reference."""
     trees = [sr.Tree.from_ptb("(3 (2 (2 a) (3 b)) (4 (2 c) (1 (2 d) (0 e))))"),
              sr.Tree.from_ptb("(1 (2 x) (0 y))")]
     vocab = sr.Vocab.build(trees)
@@ -317,7 +319,9 @@ def test_nary_on_parsed_trees_uses_the_data_layout():
     model = TreeLSTM(3, 4, variant="n-ary").to(DT)
     emb = torch.randn(len(vocab), 3, dtype=DT)
     x = emb[batch.x.clamp(min=0)] * (batch.x >= 0).unsqueeze(1)
-    h, c = model(x, batch.edge_index, batch.height, batch.pos, batch.schedule, return_cell=True)
-    h_ref, c_ref = per_node_nary(model.cell, x, batch.edge_index, batch.pos, batch.num_nodes)
+    h, c = model(x, batch.edge_index, batch.height, batch.child_index, batch.schedule,
+                 return_state=True)
+    h_ref, c_ref = per_node_nary(model.cell, x, batch.edge_index, batch.child_index,
+                                 batch.num_nodes)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
-    assert batch.pos.tolist()[:3] == [0, 0, 0] and batch.pos.tolist()[3] == 1
+    assert batch.child_index.tolist()[:3] == [0, 0, 0] and batch.child_index.tolist()[3] == 1

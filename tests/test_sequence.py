@@ -508,5 +508,5 @@ def test_the_constituency_tree_cell_reads_a_sentence_as_an_lstm_and_as_a_chain()
     assert_all_close([out, h, c], [want, want_h[0], want_c[0]])
     # the chain tree: node t reads word t, its child is node t - 1 in slot 0
     edge_index = torch.tensor([list(range(T - 1)), list(range(1, T))])
-    chain_h, _ = run_up(cell, x, edge_index, pos=torch.zeros(T, dtype=torch.long))
+    chain_h = run_up(cell, x, edge_index, child_index=torch.zeros(T, dtype=torch.long))
     assert_all_close([chain_h], [out])

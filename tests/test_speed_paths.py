@@ -77,15 +77,17 @@ def test_x_rows_equals_the_dense_input(variant, where, fused):
     x = torch.randn(rows.numel(), 5, dtype=DT, requires_grad=True)
     dense = torch.zeros(n, 5, dtype=DT).index_copy(0, rows, x)
     params = list(model.parameters())
-    pos = batch.pos
+    pos = batch.child_index
 
     def run(inp, x_rows):
-        return run_up(model.cell, inp, batch.edge_index, pos=pos if variant == "n-ary" else None,
-                      schedule=s, num_nodes=n, fused=fused, x_rows=x_rows)
+        return run_up(model.cell, inp, batch.edge_index,
+                      child_index=pos if variant == "n-ary" else None, schedule=s, num_nodes=n,
+                      fused=fused, x_rows=x_rows, return_state=True)
 
     h, c = run(x, rows)
     h_ref, c_ref = run_up(model.cell, dense, batch.edge_index,
-                          pos=pos if variant == "n-ary" else None, schedule=s, fused=False)
+                          child_index=pos if variant == "n-ary" else None, schedule=s,
+                          fused=False, return_state=True)
     assert_all_close([h, c], [h_ref, c_ref])
     out, out_ref = torch.cat([h, c], 1), torch.cat([h_ref, c_ref], 1)
     want = grads_of(out_ref, [dense, *params])
@@ -99,12 +101,13 @@ def test_tree_lstm_takes_x_rows_and_needs_num_nodes():
     rows = torch.nonzero(batch.x >= 0).squeeze(1)
     x = torch.randn(rows.numel(), 3, dtype=DT)
     dense = torch.zeros(batch.num_nodes, 3, dtype=DT).index_copy(0, rows, x)
-    h = model(x, batch.edge_index, pos=batch.pos, schedule=batch.schedule, x_rows=rows,
+    h = model(x, batch.edge_index, child_index=batch.child_index, schedule=batch.schedule,
+              x_rows=rows,
               num_nodes=batch.num_nodes)
-    torch.testing.assert_close(h, model(dense, batch.edge_index, pos=batch.pos), atol=1e-12,
-                               rtol=0)
+    torch.testing.assert_close(h, model(dense, batch.edge_index, child_index=batch.child_index),
+                               atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="num_nodes"):
-        run_up(model.cell, x, batch.edge_index, pos=batch.pos, x_rows=rows)
+        run_up(model.cell, x, batch.edge_index, child_index=batch.child_index, x_rows=rows)
 
 
 @pytest.mark.parametrize("cell_class", [sr.GRUCell, sr.RNNCell, sr.LSTMCell])
@@ -149,8 +152,8 @@ def test_x_rows_with_a_cell_of_its_own_projection(fused):
     x = torch.randn(rows.numel(), 3, dtype=DT)
     dense = torch.zeros(n, 3, dtype=DT).index_copy(0, rows, x)
     s = batch.schedule.up
-    h, _ = run_schedule(cell, x, s, n, pos=batch.pos, x_rows=rows, fused=fused)
-    h_ref, _ = run_schedule(cell, dense, s, n, pos=batch.pos, fused=False)
+    h = run_schedule(cell, x, s, n, child_index=batch.child_index, x_rows=rows, fused=fused)
+    h_ref = run_schedule(cell, dense, s, n, child_index=batch.child_index, fused=False)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
 
 
@@ -158,11 +161,11 @@ def test_x_rows_with_a_cell_of_its_own_projection(fused):
 def test_binarised_trees_take_the_gather_plan_and_others_the_scatter():
     batch, _ = sentiment_batch()
     s = batch.schedule.up
-    slot = batch.pos[s.order][s.pred]
+    slot = batch.child_index[s.order][s.pred]
     assert _plan(s, slot, 2).full
     ragged = forest([9, 30, 17], seed=2, max_children=2)  # some nodes have one child
     s2 = sr.tree_schedule(ragged.edge_index, ragged.num_nodes).up
-    assert not _plan(s2, ragged.pos[s2.order][s2.pred], 2).full
+    assert not _plan(s2, ragged.child_index[s2.order][s2.pred], 2).full
     assert not _plan(s, slot, 3).full  # arity 3: the third slot is empty everywhere
 
 
@@ -176,7 +179,8 @@ def test_nary_kernel_on_binarised_trees_equals_op_by_op(arity, bias):
     params = [x, *cell.parameters()]
     outs = []
     for fused in (True, False):
-        h, c = run_schedule(cell, x, batch.schedule.up, n, pos=batch.pos, fused=fused)
+        h, c = run_schedule(cell, x, batch.schedule.up, n, child_index=batch.child_index,
+                            fused=fused, return_state=True)
         outs.append(([h, c], grads_of(torch.cat([h, c], 1), params)))
     assert_all_close(outs[0][0] + outs[0][1], outs[1][0] + outs[1][1])
 
@@ -184,7 +188,7 @@ def test_nary_kernel_on_binarised_trees_equals_op_by_op(arity, bias):
 def test_nary_kernel_full_plan_passes_gradcheck():
     batch, _ = sentiment_batch(sizes=(4, 2, 6), seed=8)
     s = batch.schedule.up
-    slot = batch.pos[s.order][s.pred]
+    slot = batch.child_index[s.order][s.pred]
     assert _plan(s, slot, 2).full
     pre = torch.randn(batch.num_nodes, 10, dtype=DT, requires_grad=True)  # (3 + 2) * H, H = 2
     w_hh = torch.randn(10, 4, dtype=DT, requires_grad=True)
@@ -220,8 +224,9 @@ def old_logits(model: TreeSentiment, batch) -> torch.Tensor:
     has_token = (batch.x >= 0).unsqueeze(1)
     emb = model.dropout(model.embedding(batch.x.clamp(min=0)) * has_token)
     cell = model.encoder.cell
-    pos = batch.pos if isinstance(cell, sr.NaryLSTMCell) else None
-    h, _ = run_up(cell, emb, batch.edge_index, pos=pos, schedule=batch.schedule, fused=False)
+    pos = batch.child_index if isinstance(cell, sr.NaryLSTMCell) else None
+    h = run_up(cell, emb, batch.edge_index, child_index=pos, schedule=batch.schedule,
+               fused=False)
     return model.classifier(model.dropout(h))
 
 
@@ -275,7 +280,8 @@ def test_batch_trees_equals_pyg_batching():
         assert all(torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x)
                    for a, b in zip(back, chunk, strict=True))
     # anything else is PyG's own batching
-    extra = [Data(x=d.x, edge_index=d.edge_index, y=d.y, pos=d.pos, height=d.height,
+    extra = [Data(x=d.x, edge_index=d.edge_index, y=d.y, child_index=d.child_index,
+                  height=d.height,
                   num_nodes=d.num_nodes, weight=torch.ones(d.num_nodes)) for d in data]
     assert _same_batch(batch_trees(extra), Batch.from_data_list(extra))
     loader = sr.TreeLoader(data, batch_size=4, collate_fn=batch_trees)
@@ -306,7 +312,7 @@ def compiled_and_eager(backend: str | None, monkeypatch):
     params = [x, *cell.parameters()]
     outs = []
     for compiled in (True, False):
-        h, c = run_up(cell, x, batch.edge_index, num_nodes=n, compile=compiled)
+        h, c = run_up(cell, x, batch.edge_index, num_nodes=n, compile=compiled, return_state=True)
         outs.append([h, c, *grads_of(torch.cat([h, c], 1), params)])
     return outs
 
@@ -336,8 +342,8 @@ def test_a_step_that_does_not_compile_warns_and_runs_eagerly(monkeypatch):
     cell = DampedCell(3, 2).to(DT)
     x = torch.randn(batch.num_nodes, 3, dtype=DT)
     with pytest.warns(UserWarning, match="torch.compile of DampedCell's step failed"):
-        h, _ = run_up(cell, x, batch.edge_index, compile=True)
-    h_ref, _ = run_up(cell, x, batch.edge_index)
+        h, _ = run_up(cell, x, batch.edge_index, compile=True, return_state=True)
+    h_ref, _ = run_up(cell, x, batch.edge_index, return_state=True)
     torch.testing.assert_close(h, h_ref, atol=0, rtol=0)
 
 

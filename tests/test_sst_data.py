@@ -58,7 +58,7 @@ def test_sst_fine_dev_and_layout(data_root):
     assert dev.trees[0].to_ptb() == first_line
     d = dev[0]
     ref = dev.trees[0].to_data(dev.vocab)
-    for key in ("x", "y", "pos", "height", "edge_index"):
+    for key in ("x", "y", "child_index", "height", "edge_index"):
         assert torch.equal(d[key], ref[key])
     # binary labels are the fine ones mapped node by node
     binary = SST(data_root / "sst", "dev", binary=True, vocab=dev.vocab)

@@ -181,7 +181,10 @@ def test_vectors_set_the_embedding_size_unless_told_otherwise(tmp_path, capsys):
 def test_the_epoch_notice_shows_what_validation_measured():
     from structrnn.training.loop import _shown
 
-    assert _shown({"solved": 0.5, "epoch": 3}, "epoch") == "solved 0.5000"
-    assert _shown({"epoch": 3}, "epoch") == "epoch 3"
-    assert _shown({"f1": 0.25}, "f1") == "f1 0.2500"
-    assert _shown({}, "f1") == "f1 n/a"
+    assert _shown({"solved": 0.5, "epoch": 3}, "epoch", "val") == "val solved 0.5"
+    assert _shown({"epoch": 3}, "epoch", "val") == "val epoch 3"
+    assert _shown({"f1": 0.25}, "f1", "dev") == "dev f1 0.25"
+    assert _shown({}, "f1", "dev") == "dev f1 n/a"
+    # a sign-flipped selection score stays internal: the task names the figure it stands for
+    assert _shown({"val_score": -0.6948, "val_roc_auc": 0.6948}, "val_score", "",
+                  ["val_roc_auc"]) == "val roc_auc 0.695"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from structrnn.trees import ptb as tree_module
+from structrnn.trees import brackets as tree_module
 from structrnn.trees.ptb import ParseError, read_ptb_file, write_ptb_file
 from structrnn.trees.tree import Tree
 from structrnn.trees.vocab import Vocab
@@ -23,9 +23,9 @@ EXAMPLE = "(3 (2 It) (4 (3 works) (2 .)))"
 def slow_parse(text: str) -> Tree:
     """The careful parser alone (the fast path disabled)."""
     fast = tree_module._parse_fast
-    tree_module._parse_fast = lambda t: None
+    tree_module._parse_fast = lambda t, cls: None
     try:
-        return tree_module._parse(text)
+        return tree_module.parse(text, Tree)
     finally:
         tree_module._parse_fast = fast
 
@@ -273,15 +273,15 @@ def test_networkx_round_trip_and_attributes():
     g = t.to_networkx()
     assert g.graph["root"] == 0
     assert list(g.edges) == [(0, 1), (0, 2), (2, 3), (2, 4)]
-    assert g.nodes[3] == {"label": "3", "token": "works", "pos": 0}
-    assert g.nodes[0] == {"label": "3", "token": None, "pos": 0}
+    assert g.nodes[3] == {"label": "3", "token": "works", "child_index": 0}
+    assert g.nodes[0] == {"label": "3", "token": None, "child_index": 0}
     assert Tree.from_networkx(g) == t
-    # arbitrary node names inserted in another order; children ordered by pos
+    # arbitrary node names inserted in another order; children ordered by child_index
     h = nx.DiGraph()
-    h.add_node("dot", label="2", token=".", pos=1)
-    h.add_node("works", label="3", token="works", pos=0)
-    h.add_node("vp", label="4", pos=1)
-    h.add_node("it", label="2", token="It", pos=0)
+    h.add_node("dot", label="2", token=".", child_index=1)
+    h.add_node("works", label="3", token="works", child_index=0)
+    h.add_node("vp", label="4", child_index=1)
+    h.add_node("it", label="2", token="It", child_index=0)
     h.add_node("s", label=3)
     h.add_edges_from([("vp", "dot"), ("s", "vp"), ("vp", "works"), ("s", "it")])
     assert Tree.from_networkx(h) == t
@@ -327,13 +327,13 @@ def test_nltk_round_trip(data_root):
 # ------------------------------------------------------------------ to_data
 def reference_data(tree: Tree, vocab: Vocab) -> dict[str, list]:
     """Independent recursive reference of the Data layout (small trees only)."""
-    out = {"x": [], "y": [], "pos": [], "height": [], "edges": []}
+    out = {"x": [], "y": [], "child_index": [], "height": [], "edges": []}
 
     def visit(node: Tree, parent: int, position: int) -> int:
         me = len(out["x"])
         out["x"].append(vocab[node.token] if node.token is not None else -1)
         out["y"].append(int(node.label))
-        out["pos"].append(position)
+        out["child_index"].append(position)
         out["height"].append(None)
         if parent >= 0:
             out["edges"].append((me, parent))
@@ -365,12 +365,12 @@ def test_to_data_hand_computed():
     d = Tree.from_ptb(EXAMPLE).to_data(vocab)
     # pre-order: 0 = root (3), 1 = It, 2 = (4 ...), 3 = works, 4 = .
     assert d.edge_index.tolist() == [[1, 2, 3, 4], [0, 0, 2, 2]]
-    assert d.pos.tolist() == [0, 0, 1, 0, 1]
+    assert d.child_index.tolist() == [0, 0, 1, 0, 1] and "pos" not in d
     assert d.height.tolist() == [2, 0, 1, 0, 0]
     assert d.x.tolist() == [-1, 1, -1, 2, 3]
     assert d.y.tolist() == [3, 2, 4, 3, 2]
     assert d.num_nodes == 5
-    for key in ("x", "y", "pos", "height", "edge_index"):
+    for key in ("x", "y", "child_index", "height", "edge_index"):
         assert d[key].dtype == torch.long
 
 
@@ -383,7 +383,8 @@ def test_to_data_matches_recursive_reference():
             ref = reference_data(t, vocab)
             d = t.to_data(vocab)
             assert d.x.tolist() == ref["x"] and d.y.tolist() == ref["y"]
-            assert d.pos.tolist() == ref["pos"] and d.height.tolist() == ref["height"]
+            assert d.child_index.tolist() == ref["child_index"]
+            assert d.height.tolist() == ref["height"]
             assert [tuple(e) for e in d.edge_index.t().tolist()] == ref["edges"]
             assert d.height[0] == t.height and d.num_nodes == len(t)
             assert Tree.from_ptb(t.to_ptb()) == t
@@ -410,7 +411,7 @@ def test_pyg_dataloader_batches_trees():
     assert batch.ptr.tolist() == offsets + [12]
     expected = torch.cat([d.edge_index + o for d, o in zip(data, offsets)], dim=1)
     assert torch.equal(batch.edge_index, expected)
-    for key in ("x", "y", "pos", "height"):
+    for key in ("x", "y", "child_index", "height"):
         assert torch.equal(batch[key], torch.cat([d[key] for d in data]))
     assert batch.batch.tolist() == [0] * 5 + [1] + [2] * 6
     roots = batch.ptr[:-1]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 
 import structrnn as sr
 from structrnn.levels.kernels.child_sum import child_sum_lstm
 from structrnn.levels.kernels.nary import nary_lstm
 from structrnn.levels.run import run_schedule
 from structrnn.levels.schedule import make_schedule, tree_schedule
+from structrnn.trees.data import TreeData
 from tests.test_recursive import random_tree
 
 DT = torch.double
@@ -22,12 +23,12 @@ def forest(sizes, seed=0, max_children=None):
     data = []
     for n in sizes:
         edge_index, pos = random_tree(n, gen, max_children)
-        data.append(Data(edge_index=edge_index, pos=pos, num_nodes=n))
+        data.append(TreeData(edge_index=edge_index, child_index=pos, num_nodes=n))
     return Batch.from_data_list(data)
 
 
 def states_and_grads(cell, x, schedule, n, fused, pos=None):
-    h, c = run_schedule(cell, x, schedule, n, pos=pos, fused=fused)
+    h, c = run_schedule(cell, x, schedule, n, child_index=pos, fused=fused, return_state=True)
     gen = torch.Generator().manual_seed(1)
     w_h = torch.randn(h.shape, generator=gen, dtype=h.dtype)
     w_c = torch.randn(c.shape, generator=gen, dtype=c.dtype)
@@ -68,17 +69,21 @@ def test_fused_nary_equals_op_by_op(bias, with_x, arity):
     schedule = tree_schedule(batch.edge_index, n).up
     cell = sr.NaryLSTMCell(5, 4, arity=arity, bias=bias).to(DT)
     x = torch.randn(n, 5, dtype=DT, requires_grad=True) if with_x else None
-    assert_fused_equals_op_by_op(cell, x, schedule, n, pos=batch.pos)
+    assert_fused_equals_op_by_op(cell, x, schedule, n, pos=batch.child_index)
 
 
-def test_fused_nary_without_pos_puts_every_child_in_slot_zero():
+def test_fused_nary_with_every_child_in_slot_zero():
     batch = forest([7, 5], seed=9)
     schedule = tree_schedule(batch.edge_index, batch.num_nodes).up
     cell = sr.NaryLSTMCell(3, 2, arity=2).to(DT)
     x = torch.randn(batch.num_nodes, 3, dtype=DT)
-    h1, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=True)
-    h0, _ = run_schedule(cell, x, schedule, batch.num_nodes, fused=False)
+    zeros = torch.zeros(batch.num_nodes, dtype=torch.long)
+    h1 = run_schedule(cell, x, schedule, batch.num_nodes, zeros, fused=True)
+    h0 = run_schedule(cell, x, schedule, batch.num_nodes, zeros, fused=False)
     torch.testing.assert_close(h1, h0)
+    # without child_index an N-ary cell is refused, as the cell's own indexed call refuses it
+    with pytest.raises(ValueError, match="child_index is required"):
+        run_schedule(cell, x, schedule, batch.num_nodes)
 
 
 def test_fused_on_a_dag_where_a_node_feeds_two_nodes():
@@ -106,7 +111,7 @@ def test_kernel_passes_gradcheck():
 def test_nary_kernel_passes_gradcheck():
     batch = forest([5, 7, 1], seed=5, max_children=2)
     s = tree_schedule(batch.edge_index, batch.num_nodes).up
-    slot = batch.pos[s.order][s.pred]
+    slot = batch.child_index[s.order][s.pred]
     pre = torch.randn(batch.num_nodes, 15, dtype=DT, requires_grad=True)  # (3 + 2) * H
     w_hh = torch.randn(15, 6, dtype=DT, requires_grad=True)
 
@@ -138,8 +143,8 @@ def test_subclass_with_its_own_step_is_not_fused():
     s = tree_schedule(batch.edge_index, batch.num_nodes).up
     cell = Damped(3, 2)
     x = torch.randn(batch.num_nodes, 3)
-    h_default, _ = run_schedule(cell, x, s, batch.num_nodes)
-    h_plain, _ = run_schedule(cell, x, s, batch.num_nodes, fused=False)
+    h_default, _ = run_schedule(cell, x, s, batch.num_nodes, return_state=True)
+    h_plain, _ = run_schedule(cell, x, s, batch.num_nodes, fused=False, return_state=True)
     torch.testing.assert_close(h_default, h_plain)
 
 
@@ -149,8 +154,8 @@ def test_autocast_takes_the_op_by_op_path():
     cell = sr.LSTMCell(3, 2)
     x = torch.randn(batch.num_nodes, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        h_default, _ = run_schedule(cell, x, s, batch.num_nodes)
-        h_plain, _ = run_schedule(cell, x, s, batch.num_nodes, fused=False)
+        h_default, _ = run_schedule(cell, x, s, batch.num_nodes, return_state=True)
+        h_plain, _ = run_schedule(cell, x, s, batch.num_nodes, fused=False, return_state=True)
     torch.testing.assert_close(h_default, h_plain)
 
 
@@ -161,5 +166,5 @@ def test_no_grad_and_tree_model_default_use_the_kernel():
     with torch.no_grad():
         h = model(x, batch.edge_index)
     s = tree_schedule(batch.edge_index, batch.num_nodes).up
-    h_plain, _ = run_schedule(model.cell, x, s, batch.num_nodes, fused=False)
+    h_plain, _ = run_schedule(model.cell, x, s, batch.num_nodes, fused=False, return_state=True)
     torch.testing.assert_close(h, h_plain)

@@ -175,8 +175,13 @@ def test_the_validation_split_lies_inside_the_training_fold(tmp_path):
         parts = [set(u[k].tolist()) for k in ("train", "val", "test")]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
         assert len(parts[0] | parts[1] | parts[2]) == 45
+        # stratified: each class's count in the validation part is within one of its share
+        # of the training fold (what StratifiedKFold guarantees)
+        pool = prep.labels[np.concatenate([u["train"], u["val"]])]
         classes = prep.labels[u["val"]]
-        assert abs(int((classes == 1).sum()) - int((classes == 0).sum())) <= 1  # stratified
+        for c in (0, 1):
+            share = len(classes) * float((pool == c).mean())
+            assert abs(int((classes == c).sum()) - share) < 1, (c, classes, share)
 
 
 def _flip_test_labels(monkeypatch) -> None:

@@ -117,8 +117,9 @@ def compare(args: argparse.Namespace) -> dict:
           f"{edge_index.size(1)} edges, {args.depth + 1} levels; {args.cell} cell, hidden "
           f"{args.hidden}, float32, forward + backward")
     contenders: dict[str, Callable[[], tuple[Tensor, ...]]] = {
-        "structrnn": lambda: state_tuple(DAGRecurrent(cell)(x, edge_index)),
-        "op-by-op": lambda: state_tuple(DAGRecurrent(cell, fused=False)(x, edge_index)),
+        "structrnn": lambda: state_tuple(DAGRecurrent(cell)(x, edge_index, return_state=True)),
+        "op-by-op": lambda: state_tuple(DAGRecurrent(cell, fused=False)(x, edge_index,
+                                                                        return_state=True)),
         "per-node": lambda: per_node(cell, x, edge_index),
     }
     if args.cell != "lstm":  # no fused kernel: "structrnn" already runs op by op

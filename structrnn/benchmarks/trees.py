@@ -149,8 +149,8 @@ def structrnn_step(parts, opt, batch, fused=True, compile=False):
 
     embedding, cell, classifier = parts
     rows = (batch.x >= 0).nonzero().squeeze(1)  # the words: x = 0 on every other node
-    h, _ = run_up(cell, embedding(batch.x[rows]), batch.edge_index, schedule=batch.schedule,
-                  num_nodes=batch.num_nodes, fused=fused, x_rows=rows, compile=compile)
+    h = run_up(cell, embedding(batch.x[rows]), batch.edge_index, schedule=batch.schedule,
+               num_nodes=batch.num_nodes, fused=fused, x_rows=rows, compile=compile)
     loss = F.cross_entropy(classifier(h), batch.y, reduction="sum")
     opt.zero_grad()
     loss.backward()

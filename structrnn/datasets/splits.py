@@ -6,6 +6,7 @@ given seed, so a dataset is split with ``[dataset[i] for i in idx]`` or ``datase
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -91,19 +92,22 @@ def scaffold_split(smiles_list: Sequence[str], fractions: Sequence[float] = (0.8
 
 def stratified_kfold(labels: Sequence[int] | np.ndarray, k: int = 10,
                      seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` (train, test) index pairs; every sample is in exactly one test fold, and each class
-    is spread over the folds as evenly as possible (per-fold class counts differ by at most one;
-    fold sizes too). Samples are shuffled within their class with ``seed``.
+    """``k`` (train, test) index pairs of scikit-learn's ``StratifiedKFold`` (shuffled with
+    ``seed``): every sample is in exactly one test fold, and each class is spread over the folds
+    as evenly as possible (per-fold class counts differ by at most one; fold sizes too).
+
+    Raises:
+        ValueError: ``k`` outside ``2..len(labels)``, or larger than every class's count.
     """
+    from sklearn.model_selection import StratifiedKFold
+
     labels = np.asarray(labels).reshape(-1)
     n = labels.shape[0]
     if not 2 <= k <= n:
         raise ValueError(f"k: expected 2 <= k <= number of samples ({n}), got {k}")
-    rng = np.random.default_rng(seed)
-    # Deal the shuffled members of each class round-robin, continuing where the previous
-    # class stopped, so both class counts and fold sizes stay within one of each other.
-    order = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
-                            for c in np.unique(labels)])
-    fold_of = np.empty(n, dtype=np.int64)
-    fold_of[order] = np.arange(n) % k
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # a class rarer than k is spread as far as it goes: expected on small data sets
+        warnings.filterwarnings("ignore", message="The least populated class")
+        return [(train.astype(np.int64), test.astype(np.int64))
+                for train, test in folds.split(np.zeros(n), labels)]

@@ -55,9 +55,16 @@ SPLITS = ("train", "dev", "test")
 _BINARY = torch.tensor([0, 0, -1, 1, 1])
 CLASS_LABELS = frozenset("01234")  # SST writes each class as one digit
 # Bump when what the processed cache holds (or how it is read) changes: its key includes it.
-CACHE_FORMAT = "structrnn-sst-1"
-_CACHE_TENSORS = ("num_nodes", "y", "pos", "height", "parent", "token_rows", "line_numbers",
-                  "tokens")
+# Format 1 named each node's slot ``pos``; format 2 names it ``child_index`` (PyG reads ``pos``
+# as coordinates). Both are read: the format says which name the file used.
+CACHE_FORMAT = "structrnn-sst-2"
+_FLAT_FIELDS = {"structrnn-sst-1": ("num_nodes", "y", "pos", "height", "parent"),
+                "structrnn-sst-2": ("num_nodes", "y", "child_index", "height", "parent")}
+
+
+def _cache_tensors(fmt: str) -> tuple[str, ...]:
+    """The arrays of a cache of format ``fmt``, in the order of their checksum."""
+    return (*_FLAT_FIELDS[fmt], "token_rows", "line_numbers", "tokens")
 
 
 def to_binary(y: Tensor) -> Tensor:
@@ -271,6 +278,11 @@ def cache_key(text: bytes) -> str:
     return f"{CACHE_FORMAT}:{__version__}:{hashlib.sha256(text).hexdigest()}"
 
 
+def _without_format(key: object) -> object:
+    """A cache key less its format (what data and which library version it is for)."""
+    return key.partition(":")[2] if isinstance(key, str) else key
+
+
 def cache_location(root: Path, cache_dir: str | os.PathLike | None = None) -> Path:
     """``cache_dir``; by default ``processed/`` in ``root`` when writable (a shared, read-only
     data folder stays untouched), else :func:`structrnn._paths.cache_dir` ``/ "sst"``."""
@@ -281,9 +293,9 @@ def cache_location(root: Path, cache_dir: str | os.PathLike | None = None) -> Pa
     return beside if usable else default_cache_dir() / "sst"
 
 
-def _crc(arrays: dict[str, Tensor]) -> int:
+def _crc(arrays: dict[str, Tensor], fmt: str = CACHE_FORMAT) -> int:
     crc = 0
-    for name in _CACHE_TENSORS:
+    for name in _cache_tensors(fmt):
         crc = zlib.crc32(arrays[name].numpy(), zlib.crc32(name.encode(), crc))
     return crc
 
@@ -293,7 +305,7 @@ def write_cache(path: Path, key: str, flat: FlatTrees, line_numbers: Sequence[in
     tokens as one UTF-8 text, a CRC-32 of it all). A folder we cannot write is not fatal."""
     text = "\n".join(flat.tokens).encode("utf-8")
     arrays = {name: getattr(flat, name).to(torch.int32)
-              for name in ("num_nodes", "y", "pos", "height", "parent", "token_rows")}
+              for name in (*_FLAT_FIELDS[CACHE_FORMAT], "token_rows")}
     arrays["line_numbers"] = torch.tensor(list(line_numbers), dtype=torch.int32)
     arrays["tokens"] = torch.frombuffer(bytearray(text), dtype=torch.uint8) if text \
         else torch.empty(0, dtype=torch.uint8)
@@ -307,21 +319,23 @@ def write_cache(path: Path, key: str, flat: FlatTrees, line_numbers: Sequence[in
 
 def read_cache(path: Path, key: str) -> tuple[FlatTrees, list[int]] | None:
     """What :func:`write_cache` saved under ``key``, or None when there is none, it is for
-    other data, or it is damaged (then with a warning: the caller rebuilds it)."""
+    other data, or it is damaged (then with a warning: the caller rebuilds it). A cache of an
+    earlier format that holds the same data (format 1, whose slot array is named ``pos``) is
+    read too."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+        fmt = state.get("format") if isinstance(state, dict) else None
+        if fmt not in _FLAT_FIELDS:
             raise ValueError("another cache format")
-        if state.get("key") != key:
+        if _without_format(state.get("key")) != _without_format(key):
             return None  # other data or another version: quietly rebuilt
-        if state.get("crc") != _crc(state):
+        if state.get("crc") != _crc(state, fmt):
             raise ValueError("checksum mismatch")
         tokens = state["tokens"].numpy().tobytes().decode("utf-8").split("\n") \
             if state["num_tokens"] else []
-        flat = FlatTrees(*(state[k].long() for k in ("num_nodes", "y", "pos", "height",
-                                                      "parent")), tokens,
+        flat = FlatTrees(*(state[k].long() for k in _FLAT_FIELDS[fmt]), tokens,
                          state["token_rows"].long())
         if len(tokens) != flat.token_rows.numel() or int(flat.num_nodes.sum()) != flat.y.numel():
             raise ValueError("inconsistent sizes")

@@ -24,6 +24,7 @@ from torch_geometric.data.data import BaseData
 from torch_geometric.utils import softmax
 
 from structrnn._checks import check_shape
+from structrnn._deprecation import renamed, warn_once
 from structrnn.cells import RNNCellBase, map_state, state_from_tuple, state_h, state_tuple
 from structrnn.levels.run import run_schedule
 from structrnn.levels.schedule import DAGSchedule, Schedule, dag_schedule
@@ -31,7 +32,7 @@ from structrnn.levels.schedule import DAGSchedule, Schedule, dag_schedule
 __all__ = ["DAGRecurrent", "DAGAttention"]
 
 DIRECTIONS = ("forward", "backward", "both")
-AGGREGATIONS = ("sum", "attention")
+AGGRS = ("sum", "attention")
 
 
 class DAGAttention(nn.Module):
@@ -53,6 +54,16 @@ class DAGAttention(nn.Module):
         super().__init__()
         self.node = nn.Linear(input_size, 1, bias=False) if input_size else None
         self.pred = nn.Linear(hidden_size, 1, bias=False)
+
+    def reset_parameters(self) -> None:
+        """Draw ``w_x`` and ``w_h`` anew (``torch.nn.Linear``'s initialisation)."""
+        for layer in (self.node, self.pred):
+            if layer is not None:
+                layer.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.node.in_features if self.node else None}, " \
+            f"hidden_size={self.pred.in_features}"
 
     def node_scores(self, x: Tensor | None) -> Tensor | None:
         """``w_x . x_v`` of every node: (N, input_size) -> (N, 1), or None without input."""
@@ -105,12 +116,34 @@ class _AttendingCell(nn.Module):
 
 
 def _fresh_copy(cell: nn.Module) -> nn.Module:
-    """A cell of the same kind with parameters of its own (drawn anew when it can reset them),
-    as ``torch.nn.LSTM(bidirectional=True)`` has one set of weights per direction."""
+    """A cell of the same kind with parameters of its own, drawn anew by its
+    ``reset_parameters``, as ``torch.nn.LSTM(bidirectional=True)`` has one set of weights per
+    direction. A cell with parameters and no ``reset_parameters`` is an error: its copy would
+    hold the very same weights."""
+    if _has_parameters(cell) and not callable(getattr(cell, "reset_parameters", None)):
+        raise TypeError(f"DAGRecurrent(direction='both'): the cell {type(cell).__name__} has no "
+                        "reset_parameters(), so a copy of it for the backward pass would start "
+                        "with the same weights; give the cell a reset_parameters() method or "
+                        "pass backward_cell=")
     other = copy.deepcopy(cell)
-    if hasattr(other, "reset_parameters"):
+    if _has_parameters(other):
         other.reset_parameters()
     return other
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def _reset(module: nn.Module, what: str) -> None:
+    """``module.reset_parameters()``; a module with parameters and no such method is an error
+    (silently keeping its weights would break the promise of "new weights everywhere")."""
+    if callable(getattr(module, "reset_parameters", None)):
+        module.reset_parameters()
+    elif _has_parameters(module):
+        raise TypeError(f"DAGRecurrent.reset_parameters: the {what} {type(module).__name__} has "
+                        "parameters but no reset_parameters() method to draw new ones; give "
+                        "it one")
 
 
 class DAGRecurrent(nn.Module):
@@ -127,7 +160,7 @@ class DAGRecurrent(nn.Module):
     each with its own cell (``backward_cell``; by default a copy of ``cell`` with freshly drawn
     weights), and concatenates them.
 
-    ``aggregation="attention"`` weights the predecessors as DAGNN does (Thost & Chen 2021): the
+    ``aggr="attention"`` weights the predecessors as DAGNN does (Thost & Chen 2021): the
     cell receives ``alpha(u -> v) * state_u`` in place of ``state_u``, with ``alpha`` the softmax
     over v's predecessors of ``w_x . x_v + w_h . h_u`` (:class:`DAGAttention`; every component
     of the state is scaled, ``h`` and ``c`` for LSTM cells). A GRU or Elman cell sums its
@@ -140,34 +173,41 @@ class DAGRecurrent(nn.Module):
             ``cell(x, prev, index=..., size=...)``; attention needs its ``input_size`` and
             ``hidden_size`` attributes.
         direction: ``"forward"``, ``"backward"`` or ``"both"``.
-        aggregation: ``"sum"`` (the cell's own many-predecessor call) or ``"attention"``.
+        aggr: ``"sum"`` (the cell's own many-predecessor call) or ``"attention"``
+            (``aggregation=`` is its deprecated old name).
         backward_cell: the cell of the backward pass of ``"both"`` (pass ``cell`` itself to
-            share the weights).
+            share the weights). By default a copy of ``cell`` re-drawn by its
+            ``reset_parameters()``; a cell with parameters and no such method is a
+            ``TypeError`` (never two directions with the same weights by accident).
         fused: as in :func:`~structrnn.run_schedule` (a plain LSTMCell with sum aggregation runs
             the whole pass as one autograd node).
 
-    Shapes: ``x`` (N, input_size) or None, ``edge_index`` (2, E). Returns the cell's own form:
-    ``h`` (N, hidden_size), or ``(h, c)`` for LSTM cells. With ``"both"`` each component is the
-    forward pass's and the backward pass's side by side: ``h`` (N, 2 * hidden_size), and for LSTM
-    cells ``(h, c)`` with ``h = [h_fw, h_bw]`` and ``c = [c_fw, c_bw]``, each (N, 2 * hidden_size).
+    Shapes: ``x`` (N, input_size) or None, ``edge_index`` (2, E). Returns ``h`` (N, hidden_size);
+    with ``return_state=True`` the cell's state form: ``h`` for RNN/GRU cells, ``(h, c)`` for
+    LSTM cells (the same convention as the tree models). With ``"both"`` each component is the
+    forward pass's and the backward pass's side by side: ``h = [h_fw, h_bw]`` (N,
+    2 * hidden_size), and ``c = [c_fw, c_bw]``.
 
     A cycle in ``edge_index`` is an :class:`~structrnn.InputError` (a ``ValueError``) whose
     message names a node on the cycle and the cycle. The levels are found on the CPU (one host
     synchronisation per call unless ``schedule`` is given).
     """
 
-    def __init__(self, cell: nn.Module, direction: str = "forward", aggregation: str = "sum",
-                 backward_cell: nn.Module | None = None, fused: bool = True) -> None:
+    def __init__(self, cell: nn.Module, direction: str = "forward", aggr: str = "sum",
+                 backward_cell: nn.Module | None = None, fused: bool = True, *,
+                 aggregation: str | None = None) -> None:
         super().__init__()
+        if aggregation is not None:  # the old spelling, unless both are given
+            aggr = renamed("DAGRecurrent", "aggregation", "aggr", aggregation,
+                           None if aggr == "sum" else aggr)
         if direction not in DIRECTIONS:
             raise ValueError(f"DAGRecurrent: direction must be one of {DIRECTIONS}, "
                              f"got {direction!r}")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"DAGRecurrent: aggregation must be one of {AGGREGATIONS}, "
-                             f"got {aggregation!r}")
+        if aggr not in AGGRS:
+            raise ValueError(f"DAGRecurrent: aggr must be one of {AGGRS}, got {aggr!r}")
         if backward_cell is not None and direction != "both":
             raise ValueError("DAGRecurrent: backward_cell is for direction='both'")
-        self.direction, self.aggregation, self.fused = direction, aggregation, fused
+        self.direction, self.aggr, self.fused = direction, aggr, fused
         self.input_size = getattr(cell, "input_size", None)
         self.hidden_size = getattr(cell, "hidden_size", None)
         self.cell = cell
@@ -175,16 +215,35 @@ class DAGRecurrent(nn.Module):
         if direction == "both":
             self.backward_cell = _fresh_copy(cell) if backward_cell is None else backward_cell
         self.attention = self.backward_attention = None
-        if aggregation == "attention":
+        if aggr == "attention":
             if self.hidden_size is None:
-                raise ValueError("DAGRecurrent: aggregation='attention' needs a cell with "
+                raise ValueError("DAGRecurrent: aggr='attention' needs a cell with "
                                  "input_size and hidden_size attributes")
             self.attention = DAGAttention(self.input_size, self.hidden_size)
             if direction == "both":
                 self.backward_attention = DAGAttention(self.input_size, self.hidden_size)
 
+    @property
+    def aggregation(self) -> str:
+        """Deprecated: :attr:`aggr`."""
+        warn_once("DAGRecurrent.aggregation.attr", "DAGRecurrent.aggregation is deprecated, "
+                  "use .aggr", stacklevel=3)
+        return self.aggr
+
+    def reset_parameters(self) -> None:
+        """Draw new weights everywhere: each cell through its own ``reset_parameters()`` (a
+        cell with parameters and none is a ``TypeError``), and the attention vectors. A
+        ``backward_cell`` that is ``cell`` itself (shared on purpose) is drawn once."""
+        _reset(self.cell, "cell")
+        if self.backward_cell is not None and self.backward_cell is not self.cell:
+            _reset(self.backward_cell, "backward_cell")
+        for attention in (self.attention, self.backward_attention):
+            if attention is not None:
+                attention.reset_parameters()
+
     def extra_repr(self) -> str:
-        return f"direction={self.direction!r}, aggregation={self.aggregation!r}"
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"direction={self.direction!r}, aggr={self.aggr!r}")
 
     def schedule(self, edge_index: Tensor, num_nodes: int) -> DAGSchedule:
         """The passes this model runs, built on the CPU (to build them ahead, e.g. in a
@@ -193,7 +252,8 @@ class DAGRecurrent(nn.Module):
                             backward=self.direction != "forward")
 
     def forward(self, x: Tensor | BaseData | None, edge_index: Tensor | None = None,
-                num_nodes: int | None = None, schedule: DAGSchedule | None = None):
+                num_nodes: int | None = None, schedule: DAGSchedule | None = None,
+                return_state: bool = False):
         """Every node's state.
 
         Args:
@@ -202,9 +262,11 @@ class DAGRecurrent(nn.Module):
             edge_index: (2, E) long, u -> v: u comes before v.
             num_nodes: N (default ``x.size(0)``).
             schedule: the passes from :meth:`schedule`, when built ahead.
+            return_state: return the cell's state form (``(h, c)`` for LSTM cells), not ``h``.
 
         Returns:
-            ``h`` (N, hidden_size) or ``(h, c)`` for LSTM cells (twice as wide with ``"both"``).
+            ``h`` (N, hidden_size), or with ``return_state=True`` the cell's state (``(h, c)``
+            for LSTM cells); twice as wide with ``"both"``.
         """
         if isinstance(x, BaseData):
             x, edge_index, num_nodes = x.x, x.edge_index, x.num_nodes
@@ -218,10 +280,9 @@ class DAGRecurrent(nn.Module):
             cell = self.backward_cell if self.direction == "both" else self.cell
             attention = self.backward_attention if self.direction == "both" else self.attention
             passes.append(self._pass(cell, attention, x, schedule.backward, n))
-        if len(passes) == 1:
-            return passes[0]
-        return state_from_tuple([torch.cat(parts, 1)
-                                 for parts in zip(*map(state_tuple, passes), strict=True)])
+        state = passes[0] if len(passes) == 1 else state_from_tuple(
+            [torch.cat(parts, 1) for parts in zip(*map(state_tuple, passes), strict=True)])
+        return state if return_state else state_h(state)
 
     def _check(self, x: Tensor | None, edge_index: Tensor | None, num_nodes: int | None) -> int:
         """N, after checking the shapes (no host synchronisation)."""
@@ -241,7 +302,7 @@ class DAGRecurrent(nn.Module):
     def _pass(self, cell: nn.Module, attention: DAGAttention | None, x: Tensor | None,
               schedule: Schedule, n: int):
         if attention is None:
-            return run_schedule(cell, x, schedule, n, fused=self.fused)
+            return run_schedule(cell, x, schedule, n, fused=self.fused, return_state=True)
         # attention: the cell's input and each node's score travel together through the levels
         fast = isinstance(cell, RNNCellBase)
         inp = cell.project_input(x) if fast else x
@@ -251,4 +312,4 @@ class DAGRecurrent(nn.Module):
         else:
             packed, width = torch.cat([inp, attention.node_scores(x)], 1), inp.size(1)
         return run_schedule(_AttendingCell(cell, attention, width), packed, schedule, n,
-                            fused=False)
+                            fused=False, return_state=True)

@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from structrnn._deprecation import renamed
 from structrnn.cells import (
     LSTMCell,
     NaryLSTMCell,
     RNNCellBase,
     inherits,
     state_from_tuple,
+    state_h,
     state_tuple,
 )
 from structrnn.levels.kernels.child_sum import child_sum_lstm
@@ -169,7 +171,7 @@ def _sparse_projection(cell: nn.Module, x: Tensor, x_rows: Tensor, s: Schedule, 
 
 
 def _run_fused(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Schedule, n: int,
-               pos_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
+               slot_s: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """The pass through a fused kernel (one autograd node, hand-written backward) when one
     computes exactly what ``cell.combine`` would, else None.
 
@@ -186,25 +188,27 @@ def _run_fused(cell: nn.Module, x: Tensor | None, x_rows: Tensor | None, s: Sche
     w_hh = cell.weight_hh.index_select(0, lay.hh)
     if child_sum:
         return child_sum_lstm(pre, w_hh, s, True)
-    slot = pos_s if pos_s is not None else torch.zeros_like(s.pred)
+    slot = slot_s if slot_s is not None else torch.zeros_like(s.pred)
     return nary_lstm(pre, w_hh, s, slot, cell.arity, True)
 
 
-def _check_slots(cell: nn.Module, pos_s: Tensor | None) -> None:
+def _check_slots(cell: nn.Module, slot_s: Tensor | None) -> None:
     """Once per pass, outside the level loop (one host synchronisation): a slot >= arity would
     silently land in the next parent's slots."""
     arity = getattr(cell, "arity", None)
-    if pos_s is None or arity is None or not pos_s.numel() or pos_s.is_meta:
+    if slot_s is None or arity is None or not slot_s.numel() or slot_s.is_meta:
         return
-    top = int(pos_s.max())
+    top = int(slot_s.max())
     if top >= arity:
-        raise ValueError(f"pos: a node has a child in position {top}, but the cell takes at "
-                         f"most arity={arity} children (binarize the tree: Tree.binarize())")
+        raise ValueError(f"child_index: a node has a child in position {top}, but the cell "
+                         f"takes at most arity={arity} children (binarize the tree: "
+                         "Tree.binarize())")
 
 
 def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
-                 pos: Tensor | None = None, fused: bool = True, x_rows: Tensor | None = None,
-                 compile: bool = False):
+                 child_index: Tensor | None = None, fused: bool = True,
+                 x_rows: Tensor | None = None, compile: bool = False, return_state: bool = False,
+                 *, pos: Tensor | None = None):
     """Run ``cell`` over the levels of ``schedule``.
 
     Args:
@@ -214,7 +218,9 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         x: (N, input_size) node inputs, or None.
         schedule: the pass's :class:`~structrnn.levels.schedule.Schedule`.
         num_nodes: N.
-        pos: (N,) each node's slot under its parent (N-ary cells), as on tree ``Data``.
+        child_index: (N,) long, each node's slot under its parent, as on tree ``Data``:
+            required by a cell with ordered slots (``arity`` > 1: N-ary cells), ignored by
+            others. (``pos=`` is its deprecated old name.)
         fused: run a plain :class:`LSTMCell` or :class:`NaryLSTMCell` through its kernel
             (:mod:`structrnn.levels.kernels.child_sum`, :mod:`structrnn.levels.kernels.nary`: one
             autograd node for the whole pass); False runs every cell op by op.
@@ -229,16 +235,34 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
             says so and the step runs as it is. Opt-in: whether it pays depends on the cell
             and the machine (``structrnn bench trees --compiled``).
 
+        return_state: return the cell's whole state (``(h, c)`` for LSTM cells) instead of
+            ``h``.
+
     Returns:
-        The state of every node in the original node order: (N, H), or a tuple for LSTM cells.
+        ``h`` (N, H) of every node in the original node order; with ``return_state=True`` the
+        cell's state form: ``h`` for RNN/GRU cells, ``(h, c)`` for LSTM cells.
     """
+    child_index = renamed("run_schedule", "pos", "child_index", pos, child_index)
+    if child_index is None and getattr(cell, "arity", 1) > 1 and schedule.pred.numel():
+        raise ValueError(f"run_schedule: {type(cell).__name__} (arity={cell.arity}) takes "
+                         "ordered children: child_index is required, (N,) long, each node's "
+                         "position under its parent (batch.child_index of a tree batch); "
+                         "got None")
+    state = _run_schedule(cell, x, schedule, num_nodes, child_index, fused, x_rows, compile)
+    return state if return_state else state_h(state)
+
+
+def _run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nodes: int,
+                  child_index: Tensor | None, fused: bool, x_rows: Tensor | None,
+                  compile: bool):
+    """:func:`run_schedule`, returning the cell's full state."""
     device = x.device if x is not None else next(cell.parameters()).device
     s = _to(schedule, device)
     fast = isinstance(cell, RNNCellBase)
-    # the slot of each scheduled predecessor (pos is per node: the child's place in its parent)
-    pos_s = pos[s.order][s.pred] if pos is not None else None
-    _check_slots(cell, pos_s)
-    if fused and (states := _run_fused(cell, x, x_rows, s, num_nodes, pos_s)) is not None:
+    # the slot of each scheduled predecessor (child_index is per node: its place in its parent)
+    slot_s = child_index[s.order][s.pred] if child_index is not None else None
+    _check_slots(cell, slot_s)
+    if fused and (states := _run_fused(cell, x, x_rows, s, num_nodes, slot_s)) is not None:
         return states
     if fast and x is not None and x_rows is not None:
         xp = _sparse_projection(cell, x, x_rows, s, num_nodes)
@@ -252,7 +276,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     # xp at every level (O(nodes x levels)); split's backward is one concatenation.
     sizes = [s.node_ptr[i + 1] - s.node_ptr[i] for i in range(s.num_levels)]
     xp_levels = xp.split(sizes) if xp is not None else [None] * s.num_levels
-    extra = {}
+    slot = None
     # One store holds every state component side by side (h and c for LSTMs), so each level
     # is one gather and one contiguous write, whatever the cell's state.
     store, widths = None, None
@@ -262,15 +286,18 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
         if e1 > e0:
             prev = state_from_tuple(store.read(s.pred[e0:e1]).split(widths, dim=1))
             index = s.target[e0:e1]
-            if pos_s is not None:
-                extra = {"pos": pos_s[e0:e1]}
+            if slot_s is not None:
+                slot = slot_s[e0:e1]
         else:
             prev, index = None, None
         x_level = xp_levels[level]
-        if fast:
-            out = step(x_level, prev, index, n1 - n0, **extra)
+        if fast:  # a slotted cell's combine takes the slots fifth, whatever it names them
+            args = (x_level, prev, index, n1 - n0) + (() if slot is None else (slot,))
+            out = step(*args)
+        elif slot is None:
+            out = step(x_level, prev, index=index, size=n1 - n0)
         else:
-            out = step(x_level, prev, index=index, size=n1 - n0, **extra)
+            out = step(x_level, prev, index=index, size=n1 - n0, child_index=slot)
         out = state_tuple(out)
         if store is None:
             widths = [o.size(1) for o in out]
@@ -317,37 +344,43 @@ def _schedule_for(edge_index: Tensor, num_nodes: int, height: Tensor | None,
 
 
 def run_up(cell: nn.Module, x: Tensor | None, edge_index: Tensor, height: Tensor | None = None,
-           pos: Tensor | None = None, schedule: TreeSchedule | None = None,
+           child_index: Tensor | None = None, schedule: TreeSchedule | None = None,
            num_nodes: int | None = None, fused: bool = True, x_rows: Tensor | None = None,
-           compile: bool = False):
+           compile: bool = False, return_state: bool = False, *, pos: Tensor | None = None):
     """Run ``cell`` bottom-up: each node's predecessors are its children.
 
     Args:
         x: (N, input_size) node inputs (zeros where a node has no input), or None.
         edge_index: (2, E) child -> parent.
         height: (N,) node heights (stored on tree ``Data``); derived when None.
-        pos: (N,) each node's position under its parent (needed by N-ary cells).
+        child_index: (N,) long, each node's position under its parent (needed by N-ary cells;
+            ``pos=`` is its deprecated old name).
         schedule: precomputed :class:`TreeSchedule` (``batch.schedule`` from
             :func:`~structrnn.trees.loader.collate_trees`); built on the CPU when None.
         num_nodes: N, when ``x`` is None or holds only some nodes' inputs (``x_rows``).
-        fused, x_rows, compile: as in :func:`run_schedule`.
+        fused, x_rows, compile, return_state: as in :func:`run_schedule`.
 
     Returns:
-        The state of every node: (N, H), or ``(h, c)`` for LSTM cells.
+        ``h`` (N, H) of every node; with ``return_state=True`` the cell's state form (``(h, c)``
+        for LSTM cells).
     """
+    child_index = renamed("run_up", "pos", "child_index", pos, child_index)
     n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, height, schedule)
-    return run_schedule(cell, x, sched.up, n, pos, fused=fused, x_rows=x_rows, compile=compile)
+    return run_schedule(cell, x, sched.up, n, child_index, fused=fused, x_rows=x_rows,
+                        compile=compile, return_state=return_state)
 
 
 def run_down(cell: nn.Module, x: Tensor | None, edge_index: Tensor,
              schedule: TreeSchedule | None = None, num_nodes: int | None = None,
-             fused: bool = True, x_rows: Tensor | None = None, compile: bool = False):
+             fused: bool = True, x_rows: Tensor | None = None, compile: bool = False,
+             return_state: bool = False):
     """Run ``cell`` top-down: each node's predecessor is its parent (roots start from zero).
     Arguments and result as :func:`run_up`."""
     n = _num_nodes(x, num_nodes, x_rows)
     sched = _schedule_for(edge_index, n, None, schedule)
-    return run_schedule(cell, x, sched.down, n, fused=fused, x_rows=x_rows, compile=compile)
+    return run_schedule(cell, x, sched.down, n, fused=fused, x_rows=x_rows, compile=compile,
+                        return_state=return_state)
 
 
 def _num_nodes(x: Tensor | None, num_nodes: int | None, x_rows: Tensor | None) -> int:

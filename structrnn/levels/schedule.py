@@ -31,7 +31,7 @@ class Schedule(NamedTuple):
         node_ptr: (L + 1) ints, level ``l`` holds sorted positions ``node_ptr[l]:node_ptr[l+1]``.
         pred: (E,) sorted position of each predecessor, edges grouped by the level they feed.
         target: (E,) position of the fed node *within its level* (the cell's ``index``).
-        edge_perm: (E,) original edge id of each scheduled edge (to reorder ``pos`` etc.).
+        edge_perm: (E,) original edge id of each scheduled edge (to reorder per-edge data).
         edge_ptr: (L + 1) ints, level ``l`` is fed by scheduled edges ``edge_ptr[l]:edge_ptr[l+1]``.
     """
 

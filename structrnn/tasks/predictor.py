@@ -42,6 +42,7 @@ PREDICTORS = {
     "tu": "structrnn.tasks.molecules.predictor",
     "shortest-path": "structrnn.tasks.shortest_path.predictor",
     "parser": "structrnn.tasks.parser.predictor",
+    "circuits": "structrnn.tasks.circuits.predictor",
 }
 
 
@@ -177,6 +178,9 @@ def load(path: str | Path, device: str | torch.device | None = None) -> Predicto
         state = load_checkpoint(path, map_location=device)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise InputError(f"{path}: not a structrnn model file ({err})") from err
+    if isinstance(state, dict) and state.get("format") == "structrnn.Parser":
+        raise InputError(f"{path}: a parser file of the first format; convert it once with "
+                         "Parser.load(path).save(path) (structrnn.trees.parser.Parser)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path}: not a structrnn model file (no format {FORMAT!r})")
     if int(state.get("version", 0)) > FORMAT_VERSION:

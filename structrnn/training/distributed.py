@@ -8,10 +8,10 @@
 
 Each process trains on its shard of every global batch; DDP averages the gradients. The pieces:
 :func:`init_from_env` (reads torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; gloo on the
-CPU, nccl on CUDA), :func:`wrap`, :func:`distributed_loader` (a ``DistributedSampler`` under a
-tree or graph loader), :func:`global_mean_loss` (the loss whose averaged gradient is exactly the
-single-process gradient of the global batch) and :func:`cleanup`. Without torchrun (or with
-``WORLD_SIZE=1``) every function falls back to the single-process behaviour.
+CPU, nccl on CUDA), :func:`wrap`, :func:`distributed_loader` (a ``DistributedSampler`` under the
+loader class the task names), :func:`global_mean_loss` (the loss whose averaged gradient is
+exactly the single-process gradient of the global batch) and :func:`cleanup`. Without torchrun
+(or with ``WORLD_SIZE=1``) every function falls back to the single-process behaviour.
 """
 
 from __future__ import annotations
@@ -119,13 +119,16 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                       epoch: int = 0, loader_class: type[DataLoader] | None = None,
+                       epoch: int = 0, loader_class: type[DataLoader] = DataLoader,
                        drop_last: bool = False, **loader_kwargs: Any) -> DataLoader:
     """This process's loader over its shard of ``dataset``.
 
     Args:
-        dataset: tree ``Data`` (default loader :class:`~structrnn.trees.loader.TreeLoader`) or
-            graphs (pass ``loader_class=torch_geometric.loader.DataLoader``).
+        dataset: the examples; what batches them is the task's to say, through
+            ``loader_class`` (and ``loader_kwargs`` such as ``collate_fn``), e.g.
+            :class:`~structrnn.trees.loader.TreeLoader` for trees or
+            ``torch_geometric.loader.DataLoader`` for graphs; the default is torch's
+            ``DataLoader``. The training core knows no structure.
         batch_size: the GLOBAL batch size; each of the ``W`` processes gets ``batch_size / W``
             (a ValueError if it does not divide).
         shuffle, seed, epoch: the ``DistributedSampler``'s order is ``torch.randperm(n)`` drawn
@@ -139,10 +142,6 @@ def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, 
     if batch_size < 1 or batch_size % world:
         raise ValueError(f"batch_size: the global batch size must be a positive multiple of the "
                          f"number of processes ({world}), got {batch_size}")
-    if loader_class is None:
-        from structrnn.trees.loader import TreeLoader
-
-        loader_class = TreeLoader
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank(), shuffle=shuffle,
                                  seed=seed, drop_last=drop_last)
     sampler.set_epoch(epoch)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,18 +239,29 @@ class _Training:
                 "--clip-grad)")
 
 
-def _shown(figures: dict, select: str) -> str:
-    """The validation figures an epoch's notice shows: the selection score, or, where the
-    epoch number itself selects (the last epoch is kept), what the validation measured."""
-    if select == "epoch":
-        measured = [f"{k} {v:.4f}" for k, v in figures.items()
-                    if k != "epoch" and isinstance(v, float)]
-        if measured:
-            return ", ".join(measured)
-    score = figures.get(select)
-    if score is None:
-        return f"{select} n/a"
-    return f"{select} {score}" if isinstance(score, int) else f"{select} {score:.4f}"
+def _figure_name(key: str, prefix: str) -> str:
+    """How the epoch line names a figure: ``val roc_auc`` for ``roc_auc`` under the prefix
+    ``val``, or for a key that carries its split itself (``val_roc_auc``, no prefix)."""
+    return f"{prefix} {key}" if prefix else key.replace("_", " ", 1)
+
+
+def _shown(figures: dict, select: str, prefix: str = "",
+           report: Sequence[str] | None = None) -> str:
+    """The validation figures an epoch's notice shows, each under its own name: ``report``
+    (default: the selection figure; where the epoch number itself selects, the last epoch being
+    kept, what the validation measured)."""
+    if report is None:
+        report = [select]
+        if select == "epoch":
+            report = [k for k, v in figures.items()
+                      if k != "epoch" and isinstance(v, float)] or report
+    shown = []
+    for key in report:
+        value = figures.get(key)
+        text = ("n/a" if value is None else str(value) if isinstance(value, int)
+                else f"{value:.3g}")
+        shown.append(f"{_figure_name(key, prefix)} {text}")
+    return ", ".join(shown)
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -259,7 +270,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         device: torch.device, config: dict, select: str, mode: str = "max",
         scheduler: Any = None, resume: bool = False,
         best_extra: Callable[[], dict] | None = None, desc: str = "",
-        prefix: str = "val") -> FitResult:
+        prefix: str = "val", report: Sequence[str] | None = None) -> FitResult:
     """Train ``model`` for ``options.epochs`` epochs and keep the best by ``validate``.
 
     Args:
@@ -270,7 +281,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         loss: ``(model, batch) -> (loss to back-propagate, detached mean loss for the log)``;
             run under autocast with ``amp``.
         validate: ``model -> dict`` of figures on the validation data, run on rank 0 after every
-            epoch; ``dict[select]`` chooses the best epoch (``mode`` "max" or "min").
+            epoch; ``dict[select]`` chooses the best epoch (``mode`` "max" or "min"). A
+            ``dict`` without ``select`` is a ValueError at the first epoch (naming the keys it
+            has), rather than a run that never writes ``best.pt``.
         folder: where ``checkpoint.pt``, ``best.pt`` and ``metrics.jsonl`` go.
         config: saved in both checkpoints.
         resume: continue from ``folder.checkpoint`` when it exists (a finished run returns at
@@ -279,6 +292,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
             needs: scalers, vocabularies ...).
         desc: prefix of the progress bar and of the notices (e.g. the unit's name).
         prefix: of the validation figures in the log (``val_loss`` ...; SST says ``dev``).
+        report: the keys of ``validate``'s figures that the epoch line shows, each named as
+            the user reads it (``val roc_auc 0.695``, ``val rmse 1.07``); default ``select``.
+            A task whose ``select`` is an internal score (a sign-flipped AUC) names here the
+            figure it stands for.
 
     Returns:
         :class:`FitResult`; its ``model`` holds the best epoch's weights on rank 0.
@@ -301,11 +318,18 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         record = run.epoch(ddp_model, batches, loss, epoch, desc, writer)
         run.global_step += record.pop("steps")
         figures = validate(run.scored) if main else {}
+        missing = None
+        if main and select not in figures:
+            missing = (f"fit: validate returned no {select!r} (the select key) after epoch "
+                       f"{epoch}; it returned {sorted(figures)}")
         if scheduler is not None:
             scheduler.step()
         # after validating (its loaders may draw from the global generator), for an exact
-        # resume; a collective: every process calls it
-        rngs = distributed.all_gather_object(rng_state())
+        # resume; a collective: every process calls it (and so learns of rank 0's error)
+        gathered = distributed.all_gather_object((rng_state(), missing))
+        if gathered[0][1] is not None:
+            raise ValueError(gathered[0][1])
+        rngs = [state for state, _ in gathered]
         if not main:
             continue
         record.update({f"{prefix}_{k}" if prefix else k: v for k, v in figures.items()
@@ -315,7 +339,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
         log_scalars(writer, "epoch", record, epoch)
         score = figures.get(select)
         notice(f"{desc}epoch {epoch}: train loss {record['train_loss']:.4f}, "
-               f"{_shown(figures, select)} ({record['epoch_seconds']:.1f} s)")
+               f"{_shown(figures, select, prefix, report)} ({record['epoch_seconds']:.1f} s)")
         if run.is_better(score, mode):
             run.best_epoch, run.best_score = epoch, score
             save_checkpoint(folder.best, model=run.scored.state_dict(), config=config,

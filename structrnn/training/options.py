@@ -64,14 +64,21 @@ def default_workers() -> int:
     return 0 if cores <= 2 else min(2, cores - 1)
 
 
+_UNSET = object()
+
+
 def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The destinations of the flags typed in ``argv`` (whatever their value)."""
-    seen: set[str] = set()
-    for action in parser._actions:  # argparse has no public way to ask this
-        if any(arg == s or arg.startswith(s + "=") for s in action.option_strings
-               for arg in argv):
-            seen.add(action.dest)
-    return seen
+    """The destinations of the flags typed in ``argv`` (whatever their value), as ``parser``
+    itself reads them (``--flag=value``, and an abbreviation where the parser allows one).
+
+    argparse fills in a default only where the namespace it is given lacks the attribute, so
+    parsing into a namespace that holds a marker for every destination leaves the marker on
+    exactly the flags that were not typed.
+    """
+    marked = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions  # no public list
+                                   if a.dest is not argparse.SUPPRESS})
+    parsed, _ = parser.parse_known_args(argv, marked)
+    return {dest for dest, value in vars(parsed).items() if value is not _UNSET}
 
 
 def apply_config(args: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:

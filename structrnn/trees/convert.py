@@ -1,19 +1,24 @@
 """Conversions of a :class:`~structrnn.trees.tree.Tree`: to PyG ``Data`` (the layout of
 ``docs/architecture.md``), to and from networkx and nltk. ``Tree.to_data`` and friends call these.
+
+This module sits below :mod:`structrnn.trees.tree` and imports no tree module: it reads a tree
+through its ``label``, ``children``, ``token`` and :meth:`~structrnn.Tree.flatten`, and builds
+one through the tree class it is given (``Tree.from_networkx`` passes itself).
 """
 
 from __future__ import annotations
 
 import array
 import copy
+import gc
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from structrnn.trees.tree import Tree, gc_paused, node_heights
 from structrnn.trees.vocab import Vocab
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,11 +26,39 @@ if TYPE_CHECKING:  # pragma: no cover
     import nltk
     from torch_geometric.data import Batch, Data
 
-__all__ = ["tree_to_data", "tree_to_networkx", "tree_from_networkx", "tree_to_nltk",
-           "tree_from_nltk", "token_ids", "FlatTrees", "flatten_trees", "flat_to_data",
-           "batch_trees"]
+__all__ = ["tree_to_data", "tree_to_networkx", "networkx_to_tree", "tree_to_nltk",
+           "nltk_to_tree", "token_ids", "FlatTrees", "flatten_trees", "flat_to_data",
+           "batch_trees", "gc_paused", "node_heights", "LEGACY_SLOT_KEY"]
 
+# A structrnn.trees.Tree, read by its attributes (tree.py imports this module, not the reverse).
+Tree = Any
 _INT = re.compile(r"-?[0-9]+\Z")
+# The name tree Data gave each node's slot before it became ``child_index`` (PyG reads ``pos``
+# as node coordinates); readers of files written then map it to ``child_index``.
+LEGACY_SLOT_KEY = "pos"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Trees hold no reference cycles, so the cyclic collector only slows building many nodes
+    (it halves the time to read SST)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def node_heights(nodes: list[Tree], parents: list[int]) -> list[int]:
+    """Each node's height (0 for a leaf) from :meth:`Tree.flatten`'s pre-order lists."""
+    heights = [0] * len(nodes)
+    for i in range(len(nodes) - 1, 0, -1):  # reverse pre-order: children before parents
+        p, h = parents[i], heights[i] + 1
+        if h > heights[p]:
+            heights[p] = h
+    return heights
 
 
 def token_ids(tokens: list[str | None], vocab: Mapping[str, int] | Any) -> list[int]:
@@ -57,10 +90,11 @@ def tree_to_data(tree: Tree, vocab: Mapping[str, int] | Any,
         label_vocab: label -> class id; by default integer labels are used as they are and
             other labels become -1.
 
-    Returns ``Data`` with ``x`` (N,), ``y`` (N,), ``pos`` (N,), ``height`` (N,) and
-    ``edge_index`` (2, N-1), all long, nodes in pre-order.
+    Returns ``Data`` with ``x`` (N,), ``y`` (N,), ``child_index`` (N,), ``height`` (N,) and
+    ``edge_index`` (2, N-1), all long, nodes in pre-order. (No ``pos``: in PyG that is node
+    coordinates.)
     """
-    from torch_geometric.data import Data
+    from structrnn.trees.data import TreeData
 
     nodes, parents, positions = tree.flatten()
     n = len(nodes)
@@ -74,9 +108,10 @@ def tree_to_data(tree: Tree, vocab: Mapping[str, int] | Any,
     for row in (y, positions, heights, range(n), parents):
         buf.extend(row)
     fields = torch.frombuffer(buf, dtype=torch.long).view(6, n)
-    x_, y_, pos_, height_ = fields[:4].unbind(0)
+    x_, y_, slot_, height_ = fields[:4].unbind(0)
     edge_index = fields[4:, 1:].contiguous()  # rows: child ids, their parents
-    return Data(x=x_, edge_index=edge_index, y=y_, pos=pos_, height=height_, num_nodes=n)
+    return TreeData(x=x_, edge_index=edge_index, y=y_, child_index=slot_, height=height_,
+                    num_nodes=n)
 
 
 class FlatTrees(NamedTuple):
@@ -87,7 +122,7 @@ class FlatTrees(NamedTuple):
 
     Attributes:
         num_nodes: (T,) nodes of each tree.
-        y, pos, height: (total,) as on ``Data``.
+        y, child_index, height: (total,) as on ``Data``.
         parent: (total,) the parent's index within its tree, -1 at a root.
         tokens: the tokens of the nodes that have one, in row order.
         token_rows: (K,) the row of each token.
@@ -95,7 +130,7 @@ class FlatTrees(NamedTuple):
 
     num_nodes: Tensor
     y: Tensor
-    pos: Tensor
+    child_index: Tensor
     height: Tensor
     parent: Tensor
     tokens: list[str]
@@ -126,7 +161,7 @@ class FlatTrees(NamedTuple):
         order = torch.argsort(moved[kept])  # tokens follow their rows
         kept = kept[order]
         tokens = [self.tokens[i] for i in kept.tolist()]
-        return FlatTrees(counts, self.y[rows], self.pos[rows], self.height[rows],
+        return FlatTrees(counts, self.y[rows], self.child_index[rows], self.height[rows],
                          self.parent[rows], tokens, moved[kept])
 
 
@@ -172,14 +207,14 @@ def flat_to_data(flat: FlatTrees, vocab: Mapping[str, int] | Any) -> list[Data]:
     total, count = flat.y.numel(), n.numel()
     x = torch.full((total,), -1, dtype=torch.long)
     x[flat.token_rows] = torch.tensor(token_ids(flat.tokens, vocab), dtype=torch.long)
-    # each tree gets one block: x, y, pos, height (n each), then edge_index (2, n - 1)
+    # each tree gets one block: x, y, child_index, height (n each), then edge_index (2, n - 1)
     first = flat.offsets()
     block = 6 * first - 2 * torch.arange(count)  # blocks of 6n - 2
     tree = torch.repeat_interleave(torch.arange(count), n, output_size=total)
     local = torch.arange(total) - first[tree]
     start, size = block[tree] + local, n[tree]
     buf = torch.empty(max(6 * total - 2 * count, 0), dtype=torch.long)
-    for k, field in enumerate((x, flat.y, flat.pos, flat.height)):
+    for k, field in enumerate((x, flat.y, flat.child_index, flat.height)):
         buf[start + k * size] = field
     inner = torch.nonzero(local > 0).squeeze(1)  # every node but the roots has an edge
     edge_at = (block[tree] + 4 * size + local - 1)[inner]
@@ -190,19 +225,18 @@ def flat_to_data(flat: FlatTrees, vocab: Mapping[str, int] | Any) -> list[Data]:
 
 def _tree_data_list(buf: Tensor, sizes: list[int]) -> list[Data]:
     """The ``Data`` of every block of ``buf`` (see :func:`flat_to_data`)."""
-    from torch_geometric.data import Data
+    from structrnn.trees.data import TreeData
 
     out, at = [], 0
     new = _data_factory()
     with gc_paused():
         for n in sizes:
             blk = buf[at:at + 6 * n - 2]
-            x_, y_, pos_, height_ = blk[:4 * n].view(4, n).unbind(0)
+            x_, y_, slot_, height_ = blk[:4 * n].view(4, n).unbind(0)
             edge_index = blk[4 * n:].view(2, n - 1)
-            out.append(new(x=x_, edge_index=edge_index, y=y_, pos=pos_, height=height_,
-                           num_nodes=n) if new else
-                       Data(x=x_, edge_index=edge_index, y=y_, pos=pos_, height=height_,
-                            num_nodes=n))
+            fields = {"x": x_, "edge_index": edge_index, "y": y_, "child_index": slot_,
+                      "height": height_, "num_nodes": n}
+            out.append(new(**fields) if new else TreeData(**fields))
             at += 6 * n - 2
     return out
 
@@ -211,10 +245,10 @@ def _data_factory() -> Callable[..., Data] | None:
     """A maker of ``Data`` about five times faster than the constructor (a copy of a template
     whose attribute store is refilled, as ``Data.__copy__`` does), or None when this PyG's
     ``Data`` does not keep its attributes the way the copy assumes (checked on a sample)."""
-    from torch_geometric.data import Data
+    from structrnn.trees.data import TreeData
 
-    keys = ("x", "edge_index", "y", "pos", "height", "num_nodes")
-    template = Data()
+    keys = _TREE_KEYS
+    template = TreeData()
 
     def make(**fields: Any) -> Data:
         out = copy.copy(template)
@@ -224,9 +258,10 @@ def _data_factory() -> Callable[..., Data] | None:
     try:
         sample = {"x": torch.zeros(2, dtype=torch.long),
                   "edge_index": torch.zeros(2, 1, dtype=torch.long),
-                  "y": torch.ones(2, dtype=torch.long), "pos": torch.zeros(2, dtype=torch.long),
+                  "y": torch.ones(2, dtype=torch.long),
+                  "child_index": torch.zeros(2, dtype=torch.long),
                   "height": torch.tensor([1, 0]), "num_nodes": 2}
-        fast, slow = make(**sample), Data(**sample)
+        fast, slow = make(**sample), TreeData(**sample)
         same = (list(fast.keys()) == list(slow.keys()) and fast.num_nodes == 2
                 and all(torch.equal(fast[k], slow[k]) for k in keys[:-1])
                 and fast._store._parent() is fast)
@@ -238,22 +273,23 @@ def _data_factory() -> Callable[..., Data] | None:
 def tree_to_networkx(tree: Tree) -> nx.DiGraph:
     """A ``networkx.DiGraph`` with nodes 0..N-1 in pre-order (root 0, also in
     ``g.graph["root"]``), edges parent -> child, node attributes ``label``, ``token``,
-    ``pos`` (position under the parent)."""
+    ``child_index`` (position under the parent)."""
     import networkx as nx
 
     nodes, parents, positions = tree.flatten()
     g = nx.DiGraph(root=0)
     with gc_paused():
         g.add_nodes_from((i, {"label": node.label, "token": node.token,
-                              "pos": positions[i]}) for i, node in enumerate(nodes))
+                              "child_index": positions[i]}) for i, node in enumerate(nodes))
         g.add_edges_from((parents[i], i) for i in range(1, len(nodes)))
     return g
 
-def tree_from_networkx(g: nx.DiGraph, root: Any = None) -> Tree:
-    """Build a tree from a rooted ``networkx.DiGraph`` (edges parent -> child). Node
-    attributes: ``label`` (required), ``token`` (optional), ``pos`` (optional; orders the
-    children, otherwise the graph's successor order). ``root`` defaults to
-    ``g.graph["root"]``, else the only node with no incoming edge."""
+def networkx_to_tree(cls: type, g: nx.DiGraph, root: Any = None) -> Tree:
+    """Build a tree of class ``cls`` from a rooted ``networkx.DiGraph`` (edges parent ->
+    child). Node attributes: ``label`` (required), ``token`` (optional), ``child_index``
+    (optional, ``pos`` in graphs written before the rename; orders the children, otherwise the
+    graph's successor order). ``root`` defaults to ``g.graph["root"]``, else the only node with
+    no incoming edge."""
     if g.number_of_nodes() == 0:
         raise ValueError("g: expected a tree, got a graph with no nodes")
     if not g.is_directed():
@@ -277,7 +313,7 @@ def tree_from_networkx(g: nx.DiGraph, root: Any = None) -> Tree:
         attrs = g.nodes[v]
         if "label" not in attrs:
             raise ValueError(f"g: node {v!r} has no 'label' attribute")
-        return Tree(attrs["label"], token=attrs.get("token"))
+        return cls(attrs["label"], token=attrs.get("token"))
 
     top = make(root)
     stack, seen = [(root, top)], 1
@@ -287,8 +323,7 @@ def tree_from_networkx(g: nx.DiGraph, root: Any = None) -> Tree:
             succ = list(g.successors(v))
             if succ and node.token is not None:
                 raise ValueError(f"g: node {v!r} has a token and children")
-            if all("pos" in g.nodes[s] for s in succ):
-                succ.sort(key=lambda s: g.nodes[s]["pos"])
+            _order_children(g, succ)
             for s in succ:
                 child = make(s)
                 node.children.append(child)
@@ -298,6 +333,14 @@ def tree_from_networkx(g: nx.DiGraph, root: Any = None) -> Tree:
         raise ValueError(f"g: {g.number_of_nodes() - seen} nodes are not reachable from the "
                          f"root {root!r} (a cycle?)")
     return top
+
+def _order_children(g: nx.DiGraph, succ: list) -> None:
+    """Sort ``succ`` by their ``child_index`` attributes (or the old ``pos``) when all have one."""
+    for key in ("child_index", LEGACY_SLOT_KEY):
+        if all(key in g.nodes[s] for s in succ):
+            succ.sort(key=lambda s: g.nodes[s][key])
+            return
+
 
 def tree_to_nltk(tree: Tree) -> nltk.Tree:
     """An ``nltk.Tree``: a token leaf ``(2 It)`` becomes ``nltk.Tree("2", ["It"])``."""
@@ -315,10 +358,10 @@ def tree_to_nltk(tree: Tree) -> nltk.Tree:
             stack.append((child, sub))
     return top
 
-def tree_from_nltk(tree: nltk.Tree) -> Tree:
-    """From an ``nltk.Tree``. A node whose children are all strings becomes a token leaf
-    (several strings are joined by one space); a node mixing strings and subtrees is an
-    error."""
+def nltk_to_tree(cls: type, tree: nltk.Tree) -> Tree:
+    """A tree of class ``cls`` from an ``nltk.Tree``. A node whose children are all strings
+    becomes a token leaf (several strings are joined by one space); a node mixing strings and
+    subtrees is an error."""
     from nltk import Tree as NLTKTree
 
     if not isinstance(tree, NLTKTree):
@@ -330,7 +373,7 @@ def tree_from_nltk(tree: nltk.Tree) -> Tree:
         strings = [c for c in src if isinstance(c, str)]
         if strings and len(strings) != len(src):
             raise ValueError(f"tree: node {src.label()!r} mixes tokens and subtrees")
-        node = Tree(src.label(), token=" ".join(strings) if strings else None)
+        node = cls(src.label(), token=" ".join(strings) if strings else None)
         out[slot] = node
         if not strings:
             node.children = [None] * len(src)
@@ -339,16 +382,16 @@ def tree_from_nltk(tree: nltk.Tree) -> Tree:
 
 
 # -- batches ---------------------------------------------------------------------------------------
-_TREE_KEYS = ("x", "edge_index", "y", "pos", "height", "num_nodes")
-_NODE_KEYS = ("x", "y", "pos", "height")
+_TREE_KEYS = ("x", "edge_index", "y", "child_index", "height", "num_nodes")
+_NODE_KEYS = ("x", "y", "child_index", "height")
 
 
 def batch_trees(data_list: list[Data]) -> Batch:
-    """``Batch.from_data_list(data_list)`` for tree ``Data`` (the fields of
-    :func:`tree_to_data`, nothing else), the same batch in a fraction of the time: one
-    concatenation per field and the offsets from one cumulative sum, where PyG's generic
-    collation inspects every attribute of every tree. Any other ``Data`` (other fields, a
-    subclass) goes to ``Batch.from_data_list``. Pass it as a :class:`~structrnn.TreeLoader`'s
+    """``Batch.from_data_list(data_list)`` for :class:`~structrnn.trees.data.TreeData` (the
+    fields of :func:`tree_to_data`, nothing else), the same batch in a fraction of the time:
+    one concatenation per field and the offsets from one cumulative sum, where PyG's generic
+    collation inspects every attribute of every tree. Any other ``Data`` (other fields,
+    another class) goes to ``Batch.from_data_list``. Pass it as a :class:`~structrnn.TreeLoader`'s
     ``collate_fn`` to have the schedule attached too.
     """
     from torch_geometric.data import Batch
@@ -371,26 +414,27 @@ def batch_trees(data_list: list[Data]) -> Batch:
     fields = {k: torch.cat([s[k] for s in stores]) for k in _NODE_KEYS}
     out = copy.copy(template)
     out._store._mapping.update(
-        x=fields["x"], edge_index=edge_index, y=fields["y"], pos=fields["pos"],
+        x=fields["x"], edge_index=edge_index, y=fields["y"], child_index=fields["child_index"],
         height=fields["height"], num_nodes=total,
         batch=torch.repeat_interleave(counts, output_size=total), ptr=ptr)
     zeros = torch.zeros(len(sizes), dtype=torch.long)
     out._store.__dict__.update(
         _num_nodes=sizes, _num_graphs=len(sizes),
-        _slice_dict={"x": ptr, "edge_index": edge_ptr, "y": ptr, "pos": ptr, "height": ptr},
-        _inc_dict={"x": zeros, "edge_index": ptr[:-1], "y": zeros, "pos": zeros,
+        _slice_dict={"x": ptr, "edge_index": edge_ptr, "y": ptr, "child_index": ptr,
+                     "height": ptr},
+        _inc_dict={"x": zeros, "edge_index": ptr[:-1], "y": zeros, "child_index": zeros,
                    "height": zeros})
     return out
 
 
 def _tree_store(data: Data) -> dict[str, Any] | None:
-    """The attribute mapping of a plain tree ``Data`` (exactly the fields of
+    """The attribute mapping of a :class:`TreeData` (exactly the fields of
     :func:`tree_to_data`), or None. PyG concatenates each of them along the node dimension
     and offsets only ``edge_index``, whatever their dtypes and widths, as
     :func:`batch_trees` does."""
-    from torch_geometric.data import Data
+    from structrnn.trees.data import TreeData
 
-    if type(data) is not Data:
+    if type(data) is not TreeData:
         return None
     mapping = data._store._mapping
     if tuple(mapping) != _TREE_KEYS or not isinstance(mapping["num_nodes"], int):
@@ -406,13 +450,15 @@ def _batch_template() -> Batch | None:
     or None when this PyG lays a batch out otherwise than assumed (checked on a sample)."""
     if _TEMPLATE:
         return _TEMPLATE[0]
-    from torch_geometric.data import Batch, Data
+    from torch_geometric.data import Batch
 
-    def tree(n: int, shift: int) -> Data:
+    from structrnn.trees.data import TreeData
+
+    def tree(n: int, shift: int) -> TreeData:
         ids = torch.arange(n) + shift
-        return Data(x=ids, edge_index=torch.stack([ids[1:] - shift, torch.zeros(n - 1,
+        return TreeData(x=ids, edge_index=torch.stack([ids[1:] - shift, torch.zeros(n - 1,
                                                                                 dtype=torch.long)]),
-                    y=ids + 1, pos=ids % 2, height=ids * 0, num_nodes=n)
+                    y=ids + 1, child_index=ids % 2, height=ids * 0, num_nodes=n)
 
     sample = [tree(3, 0), tree(1, 5), tree(2, 7)]
     _TEMPLATE.append(Batch.from_data_list(sample[:1]))

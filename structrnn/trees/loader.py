@@ -1,4 +1,9 @@
-"""Batches of trees for PyG: ``Batch`` objects that carry their level schedule."""
+"""Batches of trees for PyG: ``Batch`` objects that carry their level schedule.
+
+A tree batch names each node's slot under its parent ``child_index`` and has no ``pos`` (PyG's
+node coordinates). Tree ``Data`` saved before the rename carry the slot as an integer ``pos``:
+the loader renames it (with a warning, once), so such datasets still load.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from collections.abc import Callable
 import torch
 from torch_geometric.data import Batch, Data
 
+from structrnn._deprecation import warn_once
 from structrnn.levels.schedule import tree_schedule
+from structrnn.trees.convert import LEGACY_SLOT_KEY
 
 __all__ = ["collate_trees", "TreeLoader"]
 
@@ -26,7 +33,25 @@ def _attach_schedule(batch: Batch) -> Batch:
     the schedule's indices are in range by construction, so the level loops check none."""
     height = batch.height if "height" in batch else None
     batch.schedule = tree_schedule(batch.edge_index, batch.num_nodes, height)
-    return batch
+    return upgrade_legacy_slots(batch)
+
+
+def upgrade_legacy_slots(data: Data) -> Data:
+    """``data`` (a tree ``Data`` or ``Batch``) with an old-layout slot renamed: an integer
+    ``pos`` (N,) and no ``child_index`` is the child slot of a tree saved before the rename, and
+    becomes ``child_index``. Float ``pos`` (coordinates) and current data are left as they are.
+    """
+    if "child_index" in data or LEGACY_SLOT_KEY not in data:
+        return data
+    slot = data[LEGACY_SLOT_KEY]
+    if not torch.is_tensor(slot) or slot.is_floating_point() or slot.dim() != 1:
+        return data
+    warn_once("tree-data.pos", "tree Data with an integer 'pos' (the child slot of the layout "
+              "before structrnn named it 'child_index'): read as child_index; re-save the data "
+              "with Tree.to_data to silence this", stacklevel=4)
+    data.child_index = slot
+    del data[LEGACY_SLOT_KEY]
+    return data
 
 
 class _ScheduledCollate:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structrnn._checks import check_shape
+from structrnn._deprecation import renamed, warn_once
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatter_sum
 from structrnn.levels.run import run_down, run_up
 from structrnn.levels.schedule import TreeSchedule, tree_schedule
@@ -21,20 +22,42 @@ __all__ = ["TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN",
            "BiTreeLSTM", "RecursiveCell", "RNTNCell"]
 
 
+def _need_slots(owner: str, child_index: Tensor | None) -> Tensor:
+    """``child_index``, which an ordered-children (N-ary) model cannot do without."""
+    if child_index is None:
+        raise ValueError(f"{owner}: child_index is required: (N,) long, each node's position "
+                         "under its parent (a tree batch carries it as batch.child_index), "
+                         "got None")
+    return child_index
+
+
 class _TreeModel(nn.Module):
-    """Shared checks and the bottom-up call for models with one cell."""
+    """Shared checks, ``reset_parameters``, ``repr`` and the bottom-up call for models with one
+    cell."""
 
     cell: nn.Module
+
+    def reset_parameters(self) -> None:
+        """Draw new weights, as a new model of the same sizes would."""
+        self.cell.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
 
     def _check(self, x: Tensor, edge_index: Tensor) -> None:
         name = type(self).__name__
         check_shape(x, "x", (None, self.input_size), name)
         check_shape(edge_index, "edge_index", (2, None), name)
 
-    def _up(self, x, edge_index, height, pos, schedule, x_rows=None, num_nodes=None):
+    def _up(self, x, edge_index, height, child_index, schedule, x_rows=None, num_nodes=None,
+            return_state=False):
         self._check(x, edge_index)
-        return run_up(self.cell, x, edge_index, height, pos, schedule, num_nodes=num_nodes,
-                      x_rows=x_rows)
+        return run_up(self.cell, x, edge_index, height, child_index, schedule,
+                      num_nodes=num_nodes, x_rows=x_rows, return_state=return_state)
+
+
+def _renamed_slot(owner: str, pos: Tensor | None, child_index: Tensor | None) -> Tensor | None:
+    return renamed(owner, "pos", "child_index", pos, child_index, stacklevel=7)
 
 
 class TreeLSTM(_TreeModel):
@@ -43,12 +66,14 @@ class TreeLSTM(_TreeModel):
 
     ``variant="child-sum"`` uses :class:`~structrnn.LSTMCell` (any number of unordered
     children, one forget gate per child); ``variant="n-ary"`` uses
-    :class:`~structrnn.NaryLSTMCell` (ordered children, ``pos`` gives each child's slot).
-    ``.cell`` is that cell: the same weights run as a sequence LSTM.
+    :class:`~structrnn.NaryLSTMCell` (ordered children, ``child_index`` gives each child's
+    slot). ``.cell`` is that cell: the same weights run as a sequence LSTM.
 
-    Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent, ``height`` (N,),
-    ``pos`` (N,) each node's position under its parent. Returns ``h`` (N, hidden_size), or
-    ``(h, c)`` with ``return_cell=True``.
+    Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent, ``height`` (N,)
+    (derived when None), ``child_index`` (N,) long each node's position under its parent
+    (required by ``"n-ary"``, ignored by ``"child-sum"``). Returns ``h`` (N, hidden_size), or
+    the cell's state ``(h, c)`` with ``return_state=True`` (``return_cell=`` is its deprecated
+    old name).
 
     When only some nodes have an input (the words of a sentence are its leaves), pass those
     inputs alone: ``x`` (M, input_size), ``x_rows`` (M,) their node ids and ``num_nodes`` N.
@@ -67,21 +92,35 @@ class TreeLSTM(_TreeModel):
         else:
             self.cell = NaryLSTMCell(input_size, hidden_size, arity, bias)
 
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.variant == "n-ary":
+            s += f", variant='n-ary', arity={self.cell.arity}"
+        return s
+
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None,
-                return_cell: bool = False, x_rows: Tensor | None = None,
-                num_nodes: int | None = None):
-        if self.variant == "n-ary" and pos is None:
-            raise ValueError("TreeLSTM(variant='n-ary'): pass pos (each child's position)")
-        slots = pos if self.variant == "n-ary" else None  # child-sum children are unordered
-        h, c = self._up(x, edge_index, height, slots, schedule, x_rows, num_nodes)
-        return (h, c) if return_cell else h
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None,
+                return_state: bool = False, x_rows: Tensor | None = None,
+                num_nodes: int | None = None, *, pos: Tensor | None = None,
+                return_cell: bool | None = None):
+        child_index = _renamed_slot("TreeLSTM", pos, child_index)
+        if return_cell is not None:
+            warn_once("TreeLSTM.return_cell", "TreeLSTM: return_cell= is deprecated, use "
+                      "return_state= (the old name goes in the next release)", stacklevel=5)
+            return_state = return_state or return_cell
+        if self.variant == "n-ary":
+            slots = _need_slots("TreeLSTM(variant='n-ary')", child_index)
+        else:
+            slots = None  # child-sum children are unordered
+        return self._up(x, edge_index, height, slots, schedule, x_rows, num_nodes, return_state)
 
 
 class TreeGRU(_TreeModel):
     """Child-Sum Tree-GRU: a GRU whose previous state is the sum of the children's states
     (the tree analogue of Cho et al. 2014, as in Kokkinos & Potamianos 2017). ``.cell`` is a
-    :class:`~structrnn.GRUCell`. Returns (N, hidden_size)."""
+    :class:`~structrnn.GRUCell`. Children are unordered (``child_index`` is ignored). Returns
+    ``h`` (N, hidden_size), which is also the cell's state (``return_state`` changes nothing).
+    """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
@@ -89,15 +128,18 @@ class TreeGRU(_TreeModel):
         self.cell = GRUCell(input_size, hidden_size, bias)
 
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
-        return self._up(x, edge_index, height, None, schedule)
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None,
+                return_state: bool = False, *, pos: Tensor | None = None) -> Tensor:
+        _renamed_slot("TreeGRU", pos, child_index)
+        return self._up(x, edge_index, height, None, schedule, return_state=return_state)
 
 
-def _slots(prev: Tensor, index: Tensor, pos: Tensor | None, size: int, arity: int) -> Tensor:
+def _slots(prev: Tensor, index: Tensor, child_index: Tensor | None, size: int,
+           arity: int) -> Tensor:
     """Children's states laid side by side by slot: (size, arity * H), missing slots zero."""
-    if pos is None:
-        pos = torch.zeros_like(index)
-    return scatter_sum(prev, index * arity + pos, size * arity).view(size, -1)
+    if child_index is None:
+        child_index = torch.zeros_like(index)
+    return scatter_sum(prev, index * arity + child_index, size * arity).view(size, -1)
 
 
 class RecursiveCell(RNNCellBase):
@@ -115,13 +157,16 @@ class RecursiveCell(RNNCellBase):
     def project_input(self, x: Tensor | None) -> Tensor | None:
         return x
 
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, arity={self.arity}" + ("" if self.bias else ", bias=False")
+
     def combine(self, x_proj: Tensor | None, prev: Tensor | None, index: Tensor | None,
-                size: int, pos: Tensor | None = None) -> Tensor:
+                size: int, child_index: Tensor | None = None) -> Tensor:
         if prev is None:
             if x_proj is None:
                 raise ValueError("RecursiveCell: leaves need an input vector")
             return x_proj
-        return self.compose(_slots(prev, index, pos, size, self.arity))
+        return self.compose(_slots(prev, index, child_index, size, self.arity))
 
     def compose(self, children: Tensor) -> Tensor:
         """(size, arity * H) children side by side -> (size, H) parents."""
@@ -163,7 +208,9 @@ class RecursiveNN(_TreeModel):
     """Recursive neural network (Socher et al. 2011, "Parsing Natural Scenes and Natural
     Language with Recursive Neural Networks"): leaves are their word vectors, each parent is
     ``tanh(W [c_1; c_2] + b)`` of its ordered children. ``x`` (N, hidden_size) carries the
-    leaves' vectors; returns (N, hidden_size)."""
+    leaves' vectors; ``child_index`` (N,) long each node's slot under its parent (when None,
+    children are numbered in the order their edges are listed, as :meth:`Tree.to_data` lists
+    them). Returns ``h`` (N, hidden_size), also the cell's state."""
 
     cell_class = RecursiveCell
 
@@ -172,39 +219,49 @@ class RecursiveNN(_TreeModel):
         self.input_size = self.hidden_size = hidden_size
         self.cell = self.cell_class(hidden_size, arity, bias)
 
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, arity={self.cell.arity}"
+
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
-        if pos is None:
-            pos = _default_pos(edge_index, x.size(0))
-        return self._up(x, edge_index, height, pos, schedule)
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None,
+                return_state: bool = False, *, pos: Tensor | None = None) -> Tensor:
+        child_index = _renamed_slot(type(self).__name__, pos, child_index)
+        if child_index is None:
+            child_index = _default_child_index(edge_index, x.size(0))
+        return self._up(x, edge_index, height, child_index, schedule, return_state=return_state)
 
 
 class RNTN(RecursiveNN):
     """Recursive Neural Tensor Network (Socher et al. 2013): :class:`RecursiveNN` with the
-    tensor composition of :class:`RNTNCell`. Returns (N, hidden_size)."""
+    tensor composition of :class:`RNTNCell`. Returns ``h`` (N, hidden_size)."""
 
     cell_class = RNTNCell
 
 
-def _default_pos(edge_index: Tensor, num_nodes: int) -> Tensor:
+def _default_child_index(edge_index: Tensor, num_nodes: int) -> Tensor:
     """Each node's slot under its parent when none are given: children numbered in the order
     their edges are listed (roots get 0)."""
     child, parent = edge_index
-    pos = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+    slot = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
     if parent.numel() == 0:
-        return pos
+        return slot
     order = torch.argsort(parent, stable=True)
     sorted_parent = parent[order]
     first = torch.searchsorted(sorted_parent, sorted_parent)
-    pos[child[order]] = torch.arange(parent.numel(), device=parent.device) - first
-    return pos
+    slot[child[order]] = torch.arange(parent.numel(), device=parent.device) - first
+    return slot
 
 
 class BiTreeLSTM(nn.Module):
     """Bidirectional Tree-LSTM: a Child-Sum Tree-LSTM bottom-up, then an LSTM top-down whose
     input at each node is that node's bottom-up state and whose previous state is its parent's
     (Teng & Zhang 2017, "Head-Lexicalized Bidirectional Tree LSTMs"). Every node then sees its
-    whole tree. Returns (N, 2 * hidden_size): ``[h_up, h_down]``."""
+    whole tree.
+
+    Shapes: ``x`` (N, input_size), ``edge_index`` (2, E) child -> parent (children unordered:
+    ``child_index`` is ignored). Returns ``h`` (N, 2 * hidden_size), ``[h_up, h_down]``; with
+    ``return_state=True`` the pair ``(h, c)``, ``c = [c_up, c_down]`` (N, 2 * hidden_size).
+    """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
@@ -216,10 +273,21 @@ class BiTreeLSTM(nn.Module):
     def cell(self) -> LSTMCell:
         return self.up.cell
 
+    def reset_parameters(self) -> None:
+        """Draw new weights for both passes."""
+        self.up.reset_parameters()
+        self.down_cell.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None,
+                return_state: bool = False, *, pos: Tensor | None = None):
+        _renamed_slot("BiTreeLSTM", pos, child_index)
         if schedule is None:
             schedule = tree_schedule(edge_index, x.size(0), height)
-        h_up = self.up(x, edge_index, schedule=schedule)
-        h_down, _ = run_down(self.down_cell, h_up, edge_index, schedule)
-        return torch.cat([h_up, h_down], dim=-1)
+        h_up, c_up = self.up(x, edge_index, schedule=schedule, return_state=True)
+        h_down, c_down = run_down(self.down_cell, h_up, edge_index, schedule, return_state=True)
+        h = torch.cat([h_up, h_down], dim=-1)
+        return (h, torch.cat([c_up, c_down], dim=-1)) if return_state else h

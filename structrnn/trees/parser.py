@@ -35,7 +35,6 @@ back-propagates through the whole O(n^3) inside chart (more memory, and a slower
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,33 +48,27 @@ from structrnn._errors import InputError
 from structrnn._io import atomic_write
 from structrnn.sequence import LSTM
 from structrnn.trees.spans import Span, cky, spans_to_tree
+from structrnn.trees.tokenize import tokenize as treebank_tokenize
 from structrnn.trees.tree import Tree
 from structrnn.trees.vocab import Vocab
 
 __all__ = ["Parser", "ParserBatch", "BiLSTM", "hinge_loss", "tokenize", "FORMAT",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "LEGACY_FORMAT"]
 
-FORMAT = "structrnn.Parser"
+# the one model-file format of every task (structrnn.tasks.predictor.FORMAT; trees/ sits below
+# the tasks, so the name is spelled here): what structrnn.load reads, with the task "parser"
+FORMAT = "structrnn.model"
 FORMAT_VERSION = 1
+# the parser's own format of the first release: still read by Parser.load
+LEGACY_FORMAT = "structrnn.Parser"
 DEFAULTS: dict[str, Any] = {"embed_dim": 100, "char_dim": 32, "char_hidden": 50, "hidden": 200,
                             "layers": 2, "mlp_hidden": 200, "dropout": 0.3, "word_dropout": 0.3,
                             "max_chars": 30}
 _ESCAPES = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
-# the regex fallback, until structrnn.trees.tokenize lands: treebank escapes pass through,
-# n't and clitics split off, every other non-word character is a token of its own
-_FALLBACK = re.compile(r"""-[LR][RCS]B-|\.\.\.|--|``|''
-    |\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b
-    |\d+(?:[.,:/]\d+)+|\w+(?:-\w+)*|\S""", re.X | re.I)
 
 
 def tokenize(text: str) -> list[str]:
-    """Raw text -> treebank tokens: :func:`structrnn.trees.tokenize.tokenize` when present,
-    else a regex fallback in the same spirit (``n't``, ``'s`` split off; brackets as
-    ``-LRB-``...; text already tokenised like the treebank passes through)."""
-    try:
-        from structrnn.trees.tokenize import tokenize as treebank_tokenize
-    except ImportError:
-        return [_ESCAPES.get(t, t) for t in _FALLBACK.findall(text)]
+    """Raw text -> treebank tokens (:func:`structrnn.trees.tokenize.tokenize`)."""
     return list(treebank_tokenize(text))
 
 
@@ -342,31 +335,64 @@ class Parser(nn.Module):
         return parser
 
     def save(self, path: str | Path) -> Path:
-        """One file (atomic): weights, vocabularies, settings; ``torch.load(path,
-        weights_only=True)`` reads it and :meth:`load` rebuilds the parser."""
-        state = {"format": FORMAT, "version": FORMAT_VERSION, **self.spec(),
-                 "model": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        """One file (atomic) in the model-file format of every task: weights, vocabularies,
+        settings. :meth:`load`, ``structrnn.load`` and ``structrnn parse`` read it;
+        ``torch.load(path, weights_only=True)`` too."""
+        state = {"format": FORMAT, "version": FORMAT_VERSION, "task": "parser",
+                 "config": {"task": "parser", **self.config},
+                 "models": [{k: v.detach().cpu() for k, v in self.state_dict().items()}],
+                 "parser": self.spec()}
         return atomic_write(path, lambda f: torch.save(state, f))
 
     @classmethod
     def load(cls, path: str | Path, map_location: Any = "cpu") -> Parser:
-        """The parser :meth:`save` wrote (in eval mode)."""
+        """A trained parser, in eval mode.
+
+        Args:
+            path: a run folder of ``structrnn train parser`` (its ``best.pt``), or a model file:
+                one written by :meth:`save` or by ``structrnn export`` / ``Predictor.save`` of
+                a parser run, or a file of the parser's first format (``"structrnn.Parser"``).
+            map_location: as ``torch.load``'s.
+
+        Raises:
+            InputError: no such folder or file, a run folder without ``best.pt``, or a file
+                that is not a parser's (another task's model, another format, a newer
+                version).
+        """
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"Parser.load: no file {path}")
+        file = path / "best.pt" if path.is_dir() else path
+        if path.is_dir() and not file.is_file():
+            raise InputError(f"Parser.load: {path} has no best.pt (a run folder of 'structrnn "
+                             "train parser' that has finished an epoch, or a model file)")
+        if not file.is_file():
+            raise InputError(f"Parser.load: no run folder or model file {path}")
         try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(file, map_location=map_location, weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-            raise InputError(f"Parser.load: {path} is not a parser file ({err})") from err
-        problem = None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            problem = f"is not a parser file (no format {FORMAT!r})"
-        elif int(state.get("version", 0)) > FORMAT_VERSION:
-            problem = (f"has format version {state['version']}, newer than this structrnn "
-                       f"reads ({FORMAT_VERSION})")
-        if problem:
-            raise InputError(f"Parser.load: {path} {problem}")
-        return cls.from_spec(state, state["model"]).eval()
+            raise InputError(f"Parser.load: {file} is not a parser file ({err})") from err
+        return cls.from_saved(state, str(file)).eval()
+
+    @classmethod
+    def from_saved(cls, state: Any, where: str = "state") -> Parser:
+        """The parser of a loaded model file (:meth:`save`'s format, or the first
+        ``"structrnn.Parser"`` one) or of a run's ``best.pt`` checkpoint."""
+        if not isinstance(state, dict):
+            raise InputError(f"Parser.load: {where} is not a parser file (not a dict)")
+        version = state.get("format") in (FORMAT, LEGACY_FORMAT) and int(state.get("version", 0))
+        if version and version > FORMAT_VERSION:
+            raise InputError(f"Parser.load: {where} has format version {version}, newer than "
+                             f"this structrnn reads ({FORMAT_VERSION}); upgrade structrnn")
+        if state.get("format") == FORMAT:
+            if state.get("task") != "parser" or "parser" not in state:
+                raise InputError(f"Parser.load: {where} is not a parser file (a model of task "
+                                 f"{state.get('task')!r}; structrnn.load reads it)")
+            return cls.from_spec(state["parser"], state["models"][0])
+        if state.get("format") == LEGACY_FORMAT:
+            return cls.from_spec(state, state["model"])
+        if "parser" in state and "model" in state:  # a run's best.pt
+            return cls.from_spec(state["parser"], state["model"])
+        raise InputError(f"Parser.load: {where} is not a parser file (no format {FORMAT!r} "
+                         "with task 'parser', and no parser checkpoint)")
 
 
 class BiLSTM(nn.Module):

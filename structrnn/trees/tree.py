@@ -17,8 +17,9 @@ label from what follows; brackets cannot occur inside a token (PTB writes ``-LRB
 - nodes in pre-order, so the root is node 0 of its tree (in a PyG batch the roots are
   ``batch.ptr[:-1]``; no root mask is stored);
 - ``edge_index`` (2, N-1) long, child -> parent (row 0 child, row 1 parent);
-- ``pos`` (N,) long, the node's position among its parent's children (0 for the root);
-  the slot of edge ``e`` is ``pos[edge_index[0, e]]``;
+- ``child_index`` (N,) long, the node's position among its parent's children (0 for the
+  root); the slot of edge ``e`` is ``child_index[edge_index[0, e]]`` (``pos`` is left to PyG's
+  meaning, node coordinates: a tree batch has none);
 - ``height`` (N,) long, 0 for leaves, 1 + max over children;
 - ``x`` (N,) long token ids from the vocabulary, -1 on nodes without a token;
 - ``y`` (N,) long labels: ``int(label)`` for integer labels, else the id from ``label_vocab``,
@@ -32,35 +33,25 @@ converts.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
+
+from structrnn.trees import convert
+from structrnn.trees.brackets import WHITESPACE, parse
+from structrnn.trees.convert import gc_paused, node_heights
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
     import nltk
     from torch_geometric.data import Data
 
-__all__ = ["Tree", "gc_paused", "node_heights", "new_node"]
+# gc_paused, node_heights and WHITESPACE live below Tree (in convert and brackets, which import no
+# tree module); they stay importable from here
+__all__ = ["Tree", "gc_paused", "node_heights", "new_node", "WHITESPACE"]
 
-WHITESPACE = " \t\n\r\f\v"  # ASCII whitespace only: U+00A0 belongs to tokens
 _WS = WHITESPACE
 _REPR_LIMIT = 200
-
-
-@contextmanager
-def gc_paused():
-    """Trees hold no reference cycles, so the cyclic collector only slows building many nodes
-    (it halves the time to read SST)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def new_node(label: str, token: str | None) -> Tree:
@@ -109,9 +100,8 @@ class Tree:
     def from_ptb(cls, text: str) -> Tree:
         """Parse one tree from PTB bracket text (may span lines; surrounding whitespace is
         ignored). Raises :class:`ParseError` with the line and column of the problem."""
-        from structrnn.trees.ptb import parse_ptb
-
-        return parse_ptb(text)
+        with gc_paused():
+            return parse(text, cls)
 
     def to_ptb(self) -> str:
         """The tree as one line of PTB bracket text; ``from_ptb(t.to_ptb()) == t`` and SST lines
@@ -177,15 +167,11 @@ class Tree:
 
     def __reduce__(self):
         # pickle (DataLoader workers, copy) through the text: the default would recurse
-        from structrnn.trees.ptb import parse_ptb
-
-        return (parse_ptb, (self.to_ptb(),))
+        return (type(self).from_ptb, (self.to_ptb(),))
 
     def copy(self) -> Tree:
         """A deep copy (iterative)."""
-        from structrnn.trees.ptb import parse_ptb
-
-        return parse_ptb(self.to_ptb())
+        return type(self).from_ptb(self.to_ptb())
 
     __copy__ = copy
 
@@ -330,42 +316,23 @@ class Tree:
     def to_data(self, vocab: Mapping[str, int] | Any,
                 label_vocab: Mapping[str, int] | None = None) -> Data:
         """The tree as a PyG ``Data``: see :func:`structrnn.trees.convert.tree_to_data`."""
-        from structrnn.trees.convert import tree_to_data
-
-        return tree_to_data(self, vocab, label_vocab)
+        return convert.tree_to_data(self, vocab, label_vocab)
 
     def to_networkx(self) -> nx.DiGraph:
         """See :func:`structrnn.trees.convert.tree_to_networkx`."""
-        from structrnn.trees.convert import tree_to_networkx
-
-        return tree_to_networkx(self)
+        return convert.tree_to_networkx(self)
 
     @classmethod
     def from_networkx(cls, g: nx.DiGraph, root: Any = None) -> Tree:
-        """See :func:`structrnn.trees.convert.tree_from_networkx`."""
-        from structrnn.trees.convert import tree_from_networkx
-
-        return tree_from_networkx(g, root)
+        """Build a tree from a rooted ``networkx.DiGraph``: see
+        :func:`structrnn.trees.convert.networkx_to_tree`."""
+        return convert.networkx_to_tree(cls, g, root)
 
     def to_nltk(self) -> nltk.Tree:
         """See :func:`structrnn.trees.convert.tree_to_nltk`."""
-        from structrnn.trees.convert import tree_to_nltk
-
-        return tree_to_nltk(self)
+        return convert.tree_to_nltk(self)
 
     @classmethod
     def from_nltk(cls, tree: nltk.Tree) -> Tree:
-        """See :func:`structrnn.trees.convert.tree_from_nltk`."""
-        from structrnn.trees.convert import tree_from_nltk
-
-        return tree_from_nltk(tree)
-
-
-def node_heights(nodes: list[Tree], parents: list[int]) -> list[int]:
-    """Each node's height (0 for a leaf) from :meth:`Tree.flatten`'s pre-order lists."""
-    heights = [0] * len(nodes)
-    for i in range(len(nodes) - 1, 0, -1):  # reverse pre-order: children before parents
-        p, h = parents[i], heights[i] + 1
-        if h > heights[p]:
-            heights[p] = h
-    return heights
+        """From an ``nltk.Tree``: see :func:`structrnn.trees.convert.nltk_to_tree`."""
+        return convert.nltk_to_tree(cls, tree)

@@ -19,13 +19,16 @@ _FORMAT = "structrnn.Vocab"
 class Vocab:
     """Maps tokens to ids 0..len-1. The unknown token (default ``"<unk>"``) is id 0 and every
     token not in the vocabulary maps to it; with ``unk=None`` an unknown token is a ``KeyError``.
-    With ``lower=True`` tokens are lower-cased before lookup (and when building).
+    With ``lower=True`` tokens are lower-cased before lookup (and when building), and so is
+    ``unk`` (``unk="<UNK>"`` is stored as ``"<unk>"``, so a saved vocabulary loads back).
 
     There is no padding token: tree ``Data`` marks nodes without a token by ``x == -1``.
     """
 
     def __init__(self, tokens: Iterable[str] = (), unk: str | None = "<unk>",
                  lower: bool = False):
+        if unk is not None and lower:
+            unk = unk.lower()  # the id-0 token is looked up lower-cased like every other
         self.unk = unk
         self.lower = lower
         self.tokens: list[str] = []
@@ -138,7 +141,17 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
-        """Read a vocabulary written by :meth:`save`."""
+        """Read a vocabulary written by :meth:`save`.
+
+        Args:
+            path: the JSON file :meth:`save` wrote (not a run folder: a run's vocabulary is
+                ``RUN/vocab.json``).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is not a vocabulary (not JSON, another format, or its first
+                token is not the unknown token).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no vocabulary file at {path}")

@@ -37,7 +37,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from structrnn._errors import InputError
-from structrnn.cells import GRUCell, LSTMCell, state_h
+from structrnn.cells import GRUCell, LSTMCell
 from structrnn.datasets.circuits import INPUT, NUM_FEATURES, make_circuits
 from structrnn.graphs.dag import DAGRecurrent
 from structrnn.graphs.models import EncodeProcessDecode, mlp
@@ -50,7 +50,7 @@ __all__ = ["TASK", "add_arguments", "build_model", "CircuitDAG", "CircuitGN",
            "batch_loss", "evaluate", "CONFIG_KEYS"]
 
 MODELS = ("dag", "gn", "gn-depth")
-CONFIG_KEYS = ("model", "cell", "aggregation", "hidden", "rounds", "train_circuits",
+CONFIG_KEYS = ("model", "cell", "aggr", "hidden", "rounds", "train_circuits",
                "val_circuits", "test_circuits", "train_depth", "test_depths", "width", "inputs",
                "lr", "batch_size")
 
@@ -67,8 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # seed 0, 20 epochs: the LSTM solved 93% of the depth-32 circuits, the GRU 63%
     p.add_argument("--cell", choices=("gru", "lstm"), default="lstm",
                    help="the dag model's cell (Child-Sum LSTM or GRU)")
-    p.add_argument("--aggregation", choices=("sum", "attention"), default="sum",
-                   help="how the dag model's cell takes a gate's operands")
+    p.add_argument("--aggr", "--aggregation", dest="aggr", choices=("sum", "attention"),
+                   default="sum", help="how the dag model's cell takes a gate's operands "
+                   "(--aggregation: the old spelling, going in the next release)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=32,
@@ -92,14 +93,14 @@ class CircuitDAG(nn.Module):
     """:class:`DAGRecurrent` forward over the circuit, then a two-layer classifier on every
     node's ``h``: ``Batch`` -> logits (N, 2)."""
 
-    def __init__(self, hidden: int, cell: str = "lstm", aggregation: str = "sum") -> None:
+    def __init__(self, hidden: int, cell: str = "lstm", aggr: str = "sum") -> None:
         super().__init__()
         cell_class = {"gru": GRUCell, "lstm": LSTMCell}[cell]
-        self.dag = DAGRecurrent(cell_class(NUM_FEATURES, hidden), aggregation=aggregation)
+        self.dag = DAGRecurrent(cell_class(NUM_FEATURES, hidden), aggr=aggr)
         self.head = mlp([hidden, hidden, 2])
 
     def forward(self, batch: Batch) -> Tensor:
-        return self.head(state_h(self.dag(batch.x, batch.edge_index, batch.num_nodes)))
+        return self.head(self.dag(batch.x, batch.edge_index, batch.num_nodes))
 
 
 class CircuitGN(nn.Module):
@@ -133,7 +134,7 @@ class CircuitGN(nn.Module):
 def build_model(args: argparse.Namespace) -> nn.Module:
     """The ``--model`` with its flags."""
     if args.model == "dag":
-        return CircuitDAG(args.hidden, args.cell, args.aggregation)
+        return CircuitDAG(args.hidden, args.cell, args.aggr)
     return CircuitGN(args.hidden, args.rounds if args.model == "gn" else None)
 
 

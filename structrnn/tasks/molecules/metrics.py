@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.utils.class_weight import compute_class_weight
 from torch import Tensor
 from torch.nn import functional
 
@@ -37,44 +39,24 @@ def regression_metrics(pred: Tensor, true: Tensor, names: list[str]) -> dict[str
     return out
 
 
-def _curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative true and false positives at each distinct score, highest first (tied scores
-    form one threshold, so ties are never split in an arbitrary order)."""
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each tie group
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    return tp.astype(float), fp.astype(float)
-
-
 def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
-    """The area under the ROC curve: the trapezoid rule over the thresholds of ``scores``
-    (a tie between a positive and a negative counts one half); NaN when ``labels`` (0/1) hold
-    one class only."""
+    """The area under the ROC curve (scikit-learn's ``roc_auc_score``: a tie between a positive
+    and a negative counts one half); NaN when ``labels`` (0/1) hold one class only."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, int)
-    pos = int(labels.sum())
-    neg = labels.size - pos
-    if pos == 0 or neg == 0:
-        return float("nan")
-    tp, fp = _curve(scores, labels)
-    tpr, fpr = np.r_[0.0, tp / pos], np.r_[0.0, fp / neg]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    if labels.size == 0 or labels.min() == labels.max():
+        return float("nan")  # scikit-learn would warn and answer NaN too, or raise (older)
+    return float(roc_auc_score(labels, scores))
 
 
 def average_precision(scores: Sequence[float] | np.ndarray,
                       labels: Sequence[int] | np.ndarray) -> float:
     """The area under the precision-recall curve as average precision (scikit-learn's
-    definition: the sum over thresholds of the recall gained times the precision there);
-    NaN without a positive."""
+    ``average_precision_score``: the sum over thresholds of the recall gained times the
+    precision there); NaN without a positive."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, int)
-    pos = int(labels.sum())
-    if pos == 0:
-        return float("nan")
-    tp, fp = _curve(scores, labels)
-    recall = np.r_[0.0, tp / pos]
-    precision = tp / (tp + fp)
-    return float(np.sum(np.diff(recall) * precision))
+    if not labels.any():
+        return float("nan")  # scikit-learn answers 0 with a warning: no recall to gain
+    return float(average_precision_score(labels, scores))
 
 
 def split_logits(logits: Tensor, classes: Sequence[int]) -> list[Tensor]:
@@ -152,12 +134,17 @@ def classification_metrics(logits: Tensor, true: Tensor, names: list[str],
 
 
 def class_weights(true: Tensor, classes: Sequence[int]) -> list[Tensor]:
-    """Per task, scikit-learn's "balanced" class weights from the labelled rows of ``true``:
-    ``n / (C * n_c)`` (a class absent from the training labels gets weight 1)."""
+    """Per task, scikit-learn's "balanced" class weights (``compute_class_weight``) from the
+    labelled rows of ``true``: ``n / (C * n_c)`` over the ``C`` classes present in the labels;
+    a class absent from the training labels (or every class of a task without a label) gets
+    weight 1."""
     out = []
     for t, c in enumerate(classes):
         _, y = _task_labels(true, t)
-        counts = torch.bincount(y, minlength=c).double()
-        w = torch.where(counts > 0, y.numel() / (c * counts.clamp(min=1)), torch.ones_like(counts))
-        out.append(w.float())
+        y = y.numpy()
+        w = np.ones(c)
+        present = np.unique(y)
+        if present.size:
+            w[present] = compute_class_weight("balanced", classes=present, y=y)
+        out.append(torch.tensor(w, dtype=torch.float))
     return out

@@ -11,7 +11,9 @@
     parser.evaluate("test")                            # bracket F1 on the treebank's test split
 
 ``parser.model`` is the :class:`~structrnn.trees.parser.Parser` itself (``.parse`` gives
-:class:`~structrnn.Tree` objects).
+:class:`~structrnn.Tree` objects). A parser has the model-file format of every task:
+``Parser.save`` and ``structrnn export`` write the same file, and ``Parser.load``,
+``structrnn.load`` and ``structrnn parse`` read it, or the run folder itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import torch
 
 from structrnn._errors import InputError
 from structrnn.tasks.predictor import Predictor, chunks
-from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import notice
 from structrnn.training.logging import progress as progress_bar
 from structrnn.trees.parser import Parser
@@ -41,21 +42,12 @@ class ParserPredictor(Predictor):
 
     @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> ParserPredictor:
-        best = Path(folder) / "best.pt"
-        if not best.is_file():
-            raise InputError(f"{folder}: no best.pt (the run has not finished an epoch yet)")
-        state = load_checkpoint(best, map_location=device)
-        if "parser" not in state:
-            raise InputError(f"{best}: no parser settings in the checkpoint")
-        return cls("parser", config, [Parser.from_spec(state["parser"], state["model"])],
-                   device)
+        return cls("parser", config, [Parser.load(folder, map_location=device)], device)
 
     @classmethod
     def from_export(cls, state: dict, device: torch.device) -> ParserPredictor:
-        if "parser" not in state:
-            raise InputError("the model file lacks the parser's vocabularies ('parser')")
-        return cls("parser", state["config"],
-                   [Parser.from_spec(state["parser"], state["models"][0])], device)
+        return cls("parser", state["config"], [Parser.from_saved(state, "the model file")],
+                   device)
 
     def export_state(self) -> dict[str, Any]:
         return {"parser": self.model.spec()}

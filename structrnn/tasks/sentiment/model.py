@@ -95,24 +95,27 @@ class TreeSentiment(nn.Module):
         self.classifier = nn.Linear(width, num_classes)
 
     def encode(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-               pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
-        """Node states (N, width) from token ids ``x`` (N,) (-1 = no token: zero input)."""
+               child_index: Tensor | None = None, schedule: TreeSchedule | None = None
+               ) -> Tensor:
+        """Node states (N, width) from token ids ``x`` (N,) (-1 = no token: zero input);
+        ``child_index`` (N,) each node's slot under its parent (the N-ary Tree-LSTM's)."""
         has_token = (x >= 0).unsqueeze(1)
         x = x.clamp(min=0)
         if self.training and self.word_dropout > 0:
             dropped = torch.rand(x.shape, device=x.device) < self.word_dropout
             x = x.masked_fill(dropped, self.unk_id)
         if isinstance(self.encoder, TreeLSTM) and x.device.type == "cpu":
-            return self._encode_tokens(x, has_token.squeeze(1), edge_index, height, pos,
-                                       schedule)
+            return self._encode_tokens(x, has_token.squeeze(1), edge_index, height,
+                                       child_index, schedule)
         emb = self.embedding(x) * has_token
         emb = self.dropout(emb)
         if self.project is not None:
             emb = torch.tanh(self.project(emb)) * has_token
-        return self.encoder(emb, edge_index, height=height, pos=pos, schedule=schedule)
+        return self.encoder(emb, edge_index, height=height, child_index=child_index,
+                            schedule=schedule)
 
     def _encode_tokens(self, x: Tensor, has_token: Tensor, edge_index: Tensor,
-                       height: Tensor | None, pos: Tensor | None,
+                       height: Tensor | None, child_index: Tensor | None,
                        schedule: TreeSchedule | None) -> Tensor:
         """:meth:`encode` for a Tree-LSTM on the CPU, with the same states: only the M nodes
         with a token (about half of a sentence's tree, its leaves) are embedded, dropped out and
@@ -121,12 +124,12 @@ class TreeSentiment(nn.Module):
         dense path runs.)"""
         rows = has_token.nonzero().squeeze(1)  # (M,)
         emb = self.dropout(self.embedding(x.index_select(0, rows)))  # (M, embed_dim)
-        return self.encoder(emb, edge_index, height=height, pos=pos, schedule=schedule,
-                            x_rows=rows, num_nodes=x.numel())
+        return self.encoder(emb, edge_index, height=height, child_index=child_index,
+                            schedule=schedule, x_rows=rows, num_nodes=x.numel())
 
     def forward(self, batch) -> Tensor:
         h = self.encode(batch.x, batch.edge_index, getattr(batch, "height", None),
-                        getattr(batch, "pos", None), getattr(batch, "schedule", None))
+                        getattr(batch, "child_index", None), getattr(batch, "schedule", None))
         return self.classifier(self.dropout(h))
 
 

@@ -123,7 +123,8 @@ class SentenceEncoder(nn.Module):
                                bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
 
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None
+                ) -> Tensor:
         padded, lengths, tree = leaf_sequences(x, edge_index)
         return self.sentences(padded, lengths)[tree]
 
@@ -157,13 +158,13 @@ class SequenceCellOnTree(nn.Module):
         self.rnn = LSTM(input_size, hidden_size)
 
     def forward(self, x: Tensor, edge_index: Tensor, height: Tensor | None = None,
-                pos: Tensor | None = None, schedule: TreeSchedule | None = None) -> Tensor:
+                child_index: Tensor | None = None, schedule: TreeSchedule | None = None
+                ) -> Tensor:
         # the layer's cell holds no weights of its own: bind the network's for the pass
         weights = {f"cell.{n}": getattr(self.rnn, f"{n}_l0")
                    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        h, _ = torch.func.functional_call(_UpPass(self.rnn.cells["l0"]), weights,
+        return torch.func.functional_call(_UpPass(self.rnn.cells["l0"]), weights,
                                           (x, edge_index, height, schedule))
-        return h
 
 
 class _UpPass(nn.Module):
