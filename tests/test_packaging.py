@@ -389,18 +389,8 @@ def test_no_module_imports_a_module_that_imports_it_back(import_graph):
     facade every module may reach)."""
     graph = {m: {d for d in deps if d != "structrnn"} for m, deps in import_graph.items()
              if m != "structrnn"}
-    assert [c for c in import_cycles(graph) if c not in KNOWN_LOOPS] == []
+    assert import_cycles(graph) == []
 
-
-# the Tree methods (from_ptb, to_data ...) call the modules that build on Tree (issue 24)
-KNOWN_LOOPS = [["structrnn.trees.convert", "structrnn.trees.ptb", "structrnn.trees.tree"]]
-
-
-@pytest.mark.xfail(strict=True, reason="issue 24: trees/tree.py <-> trees/convert.py, ptb.py")
-def test_the_known_import_loops_are_gone(import_graph):
-    graph = {m: {d for d in deps if d != "structrnn"} for m, deps in import_graph.items()
-             if m != "structrnn"}
-    assert not [c for c in import_cycles(graph) if c in KNOWN_LOOPS]
 
 
 def test_training_imports_no_structure_package(import_graph):
