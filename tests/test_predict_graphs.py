@@ -18,6 +18,7 @@ from structrnn import cli
 from structrnn.graphs.convert import to_networkx
 from structrnn.tasks.shortest_path import data as sp_data
 from structrnn.tasks.shortest_path import task as sp
+from structrnn.training.task import train as train_task
 
 SP_TINY = ["--train-graphs", "24", "--val-graphs", "6", "--test-graphs", "6", "--batch-size",
            "8", "--steps", "3", "--hidden", "8", "--train-nodes", "5", "8", "--test-nodes", "9",
@@ -74,9 +75,9 @@ def tu_run(tmp_path):
     out = tmp_path / "tu"
     from structrnn.tasks.molecules import task
 
-    task.main(["--dataset", "mutag", "--tu-name", "TINY", "--data", str(tmp_path / "data"),
-               "--folds", "3", "--seeds", "0", "--epochs", "2", "--hidden", "8", "--steps", "2",
-               "--no-progress", "--out", str(out)])
+    train_task(task.TU, ["--name", "TINY", "--data", str(tmp_path / "data"),
+                         "--folds", "3", "--seeds", "0", "--epochs", "2", "--hidden", "8",
+                         "--steps", "2", "--no-progress", "--out", str(out)])
     return out
 
 
@@ -162,7 +163,8 @@ def test_runs_say_what_they_read(tu_run, tmp_path, capsys):
     from structrnn.tasks.molecules import task
 
     mol_run = tmp_path / "mol"
-    task.main(["--max-molecules", "40", "--epochs", "1", "--hidden", "8", "--steps", "2",
+    train_task(task.TASK, ["--max-molecules", "40", "--epochs", "1", "--hidden", "8",
+                           "--steps", "2",
                "--seeds", "0", "--no-progress", "--out", str(mol_run)])
     graph = tu_dataset(tmp_path / "data", "TINY", cache_dir=tmp_path / "tu-cache")[0]
     row = structrnn.load(mol_run).predict([graph])[0]
@@ -172,7 +174,7 @@ def test_runs_say_what_they_read(tu_run, tmp_path, capsys):
 @pytest.fixture
 def sp_run(tmp_path):
     out = tmp_path / "sp"
-    sp.main(["--out", str(out), "--epochs", "2", *SP_TINY, "--test-steps", "5"])
+    train_task(sp.TASK, ["--out", str(out), "--epochs", "2", *SP_TINY, "--test-steps", "5"])
     return out
 
 
