@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 import structrnn
-from structrnn.tasks.molecules.task import main as train
+from structrnn.tasks.molecules.task import TASK
+from structrnn.training.task import train as train_task
 
 NEW_MOLECULES = ["CCO", "c1ccccc1", "not-a-smiles"]
 
@@ -38,9 +39,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
 
     dataset = ["--dataset", "esol", "--data", args.data] if args.data else ["--dataset", "builtin"]
-    metrics = train([*dataset, "--max-molecules", str(args.max_molecules), "--epochs",
-                     str(args.epochs), "--seeds", args.seeds, "--hidden", str(args.hidden),
-                     "--lr", "3e-3", "--no-progress", "--overwrite", "--out", args.out])
+    metrics = train_task(TASK, [*dataset, "--max-molecules", str(args.max_molecules),
+                                "--epochs", str(args.epochs), "--seeds", args.seeds, "--hidden",
+                                str(args.hidden), "--lr", "3e-3", "--no-progress",
+                                "--overwrite", "--out", args.out])
     for name in metrics["targets"]:
         rmse = metrics["test_rmse"][name]
         print(f"trained on {metrics['dataset']}: test RMSE of {name!r} {rmse['mean']:.3f} "

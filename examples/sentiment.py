@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structrnn
 from structrnn.tasks.sentiment import task as sst_task
+from structrnn.training.task import train as train_task
 
 SENTENCES = [
     "the plot was great",
@@ -29,14 +30,11 @@ SENTENCES = [
 
 
 def train(out: Path, trees: int, epochs: int, hidden: int) -> dict:
-    """``structrnn train sst --dataset synthetic`` through the task's Python functions."""
-    parser = argparse.ArgumentParser()
-    sst_task.add_arguments(parser)
-    args = parser.parse_args([
+    """``structrnn train sst --dataset synthetic``, in this process."""
+    return train_task(sst_task.TASK, [
         "--dataset", "synthetic", "--synthetic-trees", str(trees), "--epochs", str(epochs),
         "--hidden", str(hidden), "--embed-dim", str(hidden), "--dropout", "0", "--lr", "0.1",
         "--no-progress", "--overwrite", "--out", str(out)])
-    return sst_task.run(args)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -21,11 +21,12 @@ predictions after every round on a solved and an unsolved 32-node test graph.
 import sys
 
 from structrnn._errors import InputError
-from structrnn.tasks.shortest_path.task import main
+from structrnn.tasks.shortest_path.task import TASK
+from structrnn.training.task import train
 
 if __name__ == "__main__":
     try:
-        main()
+        train(TASK, sys.argv[1:])
     except InputError as err:  # bad flags: one line, exit 2, as the structrnn command
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -30,7 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; loaded lazil
         RNNCellBase,
     )
     from structrnn.crf import CRF
+    from structrnn.export import export_model
     from structrnn.graphs import (
+        DMPNN,
+        GIN,
+        GNGRU,
         MPNN,
         DeepSets,
         EncodeProcessDecode,
@@ -61,8 +65,8 @@ __all__ = [
     "TreeLSTM", "TreeGRU", "RecursiveNN", "RNTN", "BiTreeLSTM", "run_up", "run_down",
     "run_schedule", "tree_schedule", "collate_trees", "TreeLoader", "Parser",
     "GraphNetwork", "GraphIndependent", "InteractionNetwork", "DeepSets", "RelationNetwork",
-    "MPNN", "NonLocal", "EncodeProcessDecode", "DAGRecurrent",
-    "load", "Predictor",
+    "MPNN", "NonLocal", "EncodeProcessDecode", "GIN", "DMPNN", "GNGRU", "DAGRecurrent",
+    "load", "Predictor", "export_model",
 ]
 
 # every public name is imported on first access (PEP 562)
@@ -71,6 +75,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
                         "PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell"],
     "structrnn.sequence": ["RNN", "GRU", "LSTM"],
     "structrnn.crf": ["CRF"],
+    # models out of Python: torch.export and ONNX (docs/architecture.md, "Export")
+    "structrnn.export": ["export_model"],
     "structrnn.levels.run": ["run_up", "run_down", "run_schedule"],
     "structrnn.levels.schedule": ["tree_schedule"],
     "structrnn.trees.tree": ["Tree"],
@@ -83,6 +89,9 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.graphs.dag": ["DAGRecurrent"],
     "structrnn.graphs.models": ["GraphIndependent", "InteractionNetwork", "DeepSets",
                                 "RelationNetwork", "MPNN", "NonLocal", "EncodeProcessDecode"],
+    "structrnn.graphs.gin": ["GIN"],
+    "structrnn.graphs.dmpnn": ["DMPNN"],
+    "structrnn.graphs.gngru": ["GNGRU"],
     # trained models: a run folder or an exported file -> a predictor (docs/architecture.md)
     "structrnn.tasks.predictor": ["load", "Predictor"],
 }, submodules=["cells", "sequence", "levels", "trees", "graphs", "datasets", "training", "viz",

@@ -26,8 +26,8 @@ def check_shape(t: Tensor, name: str, expected: Sequence[int | None], owner: str
 
 def check_rows(tensors: Sequence[Tensor], name: str, owner: str) -> None:
     """All tensors of a state tuple must have the same number of rows."""
-    rows = {t.size(0) for t in tensors}
-    if len(rows) > 1:
+    # compared pairwise, not collected in a set: under torch.export a size is a symbol
+    if any(t.size(0) != tensors[0].size(0) for t in tensors[1:]):
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         raise ValueError(f"{owner}: the tensors of {name} must have the same number of rows, "
                          f"got {shapes}")

@@ -30,19 +30,21 @@ EXAMPLES = """examples:
   structrnn show CCO --out ethanol.png
 """
 
-# task name -> (module, one-line help, fixed defaults); a task's module is imported only when
-# its command runs (or asks for --help), so that `structrnn --help` starts at once
+# task name -> (the module of its declaration, the declaration's name, one-line help); a task's
+# module is imported only when its command runs (or asks for --help), so that `structrnn --help`
+# starts at once
 TASKS = {
-    "sst": ("structrnn.tasks.sentiment.task", "tree models of sentiment (SST or synthetic)", {}),
-    "molecules": ("structrnn.tasks.molecules.task", "graph networks on molecules (SMILES)", {}),
-    "tu": ("structrnn.tasks.molecules.task", "graph classification on a TU data set",
-           {"dataset": "mutag"}),
-    "shortest-path": ("structrnn.tasks.shortest_path.task",
-                      "the graph_nets shortest-path demo", {}),
-    "circuits": ("structrnn.tasks.circuits.task",
-                 "random boolean circuits: a cell over DAG levels against graph networks", {}),
-    "parser": ("structrnn.tasks.parser.task",
-               "a constituency parser learned from the treebank's own trees", {}),
+    "sst": ("structrnn.tasks.sentiment.task", "TASK",
+            "tree models of sentiment (SST or synthetic)"),
+    "molecules": ("structrnn.tasks.molecules.task", "TASK",
+                  "graph networks on molecules (SMILES)"),
+    "tu": ("structrnn.tasks.molecules.task", "TU", "graph classification on a TU data set"),
+    "shortest-path": ("structrnn.tasks.shortest_path.task", "TASK",
+                      "the graph_nets shortest-path demo"),
+    "circuits": ("structrnn.tasks.circuits.task", "TASK",
+                 "random boolean circuits: a cell over DAG levels against graph networks"),
+    "parser": ("structrnn.tasks.parser.task", "TASK",
+               "a constituency parser learned from the treebank's own trees"),
 }
 
 
@@ -51,6 +53,11 @@ PREDICT_EXAMPLES = """examples:
   structrnn predict runs/sst --input sentences.txt --output preds.jsonl
   structrnn predict runs/esol CCO c1ccccc1
   structrnn predict runs/esol --input new.csv --smiles-col smiles --output preds.csv
+"""
+
+EXPORT_EXAMPLES = """examples:
+  structrnn export runs/esol esol.pt                       # structrnn.load("esol.pt") reads it
+  structrnn export runs/esol esol.onnx --format onnx       # for onnxruntime (molecule runs)
 """
 
 
@@ -73,10 +80,11 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _task_module(name: str):
-    module_name = TASKS[name][0]
+def _task(name: str):
+    """The declaration (:class:`~structrnn.training.task.Task`) of ``train name``."""
+    module_name, attribute, _ = TASKS[name]
     try:
-        return importlib.import_module(module_name)
+        return getattr(importlib.import_module(module_name), attribute)
     except ImportError as err:
         raise UsageError(f"train {name}: {err} (pip install 'structrnn[all]')") from err
 
@@ -98,12 +106,11 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
-    for name, (_, summary, defaults) in TASKS.items():
+    for name, (_, _, summary) in TASKS.items():
         p = tasks.add_parser(name, help=summary, description=summary,
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         if name == task:
-            _task_module(name).add_arguments(p)
-            p.set_defaults(**defaults)
+            _task(name).add_arguments(p)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on a split of its data")
     ev.add_argument("run", help="run folder or exported model file")
@@ -144,9 +151,18 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     pa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     pa.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    ex = sub.add_parser("export", help="write a trained run to one model file")
+    ex = sub.add_parser("export", help="write a trained run to one model file",
+                        epilog=EXPORT_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("run", help="run folder")
-    ex.add_argument("file", help="the model file to write (read back with structrnn.load)")
+    ex.add_argument("file", help="the model file to write")
+    ex.add_argument("--format", choices=("structrnn", "torch", "onnx"), default="structrnn",
+                    help="structrnn: read back with structrnn.load (default); torch: a "
+                         "torch.export program (.pt2); onnx: an ONNX file for onnxruntime "
+                         "(pip install 'structrnn[export]')")
+    ex.add_argument("--check", action="store_true",
+                    help="run the written file on the export's example and compare with "
+                         "PyTorch")
 
     sh = sub.add_parser("show", help="draw a PTB tree or a SMILES molecule to an image")
     sh.add_argument("text", help="'(3 (2 It) (4 works))' or a SMILES such as CCO")
@@ -177,9 +193,10 @@ def cmd_train(parser, args, argv) -> int:
         task_parser = parser._subparsers._group_actions[0].choices["train"]
         task_parser = task_parser._subparsers._group_actions[0].choices[args.task]
         args = apply_config(args, explicit_dests(task_parser, argv[2:]))
-    module = _task_module(args.task)
+    from structrnn.training.task import run_task
+
     try:
-        metrics = module.run(args)
+        metrics = run_task(_task(args.task), args)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
@@ -255,7 +272,7 @@ def cmd_parse(args) -> int:
 def cmd_export(args) -> int:
     from structrnn.tasks.predictor import load
 
-    path = load(args.run).save(args.file)
+    path = load(args.run).export(args.file, format=args.format, check=args.check)
     print(f"exported {args.run} -> {path}", file=sys.stderr)
     return 0
 
@@ -293,7 +310,9 @@ def cmd_demo(parser, args) -> int:
             "--dropout", "0.2", "--out", args.out, "--overwrite"]
     print("structrnn " + " ".join(argv), file=sys.stderr)
     train_args = build_parser("sst").parse_args(argv)
-    metrics = _task_module("sst").run(train_args)
+    from structrnn.training.task import run_task
+
+    metrics = run_task(_task("sst"), train_args)
     print(f"\nsynthetic treebank, constituency Tree-LSTM: test root accuracy "
           f"{metrics['test_fine_root']:.3f} (fine-grained), all nodes "
           f"{metrics['test_fine_all_nodes']:.3f}")

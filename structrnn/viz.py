@@ -1,5 +1,6 @@
 """Pictures with matplotlib (the ``viz`` extra): learning curves, sentiment trees, confusion
-matrices. Every function writes a file (PNG, SVG or PDF by the suffix) and returns its path.
+matrices, shortest paths, measured-against-predicted scatters, atom contributions. Every
+function writes a file (PNG, SVG or PDF by the suffix) and returns its path.
 
 :func:`pyplot` is the one place that imports matplotlib: every picture in structrnn (the tasks'
 too) gets ``matplotlib.pyplot`` from it, on the file-only Agg backend, or an ImportError that
@@ -15,7 +16,8 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["pyplot", "save_figure", "plot_learning_curves", "draw_tree", "plot_confusion"]
+__all__ = ["pyplot", "save_figure", "plot_learning_curves", "draw_tree", "plot_confusion",
+           "draw_path", "draw_path_steps", "panel_steps", "plot_scatter", "draw_atom_weights"]
 
 SENTIMENT_COLOURS = ["#b2182b", "#ef8a62", "#e0e0e0", "#67a9cf", "#2166ac"]  # 0 .. 4
 
@@ -139,3 +141,135 @@ def plot_confusion(true: torch.Tensor, pred: torch.Tensor, path: str | os.PathLi
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > top / 2 else "black")
     return save_figure(fig, path)
+
+
+# -- shortest paths (structrnn train shortest-path) ----------------------------------------------
+def draw_path(data, node_pred: torch.Tensor, edge_pred: torch.Tensor, path: str | os.PathLike,
+              title: str) -> Path:
+    """A shortest-path graph (``pos``, ``x`` = [is_start, is_end], ``edge_index``) at its
+    positions; the predicted path in red, the start a square, the end a star.
+
+    ``node_pred`` (N,) and ``edge_pred`` (E,): 1 on the predicted path."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    pos = data.pos.numpy()
+    for j, (a, b) in enumerate(data.edge_index.t().tolist()):
+        if a < b:
+            on = bool(edge_pred[j])
+            ax.plot(*pos[[a, b]].T, color="crimson" if on else "0.75", lw=3 if on else 1,
+                    zorder=1)
+    colors = ["crimson" if int(p) else "steelblue" for p in node_pred]
+    ax.scatter(pos[:, 0], pos[:, 1], c=colors, s=60, zorder=2)
+    start, end = int(data.x[:, 0].argmax()), int(data.x[:, 1].argmax())
+    ax.scatter(*pos[start], marker="s", s=200, facecolors="none", edgecolors="k", zorder=3,
+               label="start")
+    ax.scatter(*pos[end], marker="*", s=300, facecolors="none", edgecolors="k", zorder=3,
+               label="end")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_figure(fig, path, dpi=100)
+
+
+def panel_steps(steps: int, most: int = 23) -> list[int]:
+    """The rounds shown (1-based): all of them up to ``most``, else ``most`` spread evenly
+    over them, the first and the last included."""
+    if steps <= most:
+        return list(range(1, steps + 1))
+    return sorted({round(1 + i * (steps - 1) / (most - 1)) for i in range(most)})
+
+
+GREY, CRIMSON = (0.78, 0.78, 0.78), (0.86, 0.08, 0.24)  # an edge's colour at p = 0 and 1
+
+
+def _path_panel(ax, data, node_p: torch.Tensor, edge_p: torch.Tensor, title: str) -> None:
+    """One graph on ``ax``: nodes and edges shaded by their probability of being on the path
+    (``node_p`` (N,), ``edge_p`` (E,); the two directions of an edge averaged), start a square,
+    end a star."""
+    pos = data.pos.numpy()
+    both: dict[tuple[int, int], list[float]] = {}
+    for (a, b), p in zip(data.edge_index.t().tolist(), edge_p.tolist(), strict=True):
+        both.setdefault((min(a, b), max(a, b)), []).append(p)
+    for (a, b), ps in both.items():
+        p = sum(ps) / len(ps)
+        colour = [g * (1 - p) + c * p for g, c in zip(GREY, CRIMSON, strict=True)]
+        ax.plot(*pos[[a, b]].T, color=colour, lw=0.6 + 2.4 * p, zorder=1)
+    ax.scatter(pos[:, 0], pos[:, 1], c=node_p.numpy(), cmap="Reds", vmin=0, vmax=1, s=22,
+               edgecolors="0.4", linewidths=0.4, zorder=2)
+    start, end = int(data.x[:, 0].argmax()), int(data.x[:, 1].argmax())
+    ax.scatter(*pos[start], marker="s", s=90, facecolors="none", edgecolors="k", zorder=3)
+    ax.scatter(*pos[end], marker="*", s=140, facecolors="none", edgecolors="k", zorder=3)
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_path_steps(data, node_p: torch.Tensor, edge_p: torch.Tensor, path: str | os.PathLike,
+                    title: str) -> Path:
+    """A grid of panels, one per round (:func:`panel_steps`) and the target last: each shows
+    the node and edge probabilities of that round (``node_p`` (S, N), ``edge_p`` (S, E)) and
+    how many nodes and edges its argmax gets wrong. ``data`` needs ``y`` and ``edge_y``."""
+    plt = pyplot()
+    shown = panel_steps(node_p.size(0))
+    cols = min(6, len(shown) + 1)
+    rows = -(-(len(shown) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax, step in zip(list(axes.flat)[:len(shown)], shown, strict=True):
+        n, e = node_p[step - 1], edge_p[step - 1]
+        wrong = int(((n > 0.5).long() != data.y).sum() + ((e > 0.5).long() != data.edge_y).sum())
+        _path_panel(ax, data, n, e, f"step {step}: {wrong} wrong")
+    _path_panel(axes.flat[len(shown)], data, data.y.float(), data.edge_y.float(), "target")
+    for ax in list(axes.flat)[len(shown) + 1:]:
+        ax.axis("off")
+    fig.suptitle(title + " (square: start, star: end; red: on the path)", fontsize=10)
+    return save_figure(fig, path, dpi=90)
+
+
+# -- molecules (structrnn train molecules) -------------------------------------------------------
+def plot_scatter(results: Sequence[dict], names: Sequence[str], path: str | os.PathLike) -> Path:
+    """Predicted against measured, one panel per target ``names[t]``: every result (a seed)
+    gives ``test_pred`` and ``test_true`` (M, T), ``test_rmse`` {target: RMSE} and ``seed``."""
+    import math
+
+    import numpy as np
+
+    plt = pyplot()
+    cols = min(len(names), 4)
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    for t, name in enumerate(names):
+        ax = axes[t // cols][t % cols]
+        for r in results:
+            p, y = np.asarray(r["test_pred"])[:, t], np.asarray(r["test_true"])[:, t]
+            ax.scatter(y, p, s=8, alpha=0.6, label=f"seed {r['seed']}")
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        rmse = np.mean([r["test_rmse"][name] for r in results])
+        ax.set_title(f"{name[:60]}\ntest RMSE {rmse:.3f}", fontsize=9)
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+    for t in range(len(names), rows * cols):
+        axes[t // cols][t % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    return save_figure(fig, path, dpi=110)
+
+
+def draw_atom_weights(smiles: str, weights: Sequence[float], path: str | os.PathLike) -> Path:
+    """The molecule ``smiles`` with each atom coloured and labelled by its weight (RDKit's
+    similarity map; PNG)."""
+    from rdkit import Chem
+    from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
+
+    from structrnn._io import atomic_write
+
+    mol = Chem.MolFromSmiles(smiles.strip())
+    for atom, w in zip(mol.GetAtoms(), weights, strict=True):
+        atom.SetProp("atomNote", f"{w:.1f}")
+    drawer = rdMolDraw2D.MolDraw2DCairo(500, 400)
+    SimilarityMaps.GetSimilarityMapFromWeights(mol, list(weights), draw2d=drawer)
+    drawer.FinishDrawing()
+    data = drawer.GetDrawingText()
+    return atomic_write(path, lambda f: f.write(data))

@@ -16,12 +16,17 @@ from torch_geometric.data import Batch
 
 from structrnn.datasets import circuits as dc
 from structrnn.tasks.circuits import task as ct
+from structrnn.training.task import train as train_task
 
 OPS = {"and": operator.and_, "or": operator.or_, "xor": operator.xor}
 TINY = ["--train-circuits", "16", "--val-circuits", "4", "--test-circuits", "4",
         "--batch-size", "8", "--hidden", "4", "--rounds", "2", "--train-depth", "1", "3",
         "--test-depths", "3", "5", "--no-progress", "--threads", "1"]
 TIMING_KEYS = {"epoch_seconds", "train_seconds"}
+
+
+def circuits(argv: list[str]) -> dict:
+    return train_task(ct.TASK, argv)
 
 
 def values_by_hand(data) -> list[int]:
@@ -147,7 +152,7 @@ def test_the_dag_model_is_dag_recurrent_then_a_head():
 @pytest.mark.parametrize("model", ["dag", "gn", "gn-depth"])
 def test_tiny_run_writes_the_run_folder(tmp_path, model):
     out = tmp_path / model
-    metrics = ct.main(["--out", str(out), "--epochs", "2", "--model", model, *TINY])
+    metrics = circuits(["--out", str(out), "--epochs", "2", "--model", model, *TINY])
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert set(metrics["test"]) == {"3", "5"}
     for figures in metrics["test"].values():
@@ -165,9 +170,9 @@ def test_tiny_run_writes_the_run_folder(tmp_path, model):
 
 
 def test_resume_is_exact(tmp_path):
-    straight = ct.main(["--out", str(tmp_path / "a"), "--epochs", "3", *TINY])
-    ct.main(["--out", str(tmp_path / "b"), "--epochs", "1", *TINY])
-    resumed = ct.main(["--out", str(tmp_path / "b"), "--epochs", "3", "--resume", *TINY])
+    straight = circuits(["--out", str(tmp_path / "a"), "--epochs", "3", *TINY])
+    circuits(["--out", str(tmp_path / "b"), "--epochs", "1", *TINY])
+    resumed = circuits(["--out", str(tmp_path / "b"), "--epochs", "3", "--resume", *TINY])
     drop = lambda m: {k: v for k, v in m.items() if k not in TIMING_KEYS}  # noqa: E731
     assert drop(resumed) == drop(straight)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
@@ -179,6 +184,6 @@ def test_bad_flags_are_input_errors(tmp_path):
     from structrnn import InputError
 
     with pytest.raises(InputError, match="--train-depth"):
-        ct.main(["--out", str(tmp_path / "x"), *TINY, "--train-depth", "3", "1"])
+        circuits(["--out", str(tmp_path / "x"), *TINY, "--train-depth", "3", "1"])
     with pytest.raises(InputError, match="--test-depths"):
-        ct.main(["--out", str(tmp_path / "y"), *TINY, "--test-depths", "0"])
+        circuits(["--out", str(tmp_path / "y"), *TINY, "--test-depths", "0"])

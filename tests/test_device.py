@@ -15,6 +15,7 @@ import structrnn as sr
 from structrnn.graphs.network import GraphNetwork
 from structrnn.tasks.sentiment import task as sst
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, node_loss
+from structrnn.training.loop import amp_enabled
 
 DEVICE = torch.device(os.environ.get("STRUCTRNN_TEST_DEVICE", "meta"))
 TEXTS = ["(3 (2 It) (4 (3 works) (2 .)))", "(1 (2 not) (1 (2 very) (1 bad)))", "(2 x)"]
@@ -76,9 +77,9 @@ def test_autocast_stays_close_to_float32(name):
 
 
 def test_amp_on_the_cpu_is_ignored_with_a_warning(capsys):
-    assert sst.amp_enabled(True, torch.device("cpu")) is False
+    assert amp_enabled(True, torch.device("cpu")) is False
     assert "--amp needs a CUDA device" in capsys.readouterr().err
-    assert sst.amp_enabled(False, torch.device("cpu")) is False
+    assert amp_enabled(False, torch.device("cpu")) is False
     p = argparse.ArgumentParser()
     sst.add_arguments(p)
     assert p.parse_args(["--amp"]).amp and not p.parse_args([]).amp

@@ -20,6 +20,7 @@ from structrnn.tasks.sentiment import task as sst
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.training import distributed
 from structrnn.training.checkpoint import seed_everything
+from structrnn.training.task import run_task
 from structrnn.trees.loader import TreeLoader, collate_trees
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    one = sst.run(parse(ARGS + ["--out", str(tmp_path / "one")]))
+    one = run_task(sst.TASK, parse(ARGS + ["--out", str(tmp_path / "one")]))
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert a.keys() == b.keys()
     for key in a:
@@ -126,7 +127,7 @@ def test_scaled_shard_losses_average_to_the_global_gradient():
 def test_batch_size_must_divide_between_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(ValueError, match="--batch-size"):
-        sst.run(parse(ARGS + ["--out", str(tmp_path)]))
+        run_task(sst.TASK, parse(ARGS + ["--out", str(tmp_path)]))
 
 
 def test_graph_family_two_processes_equal_one_process(tmp_path):

@@ -362,7 +362,7 @@ GN_CONFIGS = {
     "DeepSets": (lambda: DeepSets(mlp([2 * D, 4]), mlp([4, 2])), (4, None, 2)),
     "RelationNetwork": (lambda: RelationNetwork(mlp([2 * D, 4]), mlp([4, 2])), (None, 4, 2)),
     "NonLocal": (lambda: NonLocal(4, heads=2), (4, None, None)),
-    **{f"MPNN-{r}": ((lambda r=r: MPNN(D, D, hidden=4, out_channels=2, steps=2, readout=r,
+    **{f"MPNN-{r}": ((lambda r=r: MPNN(D, 4, 2, 2, edge_dim=D, readout=r,
                                        edge_hidden=5)), None)
        for r in ("set2set", "sum", "mean", None)},
     "EncodeProcessDecode": (lambda: EncodeProcessDecode(D, D, D, node_out=2, edge_out=3,
@@ -396,7 +396,7 @@ def check_config(name: str, graphs: list[Data]) -> None:
     torch.manual_seed(0)
     model = factory().to(DT)
     if name.startswith("MPNN"):
-        widths = (4, None, None) if model.readout is None else (None, None, 2)
+        widths = (2, None, None) if model.readout is None else (None, None, 2)
     b = Batch.from_data_list(graphs)
     rows = (b.num_nodes, b.num_edges, b.num_graphs)
     with torch.no_grad():

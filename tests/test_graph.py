@@ -381,7 +381,7 @@ def test_figure4_configurations_run():
     x, e, _ = nl(x6, b.edge_index, batch=b.batch)
     assert x.shape == (13, D + 1) and e.shape == (26, 2 + D + 1)
     _finite_with_grads(nl, (x,))
-    mp = MPNN(D, D, hidden=8, out_channels=2, steps=2)
+    mp = MPNN(D, 8, 2, 2, edge_dim=D)
     out = mp(b)
     assert out.shape == (4, 2)
     _finite_with_grads(mp, (out,))
@@ -410,7 +410,7 @@ def test_nonlocal_against_per_node_attention():
 def test_mpnn_one_step_against_manual():
     b = random_batch(dtype=torch.float64)
     torch.manual_seed(0)
-    mp = MPNN(D, D, hidden=3, steps=1, readout=None).double()
+    mp = MPNN(D, 3, 1, edge_dim=D, readout=None).double()
     h = mp(b.x, b.edge_index, b.edge_attr, b.batch)
     h0 = mp.embed(b.x)
     src, dst = b.edge_index
@@ -422,17 +422,34 @@ def test_mpnn_one_step_against_manual():
     torch.testing.assert_close(h, ref, atol=1e-12, rtol=0)
 
 
+def test_old_argument_names_still_work_with_one_warning():
+    b = random_batch(dtype=torch.float32)
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning, match="node_in= -> in_channels="):
+        old = MPNN(D, D, hidden=8, out_channels=2, steps=2)
+    torch.manual_seed(0)
+    new = MPNN(D, 8, 2, 2, edge_dim=D)
+    assert str(old) == str(new)
+    torch.testing.assert_close(old(b), new(b))
+    with pytest.warns(FutureWarning, match="steps= -> num_layers="):
+        epd = EncodeProcessDecode(D, D, None, node_out=2, global_out=1, hidden=8, steps=3)
+    assert (epd.in_channels, epd.edge_dim, epd.out_channels, epd.num_layers) == (D, D, 2, 3)
+    with pytest.warns(FutureWarning, match="steps= -> num_layers="):
+        assert len(epd(b, steps=2)) == 2
+    with pytest.raises(TypeError, match="both hidden= .* and hidden_channels="):
+        MPNN(D, hidden=8, hidden_channels=8, steps=1)
+
+
 def test_encode_process_decode_returns_one_output_per_round():
     b = random_batch(dtype=torch.float32)
-    epd = EncodeProcessDecode(D, D, D, node_out=2, edge_out=3, global_out=None, hidden=8,
-                              steps=4)
+    epd = EncodeProcessDecode(D, 8, 4, 2, edge_dim=D, global_dim=D, edge_out_channels=3)
     outs = epd(b)
     assert len(outs) == 4
     for x, e, u in outs:
         assert x.shape == (13, 2) and e.shape == (26, 3) and u is None
     _finite_with_grads(epd, [t for o in outs for t in o])
-    assert len(epd(b, steps=2)) == 2
-    no_u = EncodeProcessDecode(D, D, None, node_out=2, global_out=1, hidden=8, steps=2)
+    assert len(epd(b, num_layers=2)) == 2
+    no_u = EncodeProcessDecode(D, 8, 2, 2, edge_dim=D, global_out_channels=1)
     outs = no_u(b.x, b.edge_index, b.edge_attr, batch=b.batch, num_graphs=4)
     assert outs[-1][2].shape == (4, 1) and outs[-1][1] is None
 

@@ -6,6 +6,7 @@ against a per-bond reference. The data: RDKit's shipped molecules with labels co
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -23,20 +24,24 @@ import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
 from structrnn.datasets.molecules.builtin import builtin_smiles_path  # noqa: E402
-from structrnn.tasks.molecules import task  # noqa: E402
-from structrnn.tasks.molecules.gin import DMPNN, reverse_edges  # noqa: E402
+from structrnn.graphs.dmpnn import DMPNN, reverse_edges  # noqa: E402
+from structrnn.tasks.molecules import data, report, task  # noqa: E402
 from structrnn.tasks.molecules.metrics import (  # noqa: E402
     average_precision,
     class_weights,
     classification_loss,
-    infer_kind,
     roc_auc,
 )
 from structrnn.tasks.molecules.model import MoleculeModel  # noqa: E402
+from structrnn.training.task import train as train_task  # noqa: E402
 from tests.test_predict_graphs import _cache_and_threads  # noqa: E402, F401 (autouse)
 
 TINY = ["--epochs", "3", "--hidden", "16", "--steps", "2", "--batch-size", "16", "--lr", "3e-3",
         "--no-progress", "--seeds", "0"]
+
+
+def molecules(argv: list[str]) -> dict:
+    return train_task(task.TASK, argv)
 
 
 # --- independent references -----------------------------------------------------------------
@@ -83,14 +88,41 @@ def test_roc_auc_matches_the_rank_formula_with_ties():
     assert math.isnan(average_precision([0.1, 0.2], [0, 0]))
 
 
-def test_the_task_is_inferred_from_the_targets():
+def _kind(y, kind=None):
+    """``(args.kind, classes)`` the data step settles for targets ``y`` (M, T)."""
+    args = argparse.Namespace(kind=kind)
+    names = ["a", "b"][:len(y[0])]
+    classes = data._kind(args, argparse.Namespace(y=torch.tensor(y), target_names=names))
+    return args.kind, classes
+
+
+def test_only_0_1_targets_are_inferred_as_classes_and_stderr_says_which(capsys):
     nan = float("nan")
-    kind, classes, reason = infer_kind(torch.tensor([[0.0, 2.0], [1.0, nan], [1.0, 1.0]]),
-                                       ["a", "b"])
-    assert kind == "classification" and classes == [2, 3] and "integer" in reason
-    assert infer_kind(torch.tensor([[0.5], [1.0]]), ["a"])[0] == "regression"
-    assert infer_kind(torch.tensor([[-1.0], [1.0]]), ["a"])[0] == "regression"
-    assert infer_kind(torch.tensor([[3.0], [250.0]]), ["a"])[0] == "regression"
+    assert _kind([[0.0, 1.0], [1.0, nan], [1.0, 0.0]]) == ("classification", [2, 2])
+    assert "--task not given: classification, as every target is 0 or 1" in \
+        capsys.readouterr().err
+    # a count (ring numbers 0..3) is a regression unless asked: no 0..9 switch any more
+    assert _kind([[0.0], [2.0], [3.0], [1.0]]) == ("regression", None)
+    err = capsys.readouterr().err
+    assert "--task not given: regression" in err and "--task classification" in err
+    assert _kind([[0.0], [2.0], [3.0]], "classification") == ("classification", [4])
+    assert "as class labels" in capsys.readouterr().err
+    assert _kind([[0.5], [1.0]]) == ("regression", None)
+    assert _kind([[-1.0], [1.0]]) == ("regression", None)
+    assert _kind([[3.0], [250.0]]) == ("regression", None)
+
+
+def test_an_integer_count_column_trains_as_a_regression_with_a_random_split(tmp_path, capsys):
+    source = tmp_path / "counts.csv"
+    smiles = ["CCO", "c1ccccc1", "CCN", "c1ccc2ccccc2c1", "CC(=O)O", "C1CCCCC1", "CCCC",
+              "c1ccncc1", "CCOCC", "C1CC1"] * 2
+    rings = [0, 1, 0, 2, 0, 1, 0, 1, 0, 1] * 2
+    source.write_text("smiles,rings\n" + "".join(f"{s},{r}\n" for s, r in
+                                                zip(smiles, rings, strict=True)))
+    metrics = molecules(["--dataset", "csv", "--csv", str(source), "--target", "rings",
+                         "--out", str(tmp_path / "run"), *TINY])
+    assert metrics["kind"] == "regression" and metrics["split"] == "random"
+    assert "--task not given: regression" in capsys.readouterr().err
 
 
 def test_missing_labels_are_masked_out_of_the_loss():
@@ -158,14 +190,14 @@ def write_csv(path, count: int = 200) -> list[dict]:
 def train(monkeypatch, *flags: str) -> tuple[dict, list[dict]]:
     """Run the task; its metrics and each unit's result before summarise."""
     captured: dict = {}
-    original = task.summarise
+    original = report.summarise
 
     def summarise(args, prep, results):
         captured["results"] = results
         return original(args, prep, results)
 
-    monkeypatch.setattr(task, "summarise", summarise)
-    return task.main(list(flags)), captured["results"]
+    monkeypatch.setattr(report, "summarise", summarise)
+    return molecules(list(flags)), captured["results"]
 
 
 def test_a_multitask_classification_with_missing_labels(tmp_path, monkeypatch, capsys):
@@ -231,7 +263,7 @@ def test_classification_of_numbers_is_refused(tmp_path, capsys):
     source = tmp_path / "numbers.csv"
     source.write_text("smiles,value\nCCO,0.5\nc1ccccc1,1.25\nCCN,3\n")
     with pytest.raises(structrnn.InputError, match="class labels"):
-        task.main(["--dataset", "csv", "--csv", str(source), "--target", "value", "--task",
+        molecules(["--dataset", "csv", "--csv", str(source), "--target", "value", "--task",
                    "classification", "--out", str(tmp_path / "run"), *TINY])
     assert cli.main(["train", "molecules", "--dataset", "csv", "--csv", str(source),
                      "--target", "value", "--task", "classification", "--out",
@@ -241,7 +273,7 @@ def test_classification_of_numbers_is_refused(tmp_path, capsys):
 
 
 def test_builtin_lipinski_trains_as_a_classification(tmp_path):
-    metrics = task.main(["--target", "lipinski", "--max-molecules", "60", "--out",
+    metrics = molecules(["--target", "lipinski", "--max-molecules", "60", "--out",
                          str(tmp_path / "run"), *TINY])
     assert metrics["kind"] == "classification" and metrics["split"] == "scaffold"
     assert "lipinski" in metrics["test_accuracy"]
@@ -257,7 +289,7 @@ def dmpnn_reference(model: DMPNN, x, bonds: list[tuple[int, int]], edge_attr) ->
     h0 = {b: torch.relu(model.w_i(torch.cat([x[b[0]], edge_attr[e]])))
           for e, b in enumerate(bonds)}
     h = dict(h0)
-    for _ in range(model.steps - 1):
+    for _ in range(model.num_layers - 1):
         new = {}
         for v, w in bonds:
             incoming = [h[(k, u)] for k, u in bonds if u == v and k != w]
@@ -276,7 +308,7 @@ def dmpnn_reference(model: DMPNN, x, bonds: list[tuple[int, int]], edge_attr) ->
 def test_dmpnn_equals_a_per_bond_reference(smiles):
     data = from_smiles(smiles)
     x, edge_attr = data.x.double(), data.edge_attr.double()
-    model = DMPNN(x.size(1), edge_attr.size(1), hidden=7, steps=4).double().eval()
+    model = DMPNN(x.size(1), 7, 4, edge_dim=edge_attr.size(1)).double().eval()
     out = model(x, data.edge_index, edge_attr)
     bonds = [tuple(b) for b in data.edge_index.t().tolist()]
     expected = dmpnn_reference(model, x, bonds, edge_attr)
@@ -299,6 +331,6 @@ def test_reverse_edges_pair_each_direction_and_mark_one_way_edges():
 
 def test_dmpnn_and_gin_train_on_molecules(tmp_path):
     for model in ("dmpnn", "gin"):
-        metrics = task.main(["--max-molecules", "48", "--model", model, "--out",
+        metrics = molecules(["--max-molecules", "48", "--model", model, "--out",
                              str(tmp_path / model), *TINY])
         assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]

@@ -9,9 +9,18 @@ import torch
 
 pytest.importorskip("rdkit")
 from structrnn.tasks.molecules import task  # noqa: E402
+from structrnn.training.task import train as train_task  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
 
 TINY = ["--hidden", "16", "--steps", "2", "--batch-size", "16", "--lr", "3e-3", "--no-progress"]
+
+
+def molecules(argv: list[str]) -> dict:
+    return train_task(task.TASK, argv)
+
+
+def tu(argv: list[str]) -> dict:
+    return train_task(task.TU, argv)
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +34,7 @@ def _cache_and_threads(tmp_path, monkeypatch):
 
 def test_builtin_trains_and_writes_files(tmp_path):
     out = tmp_path / "run"
-    metrics = task.main(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "5",
+    metrics = molecules(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "5",
                          "--seeds", "0,1", "--out", str(out), *TINY])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test_r2"] == metrics["test_r2"]
@@ -55,8 +64,9 @@ def test_atom_sum_is_a_sum_of_atom_contributions():
     from torch_geometric.data import Batch
 
     from structrnn.datasets.molecules import from_smiles
+    from structrnn.tasks.molecules.model import MoleculeModel
 
-    model = task.MoleculeModel(58, 18, 1, hidden=8, steps=2, readout="atom-sum").double()
+    model = MoleculeModel(58, 18, 1, hidden=8, steps=2, readout="atom-sum").double()
     batch = Batch.from_data_list([from_smiles(s) for s in ("CCO", "c1ccccc1", "[Na+].[Cl-]")])
     batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
     per_atom = model.atom_contributions(batch)
@@ -67,7 +77,7 @@ def test_atom_sum_is_a_sum_of_atom_contributions():
 def test_resume_gives_identical_results(tmp_path, monkeypatch):
     args = ["--dataset", "builtin", "--max-molecules", "60", "--epochs", "4", "--seeds", "0",
             *TINY]
-    straight = task.main([*args, "--out", str(tmp_path / "a")])
+    straight = molecules([*args, "--out", str(tmp_path / "a")])
 
     from structrnn.training import loop
 
@@ -81,24 +91,24 @@ def test_resume_gives_identical_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "save_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        task.main([*args, "--out", str(tmp_path / "b")])
+        molecules([*args, "--out", str(tmp_path / "b")])
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert torch.load(tmp_path / "b" / "units" / "seed0" / "checkpoint.pt",
                       weights_only=True)["epoch"] < 4
-    resumed = task.main([*args, "--out", str(tmp_path / "b"), "--resume"])
+    resumed = molecules([*args, "--out", str(tmp_path / "b"), "--resume"])
     assert resumed["test_rmse"] == straight["test_rmse"]
     assert resumed["units"][0]["train_loss_last"] == straight["units"][0]["train_loss_last"]
     assert resumed["best_epoch"] == straight["best_epoch"]
     # a finished run resumes to the same metrics without training
-    assert task.main([*args, "--out", str(tmp_path / "b"), "--resume"])["test_rmse"] == \
+    assert molecules([*args, "--out", str(tmp_path / "b"), "--resume"])["test_rmse"] == \
         straight["test_rmse"]
     with pytest.raises(ValueError, match="hidden"):
-        task.main([*args, "--out", str(tmp_path / "b"), "--resume", "--hidden", "8"])
+        molecules([*args, "--out", str(tmp_path / "b"), "--resume", "--hidden", "8"])
 
 
 def test_esol_slice(tmp_path):
     root = require_dataset("esol")
-    metrics = task.main(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
+    metrics = molecules(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
                          "80", "--epochs", "3", "--seeds", "0", "--split", "scaffold",
                          "--out", str(tmp_path / "esol"), *TINY])
     name = task.ESOL_TARGET
@@ -108,7 +118,7 @@ def test_esol_slice(tmp_path):
 
 def test_mutag_cross_validation(tmp_path):
     root = require_dataset("mutag")
-    metrics = task.main(["--data", str(root.parent), "--dataset", "mutag", "--max-molecules",
+    metrics = tu(["--data", str(root.parent), "--max-molecules",
                          "60", "--folds", "3", "--epochs", "2", "--seeds", "0", "--out",
                          str(tmp_path / "mutag"), *TINY])
     assert metrics["kind"] == "classification" and len(metrics["units"]) == 3
@@ -121,10 +131,10 @@ def test_mutag_cross_validation(tmp_path):
 
 def test_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="--data"):
-        task.main(["--dataset", "esol", "--data", str(tmp_path / "nowhere"), "--out",
+        molecules(["--dataset", "esol", "--data", str(tmp_path / "nowhere"), "--out",
                    str(tmp_path)])
     with pytest.raises(SystemExit):
-        task.main(["--dataset", "nope"])
+        molecules(["--dataset", "nope"])
 
 
 def test_example_script_runs_tiny(tmp_path, capsys):
@@ -169,7 +179,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path,
 
     monkeypatch.setattr(task.Unit, "loss", loss)
     with pytest.raises(NonFiniteError, match=r"epoch 2, step 3"):
-        task.main(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "3",
+        molecules(["--dataset", "builtin", "--max-molecules", "64", "--epochs", "3",
                    "--seeds", "0", "--out", str(out), *TINY])
     state = load_checkpoint(out / "units" / "seed0" / "checkpoint.pt")
     assert state["epoch"] == 1
@@ -179,7 +189,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path,
 
 def test_rdkit_global_features_join_the_readout(tmp_path):
     root = require_dataset("esol")
-    metrics = task.main(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
+    metrics = molecules(["--data", str(root.parent), "--dataset", "esol", "--max-molecules",
                          "60", "--epochs", "3", "--seeds", "0", "--global-features", "rdkit",
                          "--readout", "sum", "--out", str(tmp_path / "esol"), *TINY])
     assert metrics["units"][0]["train_loss_last"] < metrics["units"][0]["train_loss_first"]
@@ -192,11 +202,11 @@ def test_rdkit_global_features_join_the_readout(tmp_path):
 
 def test_global_features_refused_where_they_make_no_sense(tmp_path):
     with pytest.raises(ValueError, match="the answer"):
-        task.main(["--dataset", "builtin", "--global-features", "rdkit", "--out",
+        molecules(["--dataset", "builtin", "--global-features", "rdkit", "--out",
                    str(tmp_path / "b"), *TINY])
     root = require_dataset("mutag")
-    with pytest.raises(ValueError, match="SMILES"):
-        task.main(["--data", str(root.parent), "--dataset", "mutag", "--global-features",
+    with pytest.raises(SystemExit):  # train tu has no --global-features
+        tu(["--data", str(root.parent), "--global-features",
                    "rdkit", "--out", str(tmp_path / "m"), *TINY])
     from structrnn.tasks.molecules.model import MoleculeModel
 
@@ -206,7 +216,7 @@ def test_global_features_refused_where_they_make_no_sense(tmp_path):
 
 def test_qm9_defaults_to_a_sum_readout_and_reports_every_target(tmp_path):
     root = require_dataset("qm9")
-    metrics = task.main(["--data", str(root.parent), "--dataset", "qm9", "--max-molecules", "60",
+    metrics = molecules(["--data", str(root.parent), "--dataset", "qm9", "--max-molecules", "60",
                          "--epochs", "1", "--seeds", "0", "--out", str(tmp_path / "qm9"),
                          *TINY])
     assert metrics["readout"] == "sum"
@@ -229,7 +239,7 @@ def test_tune_searches_on_validation_saves_the_choice_and_replays(tmp_path, monk
     out = tmp_path / "tuned"
     flags = ["--dataset", "builtin", "--max-molecules", "48", "--epochs", "4", "--seeds", "0",
              *TINY]
-    metrics = task.main([*flags, "--tune", "3", "--out", str(out)])
+    metrics = molecules([*flags, "--tune", "3", "--out", str(out)])
     assert sizes[:3] == [0, 0, 0] and sizes[3] > 0  # trials never hold the test split
     tuned = json.loads((out / "config.json").read_text())["tuned"]["seed0"]
     assert tuned["trials"] == 3 and 1 <= tuned["epochs"] <= 4
@@ -263,5 +273,5 @@ def test_optuna_is_imported_only_when_tuning(tmp_path, monkeypatch):
     assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
     with pytest.raises(ValueError, match=r"structrnn\[tune\]"):
-        task.main(["--dataset", "builtin", "--max-molecules", "30", "--epochs", "1", "--seeds",
+        molecules(["--dataset", "builtin", "--max-molecules", "30", "--epochs", "1", "--seeds",
                    "0", "--tune", "2", "--out", str(tmp_path / "t"), *TINY])

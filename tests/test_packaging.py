@@ -224,9 +224,10 @@ def test_viz_pyplot_says_which_extra_to_install(monkeypatch):
 
 # ------------------------------------------------------------------ the dependency rules
 # docs/architecture.md: dependencies run one way, from a higher layer to a lower one:
-# cells <- levels <- sequence, trees, graphs <- datasets, viz <- training <- tasks <- cli.
+# cells <- levels <- sequence, trees, graphs <- datasets, viz, export <- training <- tasks <- cli.
 LAYERS = {"cells": 1, "levels": 2, "sequence": 3, "crf": 3, "trees": 3, "graphs": 3, "datasets": 4,
-          "viz": 4, "training": 5, "tasks": 6, "cli": 7, "__main__": 7, "benchmarks": 7}
+          "viz": 4, "export": 4, "training": 5, "tasks": 6, "cli": 7, "__main__": 7,
+          "benchmarks": 7}
 FACADE = 3  # the root package re-exports layers 1-3
 
 
@@ -343,6 +344,62 @@ def test_only_the_command_line_imports_cli_and_tasks(import_graph):
         elif task_deps:
             # the entry points (cli, benchmarks) and the tasks themselves
             assert top in ("tasks", "cli", "benchmarks"), module
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in graph.get(node, ()):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_loop_through_a_function_level_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_a_module_that_imports_it_back(import_graph):
+    """An import counts wherever it sits (in a function, under TYPE_CHECKING): no loops, short
+    or long, anywhere in the package (the root package's lazy exports aside: it is the
+    facade every module may reach)."""
+    graph = {m: {d for d in deps if d != "structrnn"} for m, deps in import_graph.items()
+             if m != "structrnn"}
+    assert import_cycles(graph) == []
+
+
+
+def test_training_imports_no_structure_package(import_graph):
+    structures = ("trees", "graphs", "levels", "datasets", "sequence", "crf")
+    for module, deps in import_graph.items():
+        if module.startswith("structrnn.training"):
+            assert not [d for d in deps if d.split(".")[1:2] and d.split(".")[1] in structures], \
+                module
 
 
 def test_at_most_eight_public_modules_at_the_top():

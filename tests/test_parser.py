@@ -20,6 +20,7 @@ import torch
 from structrnn import cli
 from structrnn.tasks.parser import task
 from structrnn.tasks.predictor import load
+from structrnn.training.task import run_task
 from structrnn.trees.parser import Parser, hinge_loss
 from structrnn.trees.spans import (
     balanced,
@@ -179,13 +180,17 @@ def train_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def train_parser(argv: list[str]) -> dict:
+    return run_task(task.TASK, train_args(argv))
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory) -> tuple[Path, dict]:
     base = tmp_path_factory.mktemp("parser")
     data = toy_treebank(base / "toy")
     out = base / "run"
-    metrics = task.run(train_args(["--data", str(data), "--out", str(out), "--epochs", "3",
-                                   *TINY]))
+    metrics = train_parser(["--data", str(data), "--out", str(out), "--epochs", "3",
+                                   *TINY])
     return out, metrics
 
 
@@ -204,10 +209,10 @@ def test_a_parser_trained_on_a_fixed_pattern_recovers_it(toy_run):
 def test_resume_gives_the_same_parser(tmp_path):
     data = toy_treebank(tmp_path / "toy", sizes=(40, 10, 10))
     common = ["--data", str(data), *TINY]
-    straight = task.run(train_args([*common, "--epochs", "2", "--out", str(tmp_path / "a")]))
-    task.run(train_args([*common, "--epochs", "1", "--out", str(tmp_path / "b")]))
-    resumed = task.run(train_args([*common, "--epochs", "2", "--out", str(tmp_path / "b"),
-                                   "--resume"]))
+    straight = train_parser([*common, "--epochs", "2", "--out", str(tmp_path / "a")])
+    train_parser([*common, "--epochs", "1", "--out", str(tmp_path / "b")])
+    resumed = train_parser([*common, "--epochs", "2", "--out", str(tmp_path / "b"),
+                                   "--resume"])
     assert resumed["test_f1"] == straight["test_f1"]
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
@@ -216,7 +221,7 @@ def test_resume_gives_the_same_parser(tmp_path):
 
 def test_missing_data_is_an_input_error(tmp_path):
     with pytest.raises(ValueError, match="no train.txt"):
-        task.run(train_args(["--data", str(tmp_path), "--out", str(tmp_path / "run"), *TINY]))
+        train_parser(["--data", str(tmp_path), "--out", str(tmp_path / "run"), *TINY])
 
 
 # ----------------------------------------------------------------------------------- predicting

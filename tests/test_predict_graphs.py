@@ -18,6 +18,7 @@ from structrnn import cli
 from structrnn.graphs.convert import to_networkx
 from structrnn.tasks.shortest_path import data as sp_data
 from structrnn.tasks.shortest_path import task as sp
+from structrnn.training.task import train as train_task
 
 SP_TINY = ["--train-graphs", "24", "--val-graphs", "6", "--test-graphs", "6", "--batch-size",
            "8", "--steps", "3", "--hidden", "8", "--train-nodes", "5", "8", "--test-nodes", "9",
@@ -74,9 +75,9 @@ def tu_run(tmp_path):
     out = tmp_path / "tu"
     from structrnn.tasks.molecules import task
 
-    task.main(["--dataset", "mutag", "--tu-name", "TINY", "--data", str(tmp_path / "data"),
-               "--folds", "3", "--seeds", "0", "--epochs", "2", "--hidden", "8", "--steps", "2",
-               "--no-progress", "--out", str(out)])
+    train_task(task.TU, ["--name", "TINY", "--data", str(tmp_path / "data"),
+                         "--folds", "3", "--seeds", "0", "--epochs", "2", "--hidden", "8",
+                         "--steps", "2", "--no-progress", "--out", str(out)])
     return out
 
 
@@ -162,7 +163,8 @@ def test_runs_say_what_they_read(tu_run, tmp_path, capsys):
     from structrnn.tasks.molecules import task
 
     mol_run = tmp_path / "mol"
-    task.main(["--max-molecules", "40", "--epochs", "1", "--hidden", "8", "--steps", "2",
+    train_task(task.TASK, ["--max-molecules", "40", "--epochs", "1", "--hidden", "8",
+                           "--steps", "2",
                "--seeds", "0", "--no-progress", "--out", str(mol_run)])
     graph = tu_dataset(tmp_path / "data", "TINY", cache_dir=tmp_path / "tu-cache")[0]
     row = structrnn.load(mol_run).predict([graph])[0]
@@ -172,7 +174,7 @@ def test_runs_say_what_they_read(tu_run, tmp_path, capsys):
 @pytest.fixture
 def sp_run(tmp_path):
     out = tmp_path / "sp"
-    sp.main(["--out", str(out), "--epochs", "2", *SP_TINY, "--test-steps", "5"])
+    train_task(sp.TASK, ["--out", str(out), "--epochs", "2", *SP_TINY, "--test-steps", "5"])
     return out
 
 
@@ -185,7 +187,7 @@ def test_shortest_path_run_predicts_paths_on_networkx_graphs(sp_run):
         g, start, end, path = sp_data.make_graph(rng, n)
         data = sp_data.to_data(g, start, end, path)
         with torch.no_grad():
-            x, e, _ = predictor.model(Batch.from_data_list([data]), steps=5)[-1]
+            x, e, _ = predictor.model(Batch.from_data_list([data]), num_layers=5)[-1]
         expected.append((torch.softmax(x, 1)[:, 1], torch.softmax(e, 1)[:, 1], data))
         h = nx.Graph()  # relabelled nodes, no "distance": it comes from "pos"
         h.add_nodes_from((f"v{v}", {"pos": g.nodes[v]["pos"]}) for v in g.nodes)
@@ -227,14 +229,14 @@ def test_a_shortest_path_run_from_before_the_model_options_still_predicts(tmp_pa
     config = {"task": "shortest-path", "hidden": 8, "steps": 3, "test_steps": None, "seed": 0}
     (run / "config.json").write_text(json.dumps(config))
     torch.manual_seed(0)
-    demo = sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3)
+    demo = sp.EncodeProcessDecode(2, 8, 3, 2, edge_dim=1, edge_out_channels=2)
     save_checkpoint(run / "best.pt", model=demo.state_dict(), config=config, epoch=1)
     predictor = structrnn.load(run)
     assert predictor.steps == 6 and predictor.model.cells is None
     g, start, end, path = sp_data.make_graph(np.random.default_rng(0), 7)
     data = sp_data.to_data(g, start, end, path)
     with torch.no_grad():
-        x, _, _ = demo(Batch.from_data_list([data]), steps=6)[-1]
+        x, _, _ = demo(Batch.from_data_list([data]), num_layers=6)[-1]
     row = predictor.predict([data])[0]
     assert row["node_probs"] == pytest.approx(torch.softmax(x, 1)[:, 1].tolist(), abs=1e-6)
 

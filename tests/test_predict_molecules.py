@@ -17,8 +17,9 @@ pytest.importorskip("rdkit")
 import structrnn  # noqa: E402
 from structrnn import cli  # noqa: E402
 from structrnn.datasets.molecules import from_smiles  # noqa: E402
-from structrnn.tasks.molecules import task  # noqa: E402
+from structrnn.tasks.molecules import report, task  # noqa: E402
 from structrnn.tasks.molecules.model import MoleculeModel  # noqa: E402
+from structrnn.training.task import train as train_task  # noqa: E402
 from tests.conftest import REPO, require_dataset  # noqa: E402
 from tests.test_predict_graphs import _cache_and_threads  # noqa: E402, F401 (autouse)
 
@@ -26,18 +27,22 @@ TINY = ["--max-molecules", "60", "--epochs", "2", "--hidden", "8", "--steps", "2
         "--no-progress"]
 
 
+def molecules(argv: list[str]) -> dict:
+    return train_task(task.TASK, argv)
+
+
 def train(monkeypatch, out, *flags: str) -> tuple[dict, list[dict], list[str]]:
     """Train a tiny run; returns its metrics, each unit's result before summarise (with its
     ``test_pred`` in real units and ``test_index``) and the data set's SMILES."""
     captured: dict = {}
-    original = task.summarise
+    original = report.summarise
 
     def summarise(args, prep, results):
         captured["results"], captured["smiles"] = results, prep.smiles
         return original(args, prep, results)
 
-    monkeypatch.setattr(task, "summarise", summarise)
-    metrics = task.main([*TINY, *flags, "--out", str(out)])
+    monkeypatch.setattr(report, "summarise", summarise)
+    metrics = molecules([*TINY, *flags, "--out", str(out)])
     return metrics, captured["results"], captured["smiles"]
 
 

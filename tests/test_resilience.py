@@ -32,6 +32,7 @@ from structrnn.training.checkpoint import (
     set_rng_state,
 )
 from structrnn.training.loop import NonFiniteError
+from structrnn.training.task import run_task
 from structrnn.trees.ptb import ParseError, read_ptb_file
 
 EPOCHS = 2
@@ -49,7 +50,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def train_in_process(out: Path, *extra: str) -> dict:
-    return sst.run(parse(RUN[2:] + ["--out", str(out), *extra]))
+    return run_task(sst.TASK, parse(RUN[2:] + ["--out", str(out), *extra]))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_clip_grad_bounds_every_step(tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    sst.run(parse(RUN[2:-1] + ["1", "--clip-grad", "0.01", "--out", str(tmp_path)]))
+    run_task(sst.TASK, parse(RUN[2:-1] + ["1", "--clip-grad", "0.01", "--out", str(tmp_path)]))
     assert len(norms) == 4  # every step
     assert all(m == 0.01 and after <= 0.01 * (1 + 1e-5) for m, after in norms), norms
 

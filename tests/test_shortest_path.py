@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from structrnn import viz
 from structrnn.tasks.shortest_path import data as sp_data
 from structrnn.tasks.shortest_path import task as sp
 from structrnn.training.checkpoint import seed_everything
+from structrnn.training.task import train as train_task
 
 REPO = Path(__file__).resolve().parents[1]
 # 24 graphs in batches of 8: three full steps an epoch
@@ -26,6 +28,10 @@ TINY = ["--train-graphs", "24", "--val-graphs", "6", "--test-graphs", "6", "--ba
         "--steps", "3", "--hidden", "8", "--train-nodes", "5", "8", "--test-nodes", "9", "12",
         "--no-progress", "--threads", "1"]
 TIMING_KEYS = {"epoch_seconds", "train_seconds"}
+
+
+def shortest_path(argv: list[str]) -> dict:
+    return train_task(sp.TASK, argv)
 
 
 def untimed(metrics: dict) -> dict:
@@ -70,7 +76,7 @@ def test_splits_depend_on_the_seed_alone():
 
 def test_tiny_run_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
-    metrics = sp.main(["--out", str(out), "--epochs", "2", *TINY])
+    metrics = shortest_path(["--out", str(out), "--epochs", "2", *TINY])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     for key in ("test_node_accuracy", "test_edge_accuracy", "test_solved", "same_size_solved",
@@ -94,8 +100,8 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
 
 
 def test_config_replays_a_run_and_typed_flags_win(tmp_path):
-    sp.main(["--out", str(tmp_path / "a"), "--epochs", "1", *TINY, "--clip-grad", "0"])
-    replay = sp.main(["--config", str(tmp_path / "a" / "config.json"), "--out",
+    shortest_path(["--out", str(tmp_path / "a"), "--epochs", "1", *TINY, "--clip-grad", "0"])
+    replay = shortest_path(["--config", str(tmp_path / "a" / "config.json"), "--out",
                       str(tmp_path / "b"), "--epochs", "2", "--no-progress", "--threads", "1"])
     a, b = (json.loads((tmp_path / r / "config.json").read_text()) for r in "ab")
     assert b == a | {"epochs": 2} and b["clip_grad"] == 0
@@ -105,9 +111,9 @@ def test_config_replays_a_run_and_typed_flags_win(tmp_path):
 def test_resume_is_exact(tmp_path):
     # a constant rate: the cosine schedule's horizon is --epochs, which this resume extends
     flags = [*TINY, "--lr-schedule", "constant"]
-    straight = sp.main(["--out", str(tmp_path / "a"), "--epochs", "4", *flags])
-    sp.main(["--out", str(tmp_path / "b"), "--epochs", "2", *flags])
-    resumed = sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *flags])
+    straight = shortest_path(["--out", str(tmp_path / "a"), "--epochs", "4", *flags])
+    shortest_path(["--out", str(tmp_path / "b"), "--epochs", "2", *flags])
+    resumed = shortest_path(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *flags])
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     seed_everything(0)  # the initial weights, as the run draws them
@@ -124,7 +130,7 @@ def test_resume_is_exact(tmp_path):
 @pytest.mark.parametrize("select", ["last", "solved"])
 def test_select_keeps_the_last_epoch_or_the_most_solved(tmp_path, select):
     out = tmp_path / "run"
-    metrics = sp.main(["--out", str(out), "--epochs", "3", *TINY, "--select", select])
+    metrics = shortest_path(["--out", str(out), "--epochs", "3", *TINY, "--select", select])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     solved = [r["val_solved"] for r in lines]
     best = 3 if select == "last" else 1 + solved.index(max(solved))
@@ -138,7 +144,7 @@ class Stop(Exception):
 
 
 def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
-    straight = sp.main(["--out", str(tmp_path / "a"), "--epochs", "4", *TINY])
+    straight = shortest_path(["--out", str(tmp_path / "a"), "--epochs", "4", *TINY])
     evaluate, calls = sp.evaluate, []
 
     def stop_in_epoch_3(*args, **kwargs):
@@ -149,9 +155,9 @@ def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sp, "evaluate", stop_in_epoch_3)
     with pytest.raises(Stop):
-        sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", *TINY])
+        shortest_path(["--out", str(tmp_path / "b"), "--epochs", "4", *TINY])
     monkeypatch.setattr(sp, "evaluate", evaluate)
-    resumed = sp.main(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *TINY])
+    resumed = shortest_path(["--out", str(tmp_path / "b"), "--epochs", "4", "--resume", *TINY])
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert untimed(resumed) == untimed(straight)
@@ -164,7 +170,7 @@ def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
 def test_metrics_are_written_without_matplotlib(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
     out = tmp_path / "run"
-    metrics = sp.main(["--out", str(out), "--epochs", "1", *TINY])
+    metrics = shortest_path(["--out", str(out), "--epochs", "1", *TINY])
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert not (out / "solved_graph.png").exists()
     assert "no solved_graph.png" in capsys.readouterr().err
@@ -173,7 +179,7 @@ def test_metrics_are_written_without_matplotlib(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("training", [True, False])
 def test_evaluate_leaves_the_model_in_its_mode(training):
     torch.manual_seed(0)
-    model = sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=2)
+    model = sp.EncodeProcessDecode(2, 8, 2, 2, edge_dim=1, edge_out_channels=2)
     graphs = sp_data.make_dataset(np.random.default_rng(0), 5, (5, 8))
     model.train(training)
     result = sp.evaluate(model, graphs, steps=2, batch_size=2)
@@ -187,9 +193,9 @@ def test_bad_sizes_are_input_errors(tmp_path):
     from structrnn._errors import InputError
 
     with pytest.raises(InputError, match="--train-nodes"):
-        sp.main(["--out", str(tmp_path / "r"), *TINY, "--train-nodes", "1", "4"])
+        shortest_path(["--out", str(tmp_path / "r"), *TINY, "--train-nodes", "1", "4"])
     with pytest.raises(InputError, match="--val-graphs"):
-        sp.main(["--out", str(tmp_path / "r"), *TINY, "--val-graphs", "0"])
+        shortest_path(["--out", str(tmp_path / "r"), *TINY, "--val-graphs", "0"])
 
 
 def test_two_processes_equal_one_process(tmp_path):
@@ -199,7 +205,7 @@ def test_two_processes_equal_one_process(tmp_path):
            "-m", "structrnn.cli", "train", "shortest-path", *args, "--out", str(tmp_path / "two")]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    one = sp.main([*args, "--out", str(tmp_path / "one")])
+    one = shortest_path([*args, "--out", str(tmp_path / "one")])
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5, msg=key)
@@ -222,7 +228,7 @@ def test_model_options_give_one_output_per_round_and_train(core, aggr):
     batch = tiny_batch()
     model = sp.PathModel(hidden=8, steps=3, core=core, aggr=aggr, edge_scale="mean")
     outputs = model(batch)
-    assert len(outputs) == 3 and len(model(batch, steps=5)) == 5
+    assert len(outputs) == 3 and len(model(batch, num_layers=5)) == 5
     for x, e, u in outputs:
         assert x.shape == (batch.num_nodes, 2) and e.shape == (batch.num_edges, 2) and u is None
     sp.per_step_loss(outputs, batch).backward()
@@ -242,7 +248,7 @@ def test_gated_core_equals_a_hand_built_loop(core, torch_cell):
     got = model(x, ei, e, batch=batch.batch, num_graphs=batch.num_graphs)
     ref = {k: torch_cell(8, 8).double() for k in ("node", "edge", "global")}
     for k, cell in ref.items():
-        cell.load_state_dict(model.cells[k].state_dict())
+        cell.load_state_dict(model.cells["global_" if k == "global" else k].state_dict())
     g = batch.num_graphs
     x0, e0, _ = model.encoder(x, ei, e, None, batch.batch, g)
     u0 = x0.new_zeros(g, 8)
@@ -285,23 +291,24 @@ def test_a_config_without_the_new_keys_builds_the_demo_model():
     old = sp.build_model(argparse.Namespace(hidden=8, steps=3))
     assert old.cells is None and old.core.edge_aggr == "sum" and old.edge_scale == "none"
     assert any(isinstance(m, torch.nn.LayerNorm) for m in old.modules())
-    keys = set(sp.EncodeProcessDecode(2, 1, None, 2, 2, hidden=8, steps=3).state_dict())
+    keys = set(sp.EncodeProcessDecode(2, 8, 3, 2, edge_dim=1, edge_out_channels=2).state_dict())
     assert set(old.state_dict()) == keys  # the weights of an old best.pt load
 
 
 def test_bad_model_options_are_refused():
     with pytest.raises(ValueError, match="core_update"):
-        sp.EncodeProcessDecode(2, 1, None, 2, 2, core_update="rnn")
+        sp.EncodeProcessDecode(2, 8, 2, 2, edge_dim=1, edge_out_channels=2,
+                               core_update="rnn")
     with pytest.raises(ValueError, match="edge_scale"):
         sp.PathModel(hidden=8, steps=2, edge_scale="max")
     with pytest.raises(SystemExit):
-        sp.main(["--core", "transformer"])
+        shortest_path(["--core", "transformer"])
 
 
 # -- the step pictures ---------------------------------------------------------------------------
 def test_step_pictures_are_written_after_the_metrics(tmp_path):
     out = tmp_path / "run"
-    sp.main(["--out", str(out), "--epochs", "1", *TINY])
+    shortest_path(["--out", str(out), "--epochs", "1", *TINY])
     metrics = (out / "metrics.json").stat().st_mtime_ns
     for name in ("steps_solved.png", "steps_unsolved.png"):
         png = (out / name).read_bytes()
@@ -320,6 +327,6 @@ def test_pictured_graphs_are_the_largest_solved_and_unsolved():
     assert none_solved["solved"][0] == 2 and "fewest" in none_solved["solved"][1]
     all_solved = sp.pick_pictured(graphs, torch.zeros(5, dtype=torch.long))
     assert all_solved["unsolved"][0] == 1 and "every" in all_solved["unsolved"][1]
-    assert sp.panel_steps(5) == [1, 2, 3, 4, 5]
-    many = sp.panel_steps(60)
+    assert viz.panel_steps(5) == [1, 2, 3, 4, 5]
+    many = viz.panel_steps(60)
     assert len(many) == 23 and many[0] == 1 and many[-1] == 60

@@ -12,6 +12,9 @@ import torch
 from structrnn import cli
 from structrnn.datasets.synthetic import SyntheticSentiment, bag_of_words
 from structrnn.tasks.sentiment import task as sst
+from structrnn.training.checkpoint import seed_everything
+from structrnn.training.loop import make_ema
+from structrnn.training.task import run_task
 from tests.conftest import require_dataset
 
 METRIC_KEYS = {"dev_fine_root", "test_fine_root", "test_binary_root", "test_fine_all_nodes",
@@ -28,7 +31,7 @@ def test_one_short_epoch_on_sst_slice_then_resume_is_identical(tmp_path):
     root = require_dataset("sst")
     common = ["--data", str(root), "--max-trees", "40", "--hidden", "12", "--embed-dim", "10",
               "--no-progress", "--batch-size", "10"]
-    straight = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
+    straight = run_task(sst.TASK, parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
     assert METRIC_KEYS <= set(json.loads((tmp_path / "a" / "metrics.json").read_text()))
     assert 0.0 <= straight["test_fine_root"] <= 1.0
     assert len(straight["epoch_seconds"]) == 2
@@ -37,8 +40,8 @@ def test_one_short_epoch_on_sst_slice_then_resume_is_identical(tmp_path):
         assert (tmp_path / "a" / name).is_file(), name
 
     # interrupted after epoch 1, resumed to epoch 2: the same model and the same figures
-    sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
-    resumed = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
+    run_task(sst.TASK, parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
+    resumed = run_task(sst.TASK, parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
                                       "--resume"]))
     for key in ("dev_fine_root", "test_fine_root", "test_fine_all_nodes", "best_epoch"):
         assert resumed[key] == straight[key], key
@@ -50,9 +53,9 @@ def test_one_short_epoch_on_sst_slice_then_resume_is_identical(tmp_path):
 def test_resume_with_other_settings_is_refused(tmp_path):
     args = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
             "--embed-dim", "8", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
-    sst.run(parse(args))
+    run_task(sst.TASK, parse(args))
     with pytest.raises(ValueError, match="hidden"):
-        sst.run(parse(args[:5] + ["9"] + args[6:] + ["--resume"]))
+        run_task(sst.TASK, parse(args[:5] + ["9"] + args[6:] + ["--resume"]))
 
 
 def bow_root_accuracy(train, test, epochs=300):
@@ -70,7 +73,7 @@ def bow_root_accuracy(train, test, epochs=300):
 
 
 def test_tree_model_beats_bag_of_words_on_synthetic_treebank(tmp_path):
-    metrics = sst.run(parse([
+    metrics = run_task(sst.TASK, parse([
         "--dataset", "synthetic", "--synthetic-trees", "600", "--epochs", "6", "--hidden", "48",
         "--embed-dim", "32", "--dropout", "0", "--lr", "0.1", "--no-progress",
         "--out", str(tmp_path)]))
@@ -122,7 +125,7 @@ def test_cli_predict_and_show(tmp_path, capsys):
 def test_init_from_a_fine_grained_run_copies_words_by_token(tmp_path):
     common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
               "--embed-dim", "6", "--no-progress", "--epochs", "1"]
-    sst.run(parse(common + ["--out", str(tmp_path / "fine")]))
+    run_task(sst.TASK, parse(common + ["--out", str(tmp_path / "fine")]))
     fine = torch.load(tmp_path / "fine" / "best.pt", weights_only=True)["model"]
     fine_vocab = sst.Vocab.load(tmp_path / "fine" / "vocab.json")
 
@@ -140,7 +143,7 @@ def test_init_from_a_fine_grained_run_copies_words_by_token(tmp_path):
         torch.testing.assert_close(value, fine[f"encoder.{name}"])
     assert model.classifier.weight.shape == (2, 8)
     # and the command line takes it
-    metrics = sst.run(parse(common + ["--binary", "--init-from", str(tmp_path / "fine"),
+    metrics = run_task(sst.TASK, parse(common + ["--binary", "--init-from", str(tmp_path / "fine"),
                                       "--out", str(tmp_path / "bin")]))
     assert json.loads((tmp_path / "bin" / "config.json").read_text())["init_from"] == str(
         tmp_path / "fine")
@@ -150,7 +153,7 @@ def test_init_from_a_fine_grained_run_copies_words_by_token(tmp_path):
 def test_ema_is_the_model_selected_saved_and_resumed(tmp_path):
     common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
               "--embed-dim", "6", "--no-progress", "--batch-size", "10", "--ema", "0.9"]
-    straight = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
+    straight = run_task(sst.TASK, parse(common + ["--epochs", "2", "--out", str(tmp_path / "a")]))
     ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert int(ckpt["ema"]["n_averaged"]) == 12  # 60 trees / 10 per step, 2 epochs
     # the average, reached through AveragedModel's own update: not the trained weights
@@ -160,21 +163,21 @@ def test_ema_is_the_model_selected_saved_and_resumed(tmp_path):
     # best.pt holds the average of its epoch: the last one here, or else the one-epoch run's
     best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
     if best["epoch"] == 1:
-        sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "c")]))
+        run_task(sst.TASK, parse(common + ["--epochs", "1", "--out", str(tmp_path / "c")]))
         average = {k.removeprefix("module."): v for k, v in torch.load(
             tmp_path / "c" / "checkpoint.pt", weights_only=True)["ema"].items()
             if k != "n_averaged"}
     assert all(torch.equal(best["model"][k], average[k]) for k in average)
 
-    sst.run(parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
-    resumed = sst.run(parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
+    run_task(sst.TASK, parse(common + ["--epochs", "1", "--out", str(tmp_path / "b")]))
+    resumed = run_task(sst.TASK, parse(common + ["--epochs", "2", "--out", str(tmp_path / "b"),
                                       "--resume"]))
     for key in ("dev_fine_root", "test_fine_root", "best_epoch"):
         assert resumed[key] == straight[key], key
     again = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["ema"]
     assert all(torch.equal(again[k], ckpt["ema"][k]) for k in again)
     with pytest.raises(ValueError, match="--ema"):
-        sst.make_ema(torch.nn.Linear(2, 2), 1.5)
+        make_ema(torch.nn.Linear(2, 2), 1.5)
 
 
 def test_sparse_embedding_gradients_train_as_dense_ones():
@@ -213,8 +216,8 @@ def test_runs_use_sparse_embeddings_unless_clipping(tmp_path, monkeypatch):
     monkeypatch.setattr(sst, "build_model", spy)
     common = ["--dataset", "synthetic", "--synthetic-trees", "40", "--hidden", "6",
               "--embed-dim", "4", "--no-progress", "--epochs", "1"]
-    sst.run(parse(common + ["--out", str(tmp_path / "a")]))
-    sst.run(parse(common + ["--clip-grad", "1.0", "--out", str(tmp_path / "b")]))
+    run_task(sst.TASK, parse(common + ["--out", str(tmp_path / "a")]))
+    run_task(sst.TASK, parse(common + ["--clip-grad", "1.0", "--out", str(tmp_path / "b")]))
     assert seen == [True, False]
 
 
@@ -253,13 +256,13 @@ def test_word_dropout_trains_the_unknown_words_vector(tmp_path):
     unk_rows = []
     for rate in ("0", "0.25"):
         out = tmp_path / rate
-        sst.run(parse(common + ["--word-dropout", rate, "--out", str(out)]))
+        run_task(sst.TASK, parse(common + ["--word-dropout", rate, "--out", str(out)]))
         assert json.loads((out / "config.json").read_text())["word_dropout"] == float(rate)
         trained = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
         unk_rows.append(trained["embedding.weight"][0])
     # every synthetic training word is in the vocabulary: only word dropout reaches row 0
     args = parse(common + ["--out", str(tmp_path / "x")])
-    sst.seed_everything(args.seed)  # as the run does, before it loads and builds
+    seed_everything(args.seed)  # as the run does, before it builds
     train = sst.load_splits(args)[0]
     fresh = sst.build_model(args, train.vocab, 5).embedding.weight[0]
     torch.testing.assert_close(unk_rows[0], fresh)
@@ -276,7 +279,7 @@ SEQ_COMMON = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "
                                    ["--model", "bigru", "--pool", "max"]],
                          ids=["lstm", "bilstm-2-mean", "bigru-max"])
 def test_a_sequence_model_trains_in_the_run_format_of_the_tree_models(tmp_path, extra):
-    metrics = sst.run(parse(SEQ_COMMON + extra + ["--out", str(tmp_path)]))
+    metrics = run_task(sst.TASK, parse(SEQ_COMMON + extra + ["--out", str(tmp_path)]))
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_fine_root"] == metrics["test_fine_root"]
     assert METRIC_KEYS <= set(written) and written["epochs"] == 2
@@ -339,7 +342,7 @@ def test_tree_lstm_as_sequence_starts_from_a_trained_tree_run(tmp_path):
     cell (the same names), the word vectors and the classifier; the run then trains it."""
     common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
               "--embed-dim", "6", "--no-progress", "--epochs", "1"]
-    sst.run(parse(common + ["--model", "tree-lstm", "--out", str(tmp_path / "tree")]))
+    run_task(sst.TASK, parse(common + ["--model", "tree-lstm", "--out", str(tmp_path / "tree")]))
     tree = torch.load(tmp_path / "tree" / "best.pt", weights_only=True)["model"]
     args = parse(common + ["--model", "tree-lstm-as-sequence", "--out", str(tmp_path / "seq")])
     train = sst.load_splits(args)[0]
@@ -348,7 +351,7 @@ def test_tree_lstm_as_sequence_starts_from_a_trained_tree_run(tmp_path):
     assert "kept fresh" not in message
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, tree[name], msg=name)
-    metrics = sst.run(parse(common + ["--model", "tree-lstm-as-sequence", "--init-from",
+    metrics = run_task(sst.TASK, parse(common + ["--model", "tree-lstm-as-sequence", "--init-from",
                                       str(tmp_path / "tree"), "--out", str(tmp_path / "seq")]))
     assert 0.0 <= metrics["test_fine_root"] <= 1.0
     with pytest.raises(ValueError, match="one layer, one direction"):
@@ -365,7 +368,7 @@ def test_lstm_as_tree_runs_a_sequence_runs_cell_up_the_tree(tmp_path):
 
     common = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
               "--embed-dim", "6", "--no-progress", "--epochs", "1"]
-    sst.run(parse(common + ["--model", "lstm", "--out", str(tmp_path / "lstm")]))
+    run_task(sst.TASK, parse(common + ["--model", "lstm", "--out", str(tmp_path / "lstm")]))
     seq = torch.load(tmp_path / "lstm" / "best.pt", weights_only=True)["model"]
     args = parse(common + ["--model", "lstm-as-tree"])
     train = sst.load_splits(args)[0]

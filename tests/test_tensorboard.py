@@ -12,6 +12,7 @@ import pytest
 
 from structrnn.tasks.sentiment import task as sst
 from structrnn.training import logging
+from structrnn.training.task import run_task
 
 ARGS = ["--dataset", "synthetic", "--synthetic-trees", "40", "--batch-size", "10",
         "--epochs", "2", "--hidden", "6", "--embed-dim", "6", "--no-progress", "--tensorboard"]
@@ -44,7 +45,7 @@ class FakeWriter:
 
 def test_metrics_go_to_the_summary_writer(tmp_path, monkeypatch):
     monkeypatch.setattr(logging, "summary_writer_class", lambda: FakeWriter)
-    sst.run(parse(ARGS + ["--out", str(tmp_path)]))
+    run_task(sst.TASK, parse(ARGS + ["--out", str(tmp_path)]))
     (writer,) = FakeWriter.runs
     assert writer.log_dir == str(tmp_path / "tensorboard") and writer.closed
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -58,5 +59,5 @@ def test_metrics_go_to_the_summary_writer(tmp_path, monkeypatch):
 def test_missing_tensorboard_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     with pytest.raises(ValueError, match="pip install tensorboard"):
-        sst.run(parse(ARGS + ["--out", str(tmp_path)]))
+        run_task(sst.TASK, parse(ARGS + ["--out", str(tmp_path)]))
     assert not (tmp_path / "config.json").exists()  # stopped before writing anything

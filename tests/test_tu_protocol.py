@@ -15,11 +15,14 @@ import torch
 from torch_geometric.data import Batch, Data
 
 import structrnn
+from structrnn import cli
 from structrnn.datasets.splits import stratified_kfold
 from structrnn.datasets.tu import degree_features, load_tu
+from structrnn.graphs.gin import GIN
 from structrnn.tasks.molecules import task
-from structrnn.tasks.molecules.gin import GIN
 from structrnn.tasks.molecules.model import MoleculeModel
+from structrnn.training.task import parse_args
+from structrnn.training.task import train as train_task
 from tests.test_predict_graphs import (
     _cache_and_threads,  # noqa: F401 (autouse)
     write_tu_files,
@@ -27,6 +30,10 @@ from tests.test_predict_graphs import (
 
 TINY = ["--folds", "3", "--seeds", "0", "--epochs", "3", "--hidden", "8", "--steps", "2",
         "--batch-size", "8", "--no-progress"]
+
+
+def tu(argv: list[str]) -> dict:
+    return train_task(task.TU, argv)
 
 
 def write_tu(root, name: str, *, count: int = 30, node_labels: bool = True,
@@ -102,7 +109,7 @@ def test_a_set_without_labels_or_attributes_refuses_nothing(tmp_path):
     with pytest.raises(ValueError, match="graph_labels"):
         load_tu(tmp_path, "X", cache_dir=tmp_path / "cache")
     with pytest.raises(structrnn.InputError, match="graph_labels"):
-        task.main(["--dataset", "mutag", "--tu-name", "X", "--data", str(tmp_path),
+        tu(["--name", "X", "--data", str(tmp_path),
                    "--out", str(tmp_path / "run"), *TINY])
 
 
@@ -114,7 +121,7 @@ def test_every_set_trains_and_predicts(tmp_path, variant, model):
     write_tu(tmp_path / "data", "SET", node_labels=variant in ("labels", "both"),
              attributes=attributes, edge_labels=variant == "both")
     out = tmp_path / "run"
-    metrics = task.main(["--dataset", "mutag", "--tu-name", "SET", "--data",
+    metrics = tu(["--name", "SET", "--data",
                          str(tmp_path / "data"), "--model", model, "--out", str(out), *TINY])
     assert metrics["kind"] == "classification" and len(metrics["units"]) == 3
     assert sum(u["sizes"][2] for u in metrics["units"]) == 30  # every graph tested once
@@ -136,7 +143,7 @@ def test_every_set_trains_and_predicts(tmp_path, variant, model):
 def test_attributes_are_standardised_with_the_training_graphs_only(tmp_path):
     written = write_tu(tmp_path / "data", "SET", node_labels=False, attributes=2)
     out = tmp_path / "run"
-    task.main(["--dataset", "mutag", "--tu-name", "SET", "--data", str(tmp_path / "data"),
+    tu(["--name", "SET", "--data", str(tmp_path / "data"),
                "--out", str(out), *TINY])
     labels = written["classes"]
     train, _ = stratified_kfold(labels, 3, 0)[1]
@@ -154,8 +161,8 @@ def test_attributes_are_standardised_with_the_training_graphs_only(tmp_path):
 
 def test_the_validation_split_lies_inside_the_training_fold(tmp_path):
     write_tu(tmp_path / "data", "SET", count=45)
-    args = task.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
-        ["--dataset", "mutag", "--tu-name", "SET", "--data", str(tmp_path / "data"),
+    args = task.add_tu_arguments(__import__("argparse").ArgumentParser()).parse_args(
+        ["--name", "SET", "--data", str(tmp_path / "data"),
          "--folds", "5", "--seeds", "0,1"])
     task.resolve_defaults(args)
     prep = task.prepare(args)
@@ -199,12 +206,12 @@ def test_the_test_fold_never_influences_what_is_chosen(tmp_path, monkeypatch, ex
     if tune:
         pytest.importorskip("optuna")
     write_tu(tmp_path / "data", "SET", count=36, attributes=1)
-    flags = ["--dataset", "mutag", "--tu-name", "SET", "--data", str(tmp_path / "data"),
+    flags = ["--name", "SET", "--data", str(tmp_path / "data"),
              "--folds", "3", "--seeds", "0", "--epochs", "6", "--hidden", "8", "--steps", "2",
              "--batch-size", "8", "--lr", "0.01", "--no-progress", *extra]
-    honest = task.main([*flags, "--out", str(tmp_path / "a")])
+    honest = tu([*flags, "--out", str(tmp_path / "a")])
     _flip_test_labels(monkeypatch)
-    flipped = task.main([*flags, "--out", str(tmp_path / "b")])
+    flipped = tu([*flags, "--out", str(tmp_path / "b")])
     assert flipped["chosen"] == honest["chosen"]  # the epochs (and tuned settings)
     assert [u["best_val_score"] for u in flipped["units"]] == \
         [u["best_val_score"] for u in honest["units"]]
@@ -273,7 +280,7 @@ def test_gin_equals_a_per_node_reference(edge_in):
     model = model.double().eval()
     _randomise(model)
     batch = Batch.from_data_list([data, _small_graph(edge_in)])
-    states = model.body(batch.x, batch.edge_index, batch.get("edge_attr"))
+    states = model.body.layer_states(batch.x, batch.edge_index, batch.get("edge_attr"))
     for g, graph in enumerate(batch.to_data_list()):
         expected = gin_reference(model.body, graph)
         rows = batch.batch == g
@@ -283,13 +290,13 @@ def test_gin_equals_a_per_node_reference(edge_in):
     out = model(batch)
     for g, graph in enumerate(batch.to_data_list()):
         want = sum(head(layer.sum(0)) for head, layer in
-                   zip(model.heads, gin_reference(model.body, graph), strict=True))
+                   zip(model.body.heads, gin_reference(model.body, graph), strict=True))
         torch.testing.assert_close(out[g], want)
     # and the gradients of the two agree
     loss = out.pow(2).sum()
     grads = torch.autograd.grad(loss, list(model.parameters()))
     reference = sum(sum(head(layer.sum(0)) for head, layer in
-                        zip(model.heads, gin_reference(model.body, graph), strict=True)).pow(2)
+                        zip(model.body.heads, gin_reference(model.body, graph), strict=True)).pow(2)
                     .sum() for graph in batch.to_data_list())
     for got, want in zip(grads, torch.autograd.grad(reference, list(model.parameters())),
                          strict=True):
@@ -297,7 +304,7 @@ def test_gin_equals_a_per_node_reference(edge_in):
 
 
 def test_gin_zero_keeps_eps_at_zero():
-    gin = GIN(3, 0, hidden=4, layers=2, learn_eps=False)
+    gin = GIN(3, 4, 2, train_eps=False)
     assert "eps" not in dict(gin.named_parameters()) and gin.eps.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="sum"):
         MoleculeModel(3, 0, 2, model="gin", readout="set2set")
@@ -306,7 +313,7 @@ def test_gin_zero_keeps_eps_at_zero():
 def test_several_models_per_fold_are_tested_as_an_ensemble(tmp_path):
     write_tu(tmp_path / "data", "SET", count=30, attributes=1)
     out = tmp_path / "run"
-    metrics = task.main(["--dataset", "mutag", "--tu-name", "SET", "--data",
+    metrics = tu(["--name", "SET", "--data",
                          str(tmp_path / "data"), "--fold-models", "2", "--out", str(out),
                          *TINY])
     names = [u["unit"] for u in metrics["units"]]
@@ -333,3 +340,28 @@ def test_several_models_per_fold_are_tested_as_an_ensemble(tmp_path):
     figures = structrnn.load(out).evaluate()
     assert figures["test_accuracy"]["mean"] == pytest.approx(metrics["test_accuracy"]["mean"])
     assert len(structrnn.load(out).models) == 6
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_train_tu_shows_only_the_flags_of_tu_sets(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "tu", "--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in ("--name", "--data", "--folds", "--fold-models", "--seeds", "--epochs",
+                 "--max-molecules", "--max-graphs", "--workers"):
+        assert flag in shown, flag
+    for flag in ("--smiles-col", "--global-features", "--dataset", "--tu-name", "--csv",
+                 "--split", "--task"):
+        assert flag not in shown, flag
+
+
+def test_tu_name_is_a_deprecated_spelling_of_name_and_max_graphs_of_max_molecules(tmp_path):
+    with pytest.warns(FutureWarning, match="--tu-name is deprecated: use --name"):
+        args = parse_args(task.TU, ["--tu-name", "PROTEINS", "--max-graphs", "7"])
+    assert args.tu_name == "PROTEINS" and args.max_molecules == 7 and args.dataset == "mutag"
+    assert parse_args(task.TU, ["--name", "NCI1"]).tu_name == "NCI1"
+    with pytest.raises(SystemExit):  # a molecule flag is no TU flag
+        parse_args(task.TU, ["--smiles-col", "s"])

@@ -76,11 +76,13 @@ def throughput(fn: Callable[[], object], items: int, rounds: int) -> float:
 def train_molecule_run(args: argparse.Namespace, folder: Path) -> Path:
     """A tiny built-in TPSA run (one seed) in ``folder``."""
     from structrnn.tasks.molecules import task
+    from structrnn.training.task import train
 
     out = folder / "molecules"
-    task.main(["--dataset", "builtin", "--max-molecules", str(args.train_molecules),
-               "--epochs", str(args.epochs), "--seeds", "0", "--hidden", str(args.hidden),
-               "--steps", str(args.steps), "--no-progress", "--out", str(out)])
+    train(task.TASK, ["--dataset", "builtin", "--max-molecules", str(args.train_molecules),
+                      "--epochs", str(args.epochs), "--seeds", "0", "--hidden",
+                      str(args.hidden), "--steps", str(args.steps), "--no-progress", "--out",
+                      str(out)])
     return out
 
 
@@ -116,13 +118,11 @@ def bench_molecules(args: argparse.Namespace, folder: Path) -> dict:
 def train_sentiment_run(args: argparse.Namespace, folder: Path) -> Path:
     """A tiny run on the synthetic treebank in ``folder``."""
     from structrnn.tasks.sentiment import task
+    from structrnn.training.task import train
 
     out = folder / "sentiment"
-    parser = argparse.ArgumentParser()
-    task.add_arguments(parser)
-    task.run(parser.parse_args(["--dataset", "synthetic", "--synthetic-trees", "200",
-                                "--epochs", "1", "--hidden", str(args.hidden), "--no-progress",
-                                "--out", str(out)]))
+    train(task.TASK, ["--dataset", "synthetic", "--synthetic-trees", "200", "--epochs", "1",
+                      "--hidden", str(args.hidden), "--no-progress", "--out", str(out)])
     return out
 
 

@@ -73,9 +73,12 @@ def run_child(args: argparse.Namespace, train_args: list[str]) -> None:
                 marks.setdefault(f"{name}_start", start)
         return wrapper
 
-    for name in ("load_splits", "fit", "finish", "draw_pictures"):
-        setattr(task, name, timed(name, getattr(task, name)))
-    load_splits = task.load_splits
+    import dataclasses
+
+    from structrnn.training import task as protocol
+    from structrnn.training.run_folder import RunFolder
+
+    load_splits = timed("load_splits", task.load_splits)
     sizes: list[int] = []
 
     def counting(*a, **kw):
@@ -84,6 +87,9 @@ def run_child(args: argparse.Namespace, train_args: list[str]) -> None:
         return splits
 
     task.load_splits = counting
+    protocol.fit = timed("fit", protocol.fit)
+    RunFolder.picture = timed("draw_pictures", RunFolder.picture)
+    task.TASK = dataclasses.replace(task.TASK, finish=timed("finish", task.TASK.finish))
     argv = ["train", "sst", "--data", args.data, "--epochs", str(args.epochs), "--threads",
             str(args.threads), "--no-progress", "--out", args.out, "--overwrite", *train_args]
     import contextlib
@@ -100,7 +106,7 @@ def run_child(args: argparse.Namespace, train_args: list[str]) -> None:
     phases = {"import": marks["imported"] - marks["main"], "data": spans["load_splits"],
               "setup": marks["fit_start"] - data_end, "epochs": epochs,
               "validation": spans["fit"] - epochs,
-              "evaluation": spans["finish"] - spans.get("draw_pictures", 0.0),
+              "evaluation": spans["finish"],
               "pictures": spans.get("draw_pictures", 0.0)}
     inside = end - _T0
     phases["other"] = inside - (marks["main"] - _T0) - sum(phases.values())

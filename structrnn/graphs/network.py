@@ -40,8 +40,9 @@ from torch_geometric.utils import scatter
 
 from structrnn._checks import check_shape
 from structrnn.cells import RNNCellBase, state_h, state_tuple
+from structrnn.graphs._reset import reset
 
-__all__ = ["GraphNetwork", "aggregate", "count_graphs", "batch_of"]
+__all__ = ["GraphNetwork", "aggregate", "count_graphs", "batch_of", "pool", "check_readout"]
 
 State = Tensor | tuple[Tensor, Tensor]
 AGGREGATIONS = ("sum", "mean", "max", "min")
@@ -54,7 +55,9 @@ def aggregate(aggr: str | Aggregation, src: Tensor, index: Tensor, size: int) ->
     """Reduce the rows of ``src`` (M, F) into ``size`` rows by ``index`` (M,) -> (size, F).
 
     ``aggr`` is "sum", "mean", "max", "min" or a ``torch_geometric.nn.aggr.Aggregation``.
-    Rows that receive nothing are zero for every reduction.
+    Rows that receive nothing are zero for every reduction. The four named reductions are
+    ``torch_geometric.utils.scatter`` (``scatter_add_`` / ``scatter_reduce_``), which
+    ``torch.export`` and the ONNX exporter (``dynamo=True``) translate with a symbolic ``size``.
     """
     if isinstance(aggr, str):
         return scatter(src, index, dim=0, dim_size=size, reduce=aggr)
@@ -66,14 +69,36 @@ def count_graphs(batch: Tensor | None, u: State | None = None,
     """G, the number of graphs of a batch: ``num_graphs`` when given, else the rows of ``u``
     (G, F_u), else ``batch.max() + 1`` for ``batch`` (N,) (one host synchronisation: a model
     that runs several rounds counts once and passes the count on), else 1 (no batch vector: one
-    graph)."""
+    graph).
+
+    Export: ``batch.max() + 1`` is read with ``Tensor.item()``, which ``torch.export`` (and the
+    ONNX exporter built on it) records as a graph operation giving a symbolic size, so an
+    exported model counts the graphs of every input it is given. Do not pass ``num_graphs``
+    as a Python int when exporting: it would be frozen into the graph as a constant.
+    """
     if num_graphs is not None:
         return num_graphs
     if state_h(u) is not None:
         return state_h(u).size(0)
     if batch is None:
         return 1
-    return int(batch.max()) + 1 if batch.numel() else 0
+    return batch.max().item() + 1 if batch.numel() else 0
+
+
+def pool(readout: str | Aggregation, h: Tensor, batch: Tensor | None,
+         num_graphs: int | None = None) -> Tensor:
+    """(G, F): the node rows ``h`` (N, F) reduced per graph of ``batch`` (N,) (None: one graph,
+    G = 1); G as :func:`count_graphs` finds it."""
+    size = count_graphs(batch, None, num_graphs)
+    if batch is None:
+        batch = h.new_zeros(h.size(0), dtype=torch.long)
+    return aggregate(readout, h, batch, size)
+
+
+def check_readout(readout, owner: str, allowed: Sequence = (None, *AGGREGATIONS)) -> None:
+    """``readout`` must be one of ``allowed`` (None: no pooling, the module returns node rows)."""
+    if readout not in allowed:
+        raise ValueError(f"{owner}: readout must be one of {tuple(allowed)}, got {readout!r}")
 
 
 def batch_of(data: BaseData) -> tuple[Tensor | None, int | None]:
@@ -193,8 +218,23 @@ class GraphNetwork(nn.Module):
         self.node_inputs = tuple(p for p in NODE_INPUTS if p in node_inputs)
         self.global_inputs = tuple(p for p in GLOBAL_INPUTS if p in global_inputs)
 
+    def reset_parameters(self) -> None:
+        """New weights for the three update functions and a learnable aggregation, each through
+        its own ``reset_parameters`` (a user module with parameters and no such method is a
+        TypeError, see :func:`structrnn.graphs._reset.reset`)."""
+        for name in ("edge_model", "node_model", "global_model", "edge_aggr", "global_aggr"):
+            reset(getattr(self, name), name)
+
     def extra_repr(self) -> str:
-        return f"edge_aggr={self.edge_aggr!r}, global_aggr={self.global_aggr!r}"
+        s = []
+        for name, default in (("edge_inputs", EDGE_INPUTS), ("node_inputs", NODE_INPUTS),
+                              ("global_inputs", GLOBAL_INPUTS)):
+            if getattr(self, name) != default:
+                s.append(f"{name}={getattr(self, name)}")
+        for name in ("edge_aggr", "global_aggr"):
+            if isinstance(getattr(self, name), str):  # a module one is printed as a child
+                s.append(f"{name}={getattr(self, name)!r}")
+        return ", ".join(s)
 
     def forward(self, x: State | BaseData, edge_index: Tensor | None = None,
                 edge_attr: State | None = None, u: State | None = None,

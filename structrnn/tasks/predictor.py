@@ -7,6 +7,7 @@
     predictor = sr.load("runs/esol")            # a run folder, or a file from .save()
     predictor.predict(["CCO", "c1ccccc1"])      # one plain dict per input
     predictor.save("esol.pt")                   # one file: weights, vocabulary, scalers, config
+    predictor.export("esol.onnx", format="onnx")  # the model alone, for onnxruntime
 
 Every task has a :class:`Predictor` subclass (``structrnn/tasks/TASK/predictor.py``). The base
 class owns :meth:`Predictor.predict`: chunks, device, no-grad, progress bar and per-row errors.
@@ -25,6 +26,9 @@ chunk is forwarded one input at a time, so only the culprit's row is marked.
 
 The exported file is a plain dict that ``torch.load(path, weights_only=True)`` reads: tensors,
 numbers, strings, lists and dicts only, with ``format`` and ``version`` checked on loading.
+:meth:`Predictor.export` also writes the model out of Python (``format="torch"``: a
+``torch.export`` program, ``"onnx"``: an ONNX file) for the tasks that have a
+:meth:`Predictor.deployable` form; featurisation then stays with the caller.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -45,7 +49,7 @@ from structrnn.training.checkpoint import load_checkpoint, resolve_device, save_
 from structrnn.training.logging import progress as progress_bar
 
 __all__ = ["Predictor", "load", "FORMAT", "FORMAT_VERSION", "PREDICTORS", "PROGRESS_FROM",
-           "chunks"]
+           "chunks", "Deployable", "EXPORT_FORMATS"]
 
 FORMAT = "structrnn.model"
 FORMAT_VERSION = 1
@@ -59,6 +63,20 @@ PREDICTORS = {
     "circuits": "structrnn.tasks.circuits.predictor",
 }
 PROGRESS_FROM = 1000  # progress=None shows a bar for more inputs than this
+# Predictor.export's formats: structrnn's own file (structrnn.load reads it), torch.export, ONNX
+EXPORT_FORMATS = ("structrnn", "torch", "onnx")
+
+
+class Deployable(NamedTuple):
+    """What :meth:`Predictor.export` hands to :func:`structrnn.export.export_model`: a module
+    of tensors in, tensors out, an example call and how its shapes vary."""
+
+    module: nn.Module
+    example_inputs: tuple
+    dynamic_shapes: Any
+    input_names: list[str]
+    output_names: list[str]
+    metadata: dict[str, Any]
 
 
 class Predictor:
@@ -253,7 +271,36 @@ class Predictor:
                  "models": [m.state_dict() for m in self.models], **self.export_state()}
         return save_checkpoint(path, **state)
 
-    export = save
+    def deployable(self, **options: Any) -> Deployable:
+        """The run as one module of tensors for ``torch.export`` / ONNX (a task that has one
+        overrides this)."""
+        raise InputError(f"format: task {self.task!r} exports only format='structrnn' "
+                         "(its models have no torch.export / ONNX form yet)")
+
+    def export(self, path: str | Path, format: str = "structrnn", *, check: bool = False,
+               **options: Any) -> Path:
+        """Write the predictor to ``path``.
+
+        Args:
+            format: ``"structrnn"`` (the default: :meth:`save`'s file, which :func:`load`
+                reads), ``"torch"`` (a ``torch.export`` program, ``.pt2``) or ``"onnx"`` (an
+                ONNX file for onnxruntime; the ``export`` extra). The last two hold the
+                model alone, with what :meth:`deployable` puts inside; their inputs, outputs
+                and units are in the file's metadata.
+            check: run the written file on the example and compare with eager PyTorch.
+            options: the task's :meth:`deployable` options.
+        """
+        if format not in EXPORT_FORMATS:
+            raise InputError(f"format: expected one of {', '.join(map(repr, EXPORT_FORMATS))},"
+                             f" got {format!r}")
+        if format == "structrnn":
+            return self.save(path)
+        from structrnn.export import export_model
+
+        d = self.deployable(**options)
+        return export_model(d.module, d.example_inputs, path, format, d.dynamic_shapes,
+                            input_names=d.input_names, output_names=d.output_names,
+                            metadata=d.metadata, check=check)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:

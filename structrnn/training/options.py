@@ -16,7 +16,7 @@ import torch
 
 from structrnn._errors import InputError
 
-__all__ = ["add_run_arguments", "apply_config", "run_config", "set_threads"]
+__all__ = ["add_run_arguments", "apply_config", "run_config", "set_threads", "default_workers"]
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, out: str, epochs: int | None,
@@ -31,6 +31,9 @@ def add_run_arguments(p: argparse.ArgumentParser, *, out: str, epochs: int | Non
                    help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (None: torch's default, every core)")
+    g.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                   help="processes that collate the next training batches while the model "
+                        "steps (default: 2, or 0 on a machine of 1-2 cores)")
     g.add_argument("--amp", action="store_true",
                    help="mixed precision (float16 autocast + GradScaler) on CUDA; ignored, "
                         "with a notice, on the CPU")
@@ -52,6 +55,13 @@ def add_run_arguments(p: argparse.ArgumentParser, *, out: str, epochs: int | Non
                    help="start afresh in an --out that already holds a run, deleting it")
     g.add_argument("--config", default=None, metavar="FILE",
                    help="replay a run: read its config.json (flags on the command line win)")
+
+
+def default_workers() -> int:
+    """``--workers``' default: two collating processes, none where they would take the cores
+    the training step needs (two cores or fewer)."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(2, cores - 1)
 
 
 _UNSET = object()

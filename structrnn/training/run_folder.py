@@ -36,7 +36,8 @@ RUN_FILES = ("config.json", "metrics.json", "metrics.jsonl", "checkpoint.pt", "b
 KEPT_FILES = ("metrics.json", "checkpoint.pt")
 # settings a resumed run may change: they do not change what the checkpoint means
 VOLATILE_KEYS = frozenset({"task", "epochs", "device", "threads", "no_progress", "tensorboard",
-                           "out", "resume", "overwrite", "config", "check_every"})
+                           "out", "resume", "overwrite", "config", "check_every",
+                           "workers"})
 
 
 class RunFolder:

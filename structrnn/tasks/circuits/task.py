@@ -29,7 +29,6 @@ of always answering the majority value.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -43,19 +42,11 @@ from structrnn.datasets.circuits import INPUT, NUM_FEATURES, make_circuits
 from structrnn.graphs.dag import DAGRecurrent
 from structrnn.graphs.models import EncodeProcessDecode, mlp
 from structrnn.training import distributed
-from structrnn.training.checkpoint import seed_everything
 from structrnn.training.logging import notice
-from structrnn.training.loop import FitOptions, FitResult, fit
-from structrnn.training.options import (
-    add_run_arguments,
-    apply_config,
-    explicit_dests,
-    run_config,
-    set_threads,
-)
-from structrnn.training.run_folder import RunFolder, open_run
+from structrnn.training.options import add_run_arguments
+from structrnn.training.task import Fitted, Plan, Task
 
-__all__ = ["add_arguments", "run", "main", "build_model", "CircuitDAG", "CircuitGN",
+__all__ = ["TASK", "add_arguments", "build_model", "CircuitDAG", "CircuitGN",
            "batch_loss", "evaluate", "CONFIG_KEYS"]
 
 MODELS = ("dag", "gn", "gn-depth")
@@ -95,18 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gates per layer")
     p.add_argument("--inputs", type=int, nargs=2, default=[2, 6], metavar=("MIN", "MAX"),
                    help="input bits per circuit")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """``python -m structrnn.tasks.circuits.task [flags]`` (``argv``, default
-    ``sys.argv[1:]``); returns the metrics."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(parser)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    # a replay: config.json's values for every flag not typed on the command line
-    return run(apply_config(args, explicit_dests(parser, argv)) if args.config else args)
 
 
 # -- the models ----------------------------------------------------------------------------------
@@ -202,27 +181,14 @@ def evaluate(model: nn.Module, circuits: list[Data], device: torch.device | str,
 
 
 # -- the run -------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> dict:
-    """Train, select on the validation circuits, test at every ``--test-depths``; write
-    ``metrics.json`` and return the metrics. Under torchrun every process calls this; all of
-    them return rank 0's metrics."""
-    set_threads(args.threads)
-    _check_args(args)
-    with distributed.process_group(args.device) as device:
-        return _run(args, device)
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """Every count and range flag, before anything is written."""
+def prepare(args: argparse.Namespace) -> tuple[list[Data], list[Data]]:
+    """Check every count and range flag; the training and validation circuits."""
     least = {"train_circuits": 1, "val_circuits": 1, "test_circuits": 1, "hidden": 1,
-             "rounds": 1, "batch_size": distributed.world_size()}
+             "rounds": 1}
     for flag, low in least.items():
         if getattr(args, flag) < low:
             raise InputError(f"--{flag.replace('_', '-')}: expected >= {low}, got "
                              f"{getattr(args, flag)}")
-    if args.batch_size % distributed.world_size():
-        raise InputError(f"--batch-size: expected a multiple of the {distributed.world_size()} "
-                         f"processes (each gets an equal share), got {args.batch_size}")
     ranges = {"train_depth": 1, "width": 1, "inputs": 2}
     for flag, low in ranges.items():
         first, last = getattr(args, flag)
@@ -231,45 +197,30 @@ def _check_args(args: argparse.Namespace) -> None:
                              f"{first} {last}")
     if min(args.test_depths) < 1:
         raise InputError(f"--test-depths: expected depths >= 1, got {args.test_depths}")
-
-
-def _run(args: argparse.Namespace, device: torch.device) -> dict:
     # lists, as config.json reads them back (a tuple would differ from it on --resume)
     for key in ("train_depth", "test_depths", "width", "inputs"):
         setattr(args, key, list(getattr(args, key)))
-    config = run_config(args, CONFIG_KEYS, "circuits")
-    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
-    seed_everything(args.seed)
-    shape = {"width": tuple(args.width), "inputs": tuple(args.inputs)}
     depths = tuple(args.train_depth)
-    train = make_circuits(args.seed, args.train_circuits, depths, "train", **shape)
-    val = make_circuits(args.seed, args.val_circuits, depths, "val", **shape)
+    return tuple(make_circuits(args.seed, n, depths, split, **_shape(args))
+                 for n, split in ((args.train_circuits, "train"), (args.val_circuits, "val")))
+
+
+def _shape(args: argparse.Namespace) -> dict:
+    return {"width": tuple(args.width), "inputs": tuple(args.inputs)}
+
+
+def build(args: argparse.Namespace, data, unit: dict, device: torch.device) -> Plan:
     model = build_model(args).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    loader_seed = args.seed * 100_003
-
-    def train_batches(epoch: int) -> DataLoader:
-        # the order is a function of the seed and the epoch, so a resumed run draws the same
-        # batches
-        return distributed.distributed_loader(
-            train, args.batch_size, shuffle=True, seed=loader_seed, epoch=epoch,
-            loader_class=DataLoader, generator=torch.Generator().manual_seed(loader_seed + epoch))
-
-    result = fit(model, optimizer, train_batches=train_batches, loss=batch_loss,
-                 validate=lambda m: evaluate(m, val, device), folder=folder,
-                 options=FitOptions.from_args(args), device=device, config=config,
-                 select="loss", mode="min", resume=args.resume)
-    metrics = None
-    if distributed.is_main():
-        metrics = finish(result, folder, args, device, shape)
-    return distributed.broadcast_object(metrics)
+    return Plan(model, torch.optim.Adam(model.parameters(), lr=args.lr), batch_loss,
+                lambda m: evaluate(m, data[1], device), train_set=data[0],
+                loader_class=DataLoader)
 
 
-def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace,
-           device: torch.device, shape: dict) -> dict:
-    """Test the selected model at every depth, write ``metrics.json``; return the metrics."""
+def finish(args: argparse.Namespace, data, fitted: list[Fitted], device: torch.device):
+    """Test the selected model at every depth: the metrics (no pictures)."""
+    result = fitted[0].result
     tests = {str(d): evaluate(result.model, make_circuits(args.seed, args.test_circuits, d,
-                                                          "test", **shape), device)
+                                                          "test", **_shape(args)), device)
              for d in args.test_depths}
     seconds = [h["epoch_seconds"] for h in result.history]
     chosen = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
@@ -285,13 +236,13 @@ def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace,
         "final_loss": result.history[-1]["train_loss"] if result.history else None,
         "epoch_seconds": seconds,
     }
-    folder.write_metrics(metrics)
     shown = ", ".join(f"depth {d}: gates {t['gate_accuracy']:.3f}, circuits "
                       f"{t['circuit_accuracy']:.3f}" for d, t in tests.items())
     notice(f"{args.model}: {shown} | best epoch {result.best_epoch} of "
-           f"{len(result.history)} -> {folder.path}")
-    return metrics
+           f"{len(result.history)} -> {args.out}")
+    return metrics, {}
 
 
-if __name__ == "__main__":
-    main()
+TASK = Task("circuits", "random boolean circuits: a cell over DAG levels against graph networks",
+            "structrnn.tasks.circuits.predictor", add_arguments, CONFIG_KEYS, prepare, build,
+            finish, select="loss", mode="min")

@@ -22,10 +22,7 @@ from torch import Tensor
 from torch.nn import functional
 
 __all__ = ["regression_metrics", "classification_metrics", "classification_loss", "roc_auc",
-           "average_precision", "infer_kind", "split_logits", "class_weights", "MAX_CLASSES"]
-
-# a column of integers 0..MAX_CLASSES-1 is read as class labels when --task is not given
-MAX_CLASSES = 10
+           "average_precision", "split_logits", "class_weights"]
 
 
 def regression_metrics(pred: Tensor, true: Tensor, names: list[str]) -> dict[str, Any]:
@@ -151,24 +148,3 @@ def class_weights(true: Tensor, classes: Sequence[int]) -> list[Tensor]:
             w[present] = compute_class_weight("balanced", classes=present, y=y)
         out.append(torch.tensor(w, dtype=torch.float))
     return out
-
-
-def infer_kind(y: Tensor, names: list[str]) -> tuple[str, list[int] | None, str]:
-    """Whether targets ``y`` (M, T) (NaN = missing) are class labels: every known value an
-    integer in ``0..MAX_CLASSES-1`` -> ``("classification", classes per task, reason)``;
-    else ``("regression", None, reason)``. A task's class count is its largest label + 1
-    (at least 2)."""
-    values = y[~torch.isnan(y)]
-    if values.numel() == 0:
-        return "regression", None, "no target values"
-    integral = bool((values == values.round()).all())
-    if integral and float(values.min()) >= 0 and float(values.max()) < MAX_CLASSES:
-        classes = []
-        for t in range(y.size(1)):
-            column = y[:, t][~torch.isnan(y[:, t])]
-            classes.append(max(2, int(column.max()) + 1) if column.numel() else 2)
-        shown = ", ".join(f"{n}: {c} classes" for n, c in zip(names, classes, strict=True))
-        return "classification", classes, f"every target is an integer label ({shown})"
-    why = ("not every value is an integer" if not integral
-           else f"values outside 0..{MAX_CLASSES - 1}")
-    return "regression", None, f"the targets are numbers ({why})"

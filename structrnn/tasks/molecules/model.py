@@ -1,6 +1,8 @@
-"""The molecule and TU models: a node model (a recurrent graph network ``gn-gru``, an MPNN edge
-network, GIN or chemprop's D-MPNN) and a graph readout (set2set, sum, mean, a sum of per-atom
-contributions, or GIN's sum over layers)."""
+"""The molecule and TU models: a node model of :mod:`structrnn.graphs` (the recurrent graph
+network :class:`~structrnn.graphs.gngru.GNGRU`, an :class:`~structrnn.graphs.models.MPNN` edge
+network, :class:`~structrnn.graphs.gin.GIN` or chemprop's :class:`~structrnn.graphs.dmpnn.DMPNN`)
+and a graph readout (set2set, sum, mean, a sum of per-atom contributions, or GIN's sum over
+layers)."""
 
 from __future__ import annotations
 
@@ -8,43 +10,19 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import aggr as pyg_aggr
 
-from structrnn.cells import GRUCell
+from structrnn.graphs.dmpnn import DMPNN
+from structrnn.graphs.gin import GIN
+from structrnn.graphs.gngru import GNGRU
 from structrnn.graphs.models import MPNN, mlp
-from structrnn.graphs.network import GraphNetwork, aggregate
-from structrnn.tasks.molecules.gin import DMPNN, GIN
+from structrnn.graphs.network import aggregate
 
-__all__ = ["GNGRU", "MoleculeModel", "READOUTS", "MODELS", "NODE_ENCODINGS"]
+__all__ = ["MoleculeModel", "READOUTS", "MODELS", "NODE_ENCODINGS"]
 
 MODELS = ("gn-gru", "mpnn", "gin", "dmpnn")
 READOUTS = ("set2set", "sum", "mean", "atom-sum")
 # "features": the batch's x; "degree": one-hot node degrees computed from edge_index (TU sets
 # without node labels or attributes), so a graph to predict needs no node features
 NODE_ENCODINGS = ("features", "degree")
-
-
-class GNGRU(nn.Module):
-    """Atoms and bonds embedded to ``hidden``; then ``steps`` rounds of one
-    :class:`~structrnn.graphs.network.GraphNetwork` (shared weights): every bond computes a message
-    ``m = MLP([bond, h_sender, h_receiver])`` and every atom updates ``h = GRU(sum m, h)``.
-
-    ``forward(x (N, node_in), edge_index (2, E), edge_attr (E, edge_in))`` -> (N, hidden).
-    """
-
-    def __init__(self, node_in: int, edge_in: int, hidden: int = 64, steps: int = 3) -> None:
-        super().__init__()
-        self.steps = steps
-        self.embed_nodes = nn.Sequential(nn.Linear(node_in, hidden), nn.ReLU())
-        self.embed_edges = nn.Sequential(nn.Linear(edge_in, hidden), nn.ReLU())
-        self.gn = GraphNetwork(mlp([3 * hidden, hidden, hidden]), GRUCell(hidden, hidden),
-                               edge_aggr="sum", edge_inputs=("edge", "sender", "receiver"),
-                               node_inputs=("node", "edges"))
-
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-        h, e = self.embed_nodes(x), self.embed_edges(edge_attr)
-        for _ in range(self.steps):
-            # The messages are recomputed from the fixed bond embedding every round.
-            h, _, _ = self.gn(h, edge_index, e)
-        return h
 
 
 class MoleculeModel(nn.Module):
@@ -80,13 +58,14 @@ class MoleculeModel(nn.Module):
         # a model that needs edge features gets a constant one on graphs that have none
         body_edges = edge_in if edge_in or model == "gin" else 1
         if model == "gn-gru":
-            self.body: nn.Module = GNGRU(node_in, body_edges, hidden, steps)
+            self.body: nn.Module = GNGRU(node_in, hidden, steps, edge_dim=body_edges)
         elif model == "mpnn":
-            self.body = MPNN(node_in, body_edges, hidden, steps=steps, readout=None)
+            self.body = MPNN(node_in, hidden, steps, edge_dim=body_edges, readout=None)
         elif model == "dmpnn":
-            self.body = DMPNN(node_in, body_edges, hidden, steps=steps, dropout=dropout)
-        else:
-            self.body = GIN(node_in, edge_in, hidden, layers=steps)
+            self.body = DMPNN(node_in, hidden, steps, edge_dim=body_edges, dropout=dropout)
+        else:  # GIN pools every layer itself (Xu et al.'s readout), dropout on each term
+            self.body = GIN(node_in, hidden, steps, out_channels, edge_dim=edge_in or None,
+                            dropout=dropout, readout=readout)
         self.node_scale, self.edge_scale = node_scale, edge_scale
         for name, width in (("node", node_scale), ("edge", edge_scale)):
             if width:
@@ -94,8 +73,6 @@ class MoleculeModel(nn.Module):
                 self.register_buffer(f"{name}_factor", torch.ones(width))
         self.dropout = nn.Dropout(dropout)
         if model == "gin":
-            # one linear map per layer (the input included) from its pooled states to the output
-            self.heads = nn.ModuleList(nn.Linear(w, out_channels) for w in self.body.widths)
             if global_in:
                 self.global_head = nn.Linear(global_in, out_channels)
             return
@@ -117,6 +94,14 @@ class MoleculeModel(nn.Module):
         if node_encoding not in NODE_ENCODINGS:
             raise ValueError(f"node_encoding: expected one of {NODE_ENCODINGS}, got "
                              f"{node_encoding!r}")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # GIN's per-layer readout maps moved from ``heads.k`` into the GIN (``body.heads.k``)
+        # when GIN became a public module; weights saved before that still load
+        if self.model == "gin":
+            for key in [k for k in state_dict if k.startswith(prefix + "heads.")]:
+                state_dict[prefix + "body." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def set_scaling(self, node: tuple[Tensor, Tensor] | None = None,
@@ -155,8 +140,9 @@ class MoleculeModel(nn.Module):
     def node_states(self, batch) -> Tensor:
         """(N, hidden) the node model's last states."""
         x, edge_attr = self.inputs(batch)
-        out = self.body(x, batch.edge_index, edge_attr)
-        return out[-1] if self.model == "gin" else out
+        if self.model == "gin":
+            return self.body.layer_states(x, batch.edge_index, edge_attr)[-1]
+        return self.body(x, batch.edge_index, edge_attr)
 
     def atom_contributions(self, batch) -> Tensor:
         if self.readout != "atom-sum":
@@ -169,9 +155,7 @@ class MoleculeModel(nn.Module):
             return aggregate("sum", self.atom_contributions(batch), index, size)
         x, edge_attr = self.inputs(batch)
         if self.model == "gin":
-            layers = self.body(x, batch.edge_index, edge_attr)
-            out = sum(self.dropout(head(aggregate(self.readout, h, index, size)))
-                      for head, h in zip(self.heads, layers, strict=True))
+            out = self.body(x, batch.edge_index, edge_attr, index, size)
             if self.global_in:
                 out = out + self.dropout(self.global_head(batch.u))
             return out

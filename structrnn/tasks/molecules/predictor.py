@@ -13,6 +13,7 @@ targets in real units (or class probabilities) out.
     #   "error": "invalid SMILES 'not-a-smiles': RDKit could not parse it (syntax error)"}]
     esol.predict_file("new.csv", "preds.csv")    # the CSV with prediction columns added
     esol.save("esol.pt")                         # one file; sr.load("esol.pt") reads it back
+    esol.export("esol.onnx", format="onnx")      # the ensemble for onnxruntime (deployed.py)
 
 A run trained on several seeds (and folds, for TU sets) is an ensemble: each member puts its
 output back into real units with its own training split's target mean and standard deviation
@@ -28,6 +29,7 @@ with ``<task>_std`` for an ensemble) or the class and ``<task>_p<k>`` for each c
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import io
 from collections.abc import Sequence
@@ -42,11 +44,13 @@ from torch_geometric.data import Batch, Data
 from structrnn._errors import InputError
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
 from structrnn.tasks.molecules.model import MoleculeModel
-from structrnn.tasks.predictor import Predictor, write_output
+from structrnn.tasks.predictor import Deployable, Predictor, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
 
+# the molecules export traces on (sizes apart, so that no two dimensions look equal)
+EXPORT_EXAMPLES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")
 
 
 @dataclass
@@ -324,6 +328,47 @@ class MoleculePredictor(Predictor):
         if self.featuriser is not None:
             state["featuriser"] = self.featuriser
         return state
+
+    def deployable(self, examples: Sequence[str] = EXPORT_EXAMPLES, **options: Any
+                   ) -> Deployable:
+        """Every member with its readout, descriptor normalisation, target scaling and the
+        ensemble mean as one module (:class:`~structrnn.tasks.molecules.deployed.
+        DeployedMolecules`; its docstring lists the inputs and outputs), traced on the
+        molecules ``examples`` (SMILES) with dynamic numbers of atoms, bonds and molecules."""
+        from torch.export import Dim
+
+        from structrnn.tasks.molecules.deployed import (
+            INPUT_NAMES,
+            OUTPUT_NAMES,
+            DeployedMolecules,
+            graph_inputs,
+        )
+
+        if options:
+            raise InputError(f"export: unknown option(s) {', '.join(options)} for a molecule run")
+        if self.task != "molecules":
+            raise InputError(f"format: a {self.task!r} run exports only format='structrnn' "
+                             "(its graphs come from Python, not SMILES)")
+        module = DeployedMolecules([copy.deepcopy(m).cpu() for m in self.models], self.kind,
+                                   [m.mean for m in self.members], [m.std for m in self.members],
+                                   [m.reference for m in self.members], self.classes).eval()
+        rows = [self.read_input(s, {}) for s in examples]
+        raw = torch.cat([r for _, r in rows]) if module.descriptors else None
+        inputs = graph_inputs([g for g, _ in rows], raw)
+        atoms, bonds, molecules = Dim("atoms", min=2), Dim("bonds", min=2), Dim("molecules")
+        shapes = ({0: atoms}, {1: bonds}, {0: bonds}, {0: atoms}, {0: molecules + 1})
+        if raw is not None:
+            shapes = (*shapes, {0: molecules})
+        names = list(INPUT_NAMES[:len(inputs)])
+        meta = {"structrnn.task": self.task, "structrnn.kind": self.kind,
+                "structrnn.targets": self.target_names,
+                "structrnn.units": "real units (the targets' own), members' mean"
+                if self.kind == "regression" else "class probabilities, per task side by side",
+                "structrnn.classes": self.classes, "structrnn.featuriser": self.featuriser,
+                "structrnn.members": [m.name for m in self.members],
+                "structrnn.inputs": names, "structrnn.outputs": list(OUTPUT_NAMES),
+                "structrnn.docs": "structrnn.tasks.molecules.deployed"}
+        return Deployable(module, inputs, shapes, names, list(OUTPUT_NAMES), meta)
 
     # -- inputs -----------------------------------------------------------------------------------
     def _graph(self, item: Any) -> Data:

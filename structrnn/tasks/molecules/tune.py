@@ -1,10 +1,10 @@
 """``--tune N``: a hyper-parameter search with Optuna for one unit (a seed, or a fold of a TU
 set), on that unit's validation split only.
 
-Each trial trains the unit's model on its training split with the shared loop
-(:func:`structrnn.tasks.molecules.task.fit_unit`) in a temporary folder and scores it by the
-best validation score of its epochs (what the run selects by); the unit's test split is removed
-from the trial's unit, so no trial can see it. The space:
+Each trial trains the unit's model on its training split with the shared loop (the
+``fit_trial`` it is given: :func:`structrnn.training.task.fit_unit`) in a temporary folder and
+scores it by the best validation score of its epochs (what the run selects by); the unit's test
+split is removed from the trial's unit, so no trial can see it. The space:
 
 ======== ============================================ ===================
 setting  range                                        flag
@@ -29,6 +29,7 @@ import contextlib
 import io
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,10 @@ from structrnn.training.logging import notice
 from structrnn.training.loop import NonFiniteError
 from structrnn.training.run_folder import RunFolder
 
-__all__ = ["search", "space", "HIDDEN"]
+__all__ = ["search", "space", "HIDDEN", "TUNED_KEYS"]
 
+# the settings --tune may change, per unit
+TUNED_KEYS = ("steps", "hidden", "dropout", "lr", "epochs")
 HIDDEN = (32, 64, 128, 256)
 STEPS = (2, 6)
 LR = (1e-4, 1e-2)
@@ -81,12 +84,12 @@ def _start(args: argparse.Namespace, bounds: dict[str, tuple]) -> dict[str, Any]
             "lr": clip(args.lr, *bounds["lr"]), "epochs": clip(args.epochs, *bounds["epochs"])}
 
 
-def search(args: argparse.Namespace, prep, unit: dict, device) -> dict[str, Any]:
+def search(args: argparse.Namespace, unit: dict, fit_trial: Callable[..., Any]
+           ) -> dict[str, Any]:
     """The best settings of ``args.tune`` trials (at most ``args.tune_timeout`` seconds) for
     ``unit``, scored on its validation split; ``{"steps", "hidden", "dropout", "lr", "epochs",
-    "trials", "best_val_score", "seconds"}``."""
-    from structrnn.tasks.molecules.task import fit_unit
-
+    "trials", "best_val_score", "seconds"}``. ``fit_trial(settings, unit, folder, report)``
+    trains ``unit`` with the flags ``settings`` in ``folder`` and returns its ``FitResult``."""
     optuna = _optuna()
     bounds = space(args.epochs)
     # the trials never see the test split: it is not in their unit
@@ -111,8 +114,7 @@ def search(args: argparse.Namespace, prep, unit: dict, device) -> dict[str, Any]
         try:
             # a trial's per-epoch lines would drown the run's: one line per trial instead
             with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
-                fitted, _ = fit_unit(settings, prep, seen, RunFolder(tmp), device,
-                                     report=report)
+                fitted = fit_trial(settings, seen, RunFolder(tmp), report)
         except optuna.TrialPruned:
             notice(f"{where}: stopped early, behind the median of the earlier trials ({shown})")
             raise

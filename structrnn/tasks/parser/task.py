@@ -12,9 +12,6 @@ balanced.
 Run layout (``--out RUN``): ``config.json``, ``metrics.jsonl``, ``metrics.json``,
 ``checkpoint.pt``, ``best.pt`` (the selected weights with the vocabularies and settings under
 ``"parser"``: :meth:`Parser.from_spec`), ``learning_curves.png``, ``example_tree.png``.
-
-Under ``torchrun`` each process trains on its shard of every global batch (DDP); rank 0
-validates and writes.
 """
 
 from __future__ import annotations
@@ -26,11 +23,9 @@ import torch
 
 from structrnn._errors import InputError
 from structrnn.training import distributed
-from structrnn.training.checkpoint import seed_everything
 from structrnn.training.logging import notice
-from structrnn.training.loop import FitOptions, fit
-from structrnn.training.options import add_run_arguments, run_config, set_threads
-from structrnn.training.run_folder import open_run
+from structrnn.training.options import add_run_arguments
+from structrnn.training.task import Plan, Task
 from structrnn.trees.parser import Parser, ParserBatch, hinge_loss
 from structrnn.trees.ptb import read_ptb_file
 from structrnn.trees.spans import (
@@ -44,7 +39,7 @@ from structrnn.trees.spans import (
 )
 from structrnn.trees.tree import Tree
 
-__all__ = ["add_arguments", "run", "read_split", "data_folder", "score", "baselines",
+__all__ = ["TASK", "add_arguments", "read_split", "data_folder", "score", "baselines",
            "CONFIG_KEYS", "PARSER_KEYS"]
 
 # the flags that are Parser settings (their values go to Parser(**...))
@@ -197,79 +192,63 @@ def build_parser(args, train: list[Tree]) -> Parser:
     return Parser(words, chars, vectors, **{k: getattr(args, k) for k in PARSER_KEYS})
 
 
-def run(args) -> dict:
-    """Train, select on dev bracket F1, score test and the baselines; returns the metrics
-    (rank 0's, on every process under torchrun)."""
-    set_threads(args.threads)
-    with distributed.process_group(args.device) as device:
-        return _run(args, device)
-
-
-def _settle(args) -> None:
-    """Check the flags that could fail late, fill in the embedding size."""
-    if args.batch_size < 1 or args.batch_size % distributed.world_size():
-        raise InputError(f"--batch-size: the global batch size must be a positive multiple of "
-                         f"the number of processes ({distributed.world_size()}), got "
-                         f"{args.batch_size}")
+def prepare(args) -> tuple[list[Tree], list[Tree], list[Tree]]:
+    """Check the flags that could fail late, fill in the embedding size; the three splits."""
     if args.vectors and not Path(args.vectors).is_file():
         raise InputError(f"--vectors: no file {args.vectors}")
     if args.embed_dim is None:
         from structrnn.datasets.vectors import file_dim
 
         args.embed_dim = file_dim(args.vectors)[0] if args.vectors else 100
-
-
-def _run(args, device: torch.device) -> dict:
-    _settle(args)
-    config = run_config(args, CONFIG_KEYS, "parser")
-    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
-    seed_everything(args.seed)
     root = data_folder(args.data)
-    train, dev, test = (read_split(root, s, args.max_trees) for s in ("train", "dev", "test"))
+    return tuple(read_split(root, s, args.max_trees) for s in ("train", "dev", "test"))
+
+
+def build(args, data, unit: dict, device: torch.device) -> Plan:
+    train, dev, _ = data
     model = build_parser(args, train).to(device)
     examples = [(t.leaves(), _gold_spans(t)) for t in train]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = (torch.optim.lr_scheduler.ExponentialLR(optimizer, args.lr_decay)
                  if args.lr_decay != 1.0 else None)
-    result = fit(model, optimizer,
-                 train_batches=lambda epoch: TrainBatches(examples, model, args.batch_size,
-                                                            args.seed, epoch),
-                 loss=batch_loss, validate=lambda m: score(m, dev), folder=folder,
-                 options=FitOptions.from_args(args), device=device, config=config,
-                 select="f1", scheduler=scheduler, resume=args.resume, prefix="dev",
-                 best_extra=lambda: {"parser": model.spec()})
-    metrics = finish(result, folder, dev, test, len(train)) if distributed.is_main() else None
-    return distributed.broadcast_object(metrics)
+    return Plan(model, optimizer, batch_loss, lambda m: score(m, dev), scheduler=scheduler,
+                batches=lambda epoch: TrainBatches(examples, model, args.batch_size, args.seed,
+                                                   epoch),
+                best_extra=lambda: {"parser": model.spec()})
 
 
-def finish(result, folder, dev: list[Tree], test: list[Tree], train_trees: int) -> dict:
-    """Score the selected parser on dev and test next to the baselines, write metrics.json,
-    then the pictures."""
-    parser = result.model
+def finish(args, data, fitted: list, device) -> tuple[dict, dict]:
+    """Score the selected parser on dev and test next to the baselines; the metrics and the
+    pictures."""
+    train, dev, test = data
+    parser, history = fitted[0].model, fitted[0].history
     dev_scores, test_scores = score(parser, dev), score(parser, test)
-    history = result.history
     metrics = {
         "dev_f1": dev_scores["f1"], "test_f1": test_scores["f1"],
         "test_precision": test_scores["precision"], "test_recall": test_scores["recall"],
         "test_exact": test_scores["exact"],
         "baselines_test_f1": baselines(test), "baselines_dev_f1": baselines(dev),
         "epoch_seconds": [h["epoch_seconds"] for h in history],
-        "best_epoch": result.best_epoch, "epochs": len(history),
-        "train_trees": train_trees, "dev_trees": len(dev), "test_trees": len(test),
+        "best_epoch": fitted[0].result.best_epoch, "epochs": len(history),
+        "train_trees": len(train), "dev_trees": len(dev), "test_trees": len(test),
     }
-    folder.write_metrics(metrics)
-    draw_pictures(parser, folder, history, test)
-    return metrics
+    return metrics, pictures(parser, history, test)
 
 
-def draw_pictures(parser: Parser, folder, history: list[dict], test: list[Tree]) -> None:
-    """Learning curves and the parse of the first test sentence (optional: matplotlib)."""
+def pictures(parser: Parser, history: list[dict], test: list[Tree]) -> dict:
+    """Learning curves and the parse of the first test sentence."""
     from structrnn import viz
 
-    folder.picture("learning_curves.png", lambda path: viz.plot_learning_curves(
-        history, path, keys=["train_loss", "dev_f1"]))
+    drawn = {"learning_curves.png": lambda path: viz.plot_learning_curves(
+        history, path, keys=["train_loss", "dev_f1"])}
     if test:
         tokens = test[0].leaves()
         tree = spans_to_tree(tokens, parser.parse_spans([tokens])[0])
-        folder.picture("example_tree.png", lambda path: viz.draw_tree(
-            tree, path, title="parsed (structrnn train parser)"))
+        drawn["example_tree.png"] = lambda path: viz.draw_tree(
+            tree, path, title="parsed (structrnn train parser)")
+    return drawn
+
+
+TASK = Task("parser", "a constituency parser learned from the treebank's own trees",
+            "structrnn.tasks.parser.predictor", add_arguments, CONFIG_KEYS, prepare, build,
+            finish, select="f1", prefix="dev")

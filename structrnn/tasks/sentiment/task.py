@@ -6,13 +6,6 @@ Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (last epoch, for ``--resume``),
 ``best.pt`` (best dev root accuracy), ``vocab.json``, ``learning_curves.png``,
 ``confusion.png``, ``example_tree.png``, and with ``--tensorboard`` a ``tensorboard/`` folder.
-
-Many processes: under ``torchrun`` (``WORLD_SIZE > 1``) each process trains on its shard of every
-global batch with ``DistributedDataParallel`` (:mod:`structrnn.training.distributed`);
-``--batch-size`` is the global batch size and the weights after each step equal those of one
-process on the same global batch. Rank 0 alone evaluates and writes files. One process iterates
-the same batches (``DistributedSampler`` order with one replica), so a run's figures do not
-depend on the number of processes (except for dropout masks, drawn per process).
 """
 
 from __future__ import annotations
@@ -24,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from structrnn._errors import InputError
+from structrnn import viz
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
@@ -36,17 +29,19 @@ from structrnn.tasks.sentiment.sequence_model import (
     root_labels_only,
 )
 from structrnn.training import distributed
-from structrnn.training.checkpoint import load_checkpoint, seed_everything
+from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import notice
-from structrnn.training.loop import FitOptions, amp_enabled, fit, make_ema
-from structrnn.training.options import add_run_arguments, run_config, set_threads
-from structrnn.training.run_folder import open_run
+from structrnn.training.options import add_run_arguments
+from structrnn.training.task import Fitted, Plan, Task
 from structrnn.trees.convert import batch_trees
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.vocab import Vocab
 
-__all__ = ["add_arguments", "run", "load_splits", "build_model", "make_optimizer",
-           "init_from_run", "amp_enabled", "make_ema"]
+__all__ = ["TASK", "add_arguments", "load_splits", "build_model", "make_optimizer",
+           "init_from_run"]
+
+# torch says once, from inside Adagrad, that it skips checks on the sparse tensor it built
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
 
 CONFIG_KEYS = ("dataset", "data", "model", "batch_size", "lr", "embed_lr", "weight_decay",
                "dropout", "hidden", "embed_dim", "embed_init", "binary", "vectors", "init_from",
@@ -152,23 +147,6 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
                          getattr(args, "word_dropout", 0.0), vocab.unk_id)
 
 
-def vectors_dim(path: str | Path) -> int:
-    """The dimension of a GloVe / word2vec text file, from its first line."""
-    import gzip
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            parts = f.readline().rstrip().split(" ")
-    except OSError as err:
-        raise InputError(f"--vectors: cannot read {path} ({err})") from err
-    if len(parts) == 2 and all(p.isdigit() for p in parts):  # word2vec header: count, dim
-        return int(parts[1])
-    if len(parts) < 2:
-        raise InputError(f"--vectors: {path}, line 1: expected a word and its numbers")
-    return len(parts) - 1
-
-
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
     """Copy a trained run's weights into ``model``: embedding rows by word (the vocabularies
     of two tasks differ), every other tensor whose name and shape match. Returns a summary."""
@@ -189,16 +167,6 @@ def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
             f"{len(kept)} tensors" + (f", kept fresh: {', '.join(skipped)}" if skipped else ""))
 
 
-def train_loader(train, args, epoch: int):
-    """This process's batches for ``epoch``: a ``DistributedSampler`` permutation seeded by
-    ``seed`` and ``epoch``, so one process and many see the same global batches."""
-    seed = args.seed * 100_003
-    return distributed.distributed_loader(
-        train, args.batch_size, shuffle=True, seed=seed, epoch=epoch, collate_fn=batch_trees,
-        # the loader's own seed draw comes from here, not from the global stream (dropout)
-        generator=torch.Generator().manual_seed(seed + epoch))
-
-
 def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to back-propagate and the global batch's mean node loss (for logging).
 
@@ -214,53 +182,33 @@ def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return distributed.global_mean_loss(loss_sum, (batch.y >= 0).sum())
 
 
-def run(args) -> dict:
-    """Train, select on dev root accuracy, evaluate on test; returns the final metrics.
-
-    Under torchrun every process calls this; all of them return rank 0's metrics.
-    """
-    set_threads(args.threads)
-    with distributed.process_group(args.device) as device:
-        return _run(args, device)
-
-
-def _run(args, device: torch.device) -> dict:
-    world = distributed.world_size()
-    if args.batch_size < 1 or args.batch_size % world:
-        raise InputError(f"--batch-size: the global batch size must be a multiple of the "
-                         f"number of processes ({world}), got {args.batch_size}")
+def prepare(args) -> tuple[SST, SST, SST]:
+    """Fill in the embedding size, load the splits."""
     if args.embed_dim is None:
-        args.embed_dim = vectors_dim(args.vectors) if args.vectors else 300
-    config = run_config(args, CONFIG_KEYS, "sst")
-    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
-    seed_everything(args.seed)
-    train, dev, test = load_splits(args)
+        from structrnn.datasets.vectors import file_dim
+
+        args.embed_dim = file_dim(args.vectors)[0] if args.vectors else 300
+    return load_splits(args)
+
+
+def build(args, data, unit: dict, device: torch.device) -> Plan:
+    train, dev, _ = data
     # Sparse embedding gradients let Adagrad touch only the rows of the batch's words instead
     # of all 16k x 300 (1.4x faster SST epochs, the same arithmetic). Clipping and the
     # all-reduce of DDP take dense gradients only, so those runs keep them dense.
-    sparse = world == 1 and not args.clip_grad and not args.clip_grad_value
+    sparse = (distributed.world_size() == 1 and not args.clip_grad
+              and not args.clip_grad_value)
     model = build_model(args, train.vocab, train.num_classes, sparse=sparse)
     if getattr(args, "init_from", None) and not args.resume:
         notice(init_from_run(model, args.init_from, train.vocab))
     model = model.to(device)
     if distributed.is_main():
-        train.vocab.save(folder.path / "vocab.json")
-    eval_loaders = {name: TreeLoader(ds, batch_size=256, collate_fn=batch_trees)
-                    for name, ds in (("dev", dev), ("test", test))}
-    with warnings.catch_warnings():
-        # torch says once, from inside Adagrad, that it skips checks on the sparse tensor it
-        # built; scoped to this run, not the process
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
-        result = fit(model, make_optimizer(model, args),
-                     train_batches=lambda epoch: train_loader(train, args, epoch),
-                     loss=batch_loss, validate=lambda m: _summary(evaluate(m, eval_loaders["dev"],
-                                                                            device)),
-                     folder=folder, options=FitOptions.from_args(args), device=device,
-                     config=config, select="root", resume=args.resume, prefix="dev",
-                     best_extra=lambda: {"vocab": list(train.vocab)})
-    metrics = finish(result, folder, config, eval_loaders, test, device) \
-        if distributed.is_main() else None
-    return distributed.broadcast_object(metrics)
+        train.vocab.save(Path(args.out) / "vocab.json")
+    dev_loader = TreeLoader(dev, batch_size=256, collate_fn=batch_trees)
+    return Plan(model, make_optimizer(model, args), batch_loss,
+                lambda m: _summary(evaluate(m, dev_loader, device)), train_set=train,
+                loader_class=TreeLoader, loader_kwargs={"collate_fn": batch_trees},
+                best_extra=lambda: {"vocab": list(train.vocab)})
 
 
 def _summary(result: dict) -> dict:
@@ -269,13 +217,14 @@ def _summary(result: dict) -> dict:
     return {short: result[k] for k, short in keep.items() if k in result}
 
 
-def finish(result, folder, config: dict, eval_loaders: dict, test, device) -> dict:
-    """Evaluate the selected model, write metrics.json, then the pictures."""
-    model = result.model
-    dev_result = evaluate(model, eval_loaders["dev"], device)
-    test_result = evaluate(model, eval_loaders["test"], device)
-    binary = config["binary"]
-    history = result.history
+def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
+    """Evaluate the selected model; the metrics and the pictures."""
+    _, dev, test = data
+    model, history = fitted[0].model, fitted[0].history
+    dev_result, test_result = (evaluate(model, TreeLoader(s, batch_size=256,
+                                                          collate_fn=batch_trees), device)
+                               for s in (dev, test))
+    binary = args.binary
     metrics = {
         "dev_fine_root": None if binary else dev_result["root_acc"],
         "test_fine_root": None if binary else test_result["root_acc"],
@@ -285,30 +234,26 @@ def finish(result, folder, config: dict, eval_loaders: dict, test, device) -> di
         "dev_root": dev_result["root_acc"],
         "test_root": test_result["root_acc"],
         "epoch_seconds": [h["epoch_seconds"] for h in history],
-        "best_epoch": result.best_epoch,
+        "best_epoch": fitted[0].result.best_epoch,
         "epochs": len(history),
     }
-    folder.write_metrics(metrics)
-    draw_pictures(model, folder, history, test_result, test, device)
-    return metrics
+    pictures = {
+        "learning_curves.png": lambda path: viz.plot_learning_curves(
+            history, path, keys=["train_loss", "dev_loss", "dev_root", "dev_all_nodes"]),
+        "confusion.png": lambda path: viz.plot_confusion(
+            test_result["root_true"], test_result["root_pred"], path)}
+    if len(test):
+        model.eval()
+        with torch.no_grad():
+            logits = model(next(iter(TreeLoader(test[:1], batch_size=1))).to(device))
+        # binary classes drawn as the ends of the 5-class scale
+        predicted = logits.argmax(-1).cpu() * (4 if logits.size(1) == 2 else 1)
+        pictures["example_tree.png"] = lambda path: viz.draw_tree(
+            test.trees[0], path, predicted,
+            title="predicted sentiment (0 very negative ... 4 very positive)")
+    return metrics, pictures
 
 
-def draw_pictures(model, folder, history, test_result, test, device) -> None:
-    """Learning curves, the test confusion matrix and a predicted test tree (optional)."""
-    from structrnn import viz
-
-    folder.picture("learning_curves.png", lambda path: viz.plot_learning_curves(
-        history, path, keys=["train_loss", "dev_loss", "dev_root", "dev_all_nodes"]))
-    folder.picture("confusion.png", lambda path: viz.plot_confusion(
-        test_result["root_true"], test_result["root_pred"], path))
-    if not len(test):
-        return
-    model.eval()
-    with torch.no_grad():
-        batch = next(iter(TreeLoader(test[:1], batch_size=1))).to(device)
-        logits = model(batch)
-    # binary classes drawn as the ends of the 5-class scale
-    predicted = logits.argmax(-1).cpu() * (4 if logits.size(1) == 2 else 1)
-    folder.picture("example_tree.png", lambda path: viz.draw_tree(
-        test.trees[0], path, predicted,
-        title="predicted sentiment (0 very negative ... 4 very positive)"))
+TASK = Task("sst", "tree models of sentiment (SST or synthetic)",
+            "structrnn.tasks.sentiment.predictor", add_arguments, CONFIG_KEYS, prepare, build,
+            finish, select="root", prefix="dev")

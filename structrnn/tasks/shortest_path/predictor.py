@@ -210,7 +210,7 @@ class ShortestPathPredictor(Predictor):
         """Per graph: its node ids, its nodes' probabilities of being on the path (N,), its
         edges (2, E) (numbered within the graph) and their probabilities (E,)."""
         batch = Batch.from_data_list([graph for graph, _ in inputs]).to(self.device)
-        x, e, _ = self.model(batch, steps=self.steps)[-1]
+        x, e, _ = self.model(batch, num_layers=self.steps)[-1]
         node_prob = torch.softmax(x.float(), 1)[:, 1].cpu()
         edge_prob = torch.softmax(e.float(), 1)[:, 1].cpu()
         batch = batch.cpu()

@@ -32,10 +32,9 @@ the node and edge predictions after every round, and the target).
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,9 @@ from torch_geometric.data.data import BaseData
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 
+from structrnn import viz
 from structrnn._errors import InputError
+from structrnn.graphs._renamed import renamed
 from structrnn.graphs.models import CORE_UPDATES, EncodeProcessDecode
 from structrnn.graphs.network import batch_of, count_graphs
 from structrnn.tasks.shortest_path.data import (
@@ -56,19 +57,11 @@ from structrnn.tasks.shortest_path.data import (
     to_data,
 )
 from structrnn.training import distributed
-from structrnn.training.checkpoint import seed_everything
 from structrnn.training.logging import notice
-from structrnn.training.loop import FitOptions, FitResult, fit
-from structrnn.training.options import (
-    add_run_arguments,
-    apply_config,
-    explicit_dests,
-    run_config,
-    set_threads,
-)
-from structrnn.training.run_folder import RunFolder, open_run
+from structrnn.training.options import add_run_arguments
+from structrnn.training.task import Fitted, Plan, Task, train_loader
 
-__all__ = ["add_arguments", "run", "main", "build_model", "PathModel", "scale_edges",
+__all__ = ["TASK", "add_arguments", "build_model", "PathModel", "scale_edges",
            "per_step_loss", "batch_loss", "evaluate", "make_graph", "to_data", "make_dataset",
            "make_splits"]
 
@@ -138,18 +131,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(clip_grad=1.0)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run from a command line (``argv``, default ``sys.argv[1:]``); returns the metrics."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    if args.config:
-        args = apply_config(args, explicit_dests(p, argv))
-    return run(args)
-
-
 class PathModel(EncodeProcessDecode):
     """:class:`~structrnn.graphs.models.EncodeProcessDecode` for the task: node input
     ``[is_start, is_end]``, edge input ``[distance]``, two classes per node and per edge (on the
@@ -159,25 +140,25 @@ class PathModel(EncodeProcessDecode):
 
     def __init__(self, hidden: int, steps: int, core: str = "mlp", aggr: str = "sum",
                  layer_norm: bool = True, edge_scale: str = "none") -> None:
-        super().__init__(node_in=2, edge_in=1, global_in=None, node_out=2, edge_out=2,
-                         hidden=hidden, steps=steps, layer_norm=layer_norm, core_update=core,
-                         edge_aggr=aggr)
+        super().__init__(2, hidden, steps, 2, edge_dim=1, edge_out_channels=2,
+                         layer_norm=layer_norm, core_update=core, aggr=aggr)
         if edge_scale not in ("none", "mean"):
             raise ValueError(f"PathModel: edge_scale must be 'none' or 'mean', got "
                              f"{edge_scale!r}")
         self.edge_scale = edge_scale
 
+    @renamed(steps="num_layers")
     def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
                 edge_attr: Tensor | None = None, u: Tensor | None = None,
                 batch: Tensor | None = None, num_graphs: int | None = None,
-                steps: int | None = None) -> list[tuple]:
+                num_layers: int | None = None) -> list[tuple]:
         """As :meth:`EncodeProcessDecode.forward` (a ``Batch`` or the tensors)."""
         if isinstance(x, BaseData):
             batch, num_graphs = batch_of(x)
             x, edge_index, edge_attr, u = x.x, x.edge_index, x.edge_attr, getattr(x, "u", None)
         if self.edge_scale == "mean" and edge_attr is not None:
             edge_attr = scale_edges(edge_attr, edge_index, batch, num_graphs)
-        return super().forward(x, edge_index, edge_attr, u, batch, num_graphs, steps)
+        return super().forward(x, edge_index, edge_attr, u, batch, num_graphs, num_layers)
 
 
 def scale_edges(edge_attr: Tensor, edge_index: Tensor, batch: Tensor | None,
@@ -255,7 +236,7 @@ def evaluate(model: nn.Module, graphs: list[Data], steps: int,
     with eval_mode(model):
         for batch in DataLoader(graphs, batch_size=batch_size):
             batch = batch.to(device)
-            x, e, _ = model(batch, steps=steps)[-1]
+            x, e, _ = model(batch, num_layers=steps)[-1]
             node_ok, edge_ok = x.argmax(1) == batch.y, e.argmax(1) == batch.edge_y
             wrong = torch.zeros(batch.num_graphs, dtype=torch.long, device=device)
             wrong.index_add_(0, batch.batch, (~node_ok).long())
@@ -276,27 +257,8 @@ def _figures(result: dict) -> dict:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> dict:
-    """Train, select on the validation graphs, test on the same sizes and on larger graphs;
-    write ``metrics.json``, then ``solved_graph.png``; return the metrics.
-
-    Under torchrun every process calls this; all of them return rank 0's metrics.
-    """
-    set_threads(args.threads)
-    device = distributed.device_for_rank(args.device)
-    launched = distributed.init_from_env(device)
-    try:
-        return _run(args, device)
-    finally:
-        if launched:
-            distributed.cleanup()
-
-
-def _check_sizes(args: argparse.Namespace) -> None:
-    world = distributed.world_size()
-    if args.batch_size < 1 or args.batch_size % world:
-        raise InputError(f"--batch-size: the global batch size must be a multiple of the "
-                         f"number of processes ({world}), got {args.batch_size}")
+def prepare(args: argparse.Namespace) -> Splits:
+    """Check the counts and sizes, settle the flags config.json records; the graphs."""
     for flag in ("train_graphs", "val_graphs", "test_graphs", "steps"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')}: expected >= 1, got "
@@ -306,63 +268,47 @@ def _check_sizes(args: argparse.Namespace) -> None:
         if not 2 <= low <= high:  # a start and a distinct end node
             raise InputError(f"--{flag.replace('_', '-')}: expected 2 <= MIN <= MAX, got "
                              f"{low} {high}")
-
-
-def _run(args: argparse.Namespace, device: torch.device) -> dict:
-    _check_sizes(args)
     # lists, as config.json reads them back (a tuple would differ from it on --resume)
     args.train_nodes, args.test_nodes = list(args.train_nodes), list(args.test_nodes)
     # the number, not None, in config.json: a predictor reads None as the old default, 2 x steps
     args.test_steps = args.test_steps or args.steps
-    config = run_config(args, CONFIG_KEYS, "shortest-path")
-    folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
-    seed_everything(args.seed)
-    splits = make_splits(args.seed, args.train_graphs, args.val_graphs, args.test_graphs,
-                         tuple(args.train_nodes), tuple(args.test_nodes))
+    return make_splits(args.seed, args.train_graphs, args.val_graphs, args.test_graphs,
+                       tuple(args.train_nodes), tuple(args.test_nodes))
+
+
+def build(args: argparse.Namespace, splits: Splits, unit: dict, device: torch.device) -> Plan:
     model = build_model(args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = None
     if args.lr_schedule == "cosine":  # stepped once per epoch by fit, saved for --resume
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    test_steps = args.test_steps
-    loader_seed = args.seed * 100_003
-
+    loader = train_loader(splits.train, args.batch_size, args.seed * 100_003, args.workers,
+                          DataLoader)
     epoch_now = [0]  # the epoch being trained: the score of --select last
 
-    def train_batches(epoch: int) -> DataLoader:
+    def batches(epoch: int) -> DataLoader:
         epoch_now[0] = epoch
-        # the order is a function of the seed and the epoch, so a resumed run draws the same
-        # batches; the loader's own seed draw comes from its generator, not the global stream
-        return distributed.distributed_loader(
-            splits.train, args.batch_size, shuffle=True, seed=loader_seed, epoch=epoch,
-            loader_class=DataLoader, generator=torch.Generator().manual_seed(loader_seed + epoch))
+        return loader(epoch)
 
     def validate(m: nn.Module) -> dict:
-        figures = _figures(evaluate(m, splits.val, test_steps, device))
+        figures = _figures(evaluate(m, splits.val, args.test_steps, device))
         return figures | {"epoch": epoch_now[0]} if args.select == "last" else figures
 
-    result = fit(model, optimizer, train_batches=train_batches, loss=batch_loss,
-                 validate=validate, folder=folder, options=FitOptions.from_args(args),
-                 device=device, config=config, scheduler=scheduler, resume=args.resume,
-                 select="epoch" if args.select == "last" else "solved")
-    metrics = None
-    if distributed.is_main():
-        metrics = finish(result, folder, args, splits, device,
-                         steps_per_epoch=len(train_batches(1)))
-    return distributed.broadcast_object(metrics)
+    return Plan(model, optimizer, batch_loss, validate, batches=batches, scheduler=scheduler)
 
 
-def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace, splits: Splits,
-           device: torch.device, steps_per_epoch: int) -> dict:
-    """Test the selected model, write ``metrics.json``, then the pictures; return the metrics."""
-    model, history = result.model, result.history
-    test_steps = args.test_steps
+def finish(args: argparse.Namespace, splits: Splits, fitted: list[Fitted], device):
+    """Test the selected model on the training sizes and on larger graphs; the metrics and
+    the pictures."""
+    result = fitted[0].result
+    model, history, test_steps = result.model, result.history, args.test_steps
     same = evaluate(model, splits.test_same, test_steps, device)
     large = evaluate(model, splits.test_large, test_steps, device)
     seconds = [h["epoch_seconds"] for h in history]
     selected = next((h for h in history if h["epoch"] == result.best_epoch), {})
     metrics = {
-        "train_iters": steps_per_epoch * len(history), "train_seconds": round(sum(seconds), 1),
+        "train_iters": math.ceil(len(splits.train) / args.batch_size) * len(history),
+        "train_seconds": round(sum(seconds), 1),
         "final_loss": history[-1]["train_loss"] if history else None,
         "train_nodes": list(args.train_nodes), "test_nodes": list(args.test_nodes),
         "train_steps": args.steps, "test_steps": test_steps,
@@ -373,60 +319,34 @@ def finish(result: FitResult, folder: RunFolder, args: argparse.Namespace, split
         "val_solved": selected.get("val_solved"), "best_epoch": result.best_epoch,
         "epochs": len(history), "epoch_seconds": seconds,
     }
-    folder.write_metrics(metrics)  # first: a picture that fails must not lose the figures
     notice(f"test on {args.test_nodes[0]}-{args.test_nodes[1]} nodes: node acc "
            f"{metrics['test_node_accuracy']:.3f}, edge acc {metrics['test_edge_accuracy']:.3f}, "
            f"solved {metrics['test_solved']:.3f} | same size: solved "
            f"{metrics['same_size_solved']:.3f} | best epoch {result.best_epoch} of "
-           f"{len(history)} -> {folder.path}")
-    draw_solved_graph(model, splits.test_large, large["solved_mask"], test_steps, device,
-                      folder, args.train_nodes)
-    draw_step_pictures(model, splits.test_large, large["wrong"], test_steps, device, folder)
-    return metrics
+           f"{len(history)} -> {args.out}")
+    graphs = splits.test_large
+    return metrics, {**solved_picture(model, graphs, large["solved_mask"], test_steps, device,
+                                      args.train_nodes),
+                     **step_pictures(model, graphs, large["wrong"], test_steps, device)}
 
 
-# -- the pictures --------------------------------------------------------------------------------
-def draw_solved_graph(model: nn.Module, graphs: list[Data], solved_mask: Tensor, steps: int,
-                      device: torch.device, folder: RunFolder, train_nodes: list[int]) -> None:
+# -- the pictures (drawn by structrnn.viz) -------------------------------------------------------
+def _outputs(model: nn.Module, graph: Data, steps: int, device) -> list[tuple]:
+    with eval_mode(model), torch.no_grad():
+        return model(Batch.from_data_list([graph]).to(device), num_layers=steps)
+
+
+def solved_picture(model: nn.Module, graphs: list[Data], solved_mask: Tensor, steps: int,
+                   device: torch.device, train_nodes: list[int]) -> dict:
     """``solved_graph.png``: the model's path on the first solved test graph (the first graph
-    when none is solved); skipped with a notice without matplotlib."""
+    when none is solved)."""
     solved = solved_mask.nonzero().flatten().tolist()
     k = solved[0] if solved else 0
-    with eval_mode(model), torch.no_grad():
-        x, e, _ = model(Batch.from_data_list([graphs[k]]).to(device), steps=steps)[-1]
+    x, e, _ = _outputs(model, graphs[k], steps, device)[-1]
     title = (f"{graphs[k].num_nodes} nodes ({'solved' if solved else 'not solved'}); "
              f"trained on {train_nodes[0]}-{train_nodes[1]}")
-    folder.picture("solved_graph.png", lambda path: draw(
-        graphs[k], x.argmax(1).cpu(), e.argmax(1).cpu(), path, title))
-
-
-def draw(data: Data, node_pred: Tensor, edge_pred: Tensor, path: Path, title: str) -> Path:
-    """Graph at its positions; predicted path in red, start square, end star.
-
-    ``node_pred`` (N,) and ``edge_pred`` (E,): 1 on the predicted path."""
-    from structrnn import viz
-
-    plt = viz.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 6))
-    pos = data.pos.numpy()
-    for j, (a, b) in enumerate(data.edge_index.t().tolist()):
-        if a < b:
-            on = bool(edge_pred[j])
-            ax.plot(*pos[[a, b]].T, color="crimson" if on else "0.75", lw=3 if on else 1,
-                    zorder=1)
-    colors = ["crimson" if int(p) else "steelblue" for p in node_pred]
-    ax.scatter(pos[:, 0], pos[:, 1], c=colors, s=60, zorder=2)
-    start, end = int(data.x[:, 0].argmax()), int(data.x[:, 1].argmax())
-    ax.scatter(*pos[start], marker="s", s=200, facecolors="none", edgecolors="k", zorder=3,
-               label="start")
-    ax.scatter(*pos[end], marker="*", s=300, facecolors="none", edgecolors="k", zorder=3,
-               label="end")
-    ax.set_title(title)
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return viz.save_figure(fig, path, dpi=100)
+    return {"solved_graph.png": lambda path: viz.draw_path(
+        graphs[k], x.argmax(1).cpu(), e.argmax(1).cpu(), path, title)}
 
 
 def pick_pictured(graphs: list[Data], wrong: Tensor) -> dict[str, tuple[int, str]]:
@@ -447,76 +367,22 @@ def pick_pictured(graphs: list[Data], wrong: Tensor) -> dict[str, tuple[int, str
     return picked
 
 
-def panel_steps(steps: int, most: int = 23) -> list[int]:
-    """The rounds shown (1-based): all of them up to ``most``, else ``most`` spread evenly
-    over them, the first and the last included."""
-    if steps <= most:
-        return list(range(1, steps + 1))
-    return sorted({round(1 + i * (steps - 1) / (most - 1)) for i in range(most)})
-
-
-def draw_step_pictures(model: nn.Module, graphs: list[Data], wrong: Tensor, steps: int,
-                       device: torch.device, folder: RunFolder) -> None:
+def step_pictures(model: nn.Module, graphs: list[Data], wrong: Tensor, steps: int,
+                  device: torch.device) -> dict:
     """``steps_solved.png`` and ``steps_unsolved.png``: the model's per-round node and edge
     probabilities on the largest solved and the largest unsolved test graph (see
-    :func:`pick_pictured`), and the target; skipped with a notice without matplotlib."""
+    :func:`pick_pictured`), and the target."""
+    drawn = {}
     for kind, (k, note) in pick_pictured(graphs, wrong).items():
-        with eval_mode(model), torch.no_grad():
-            outputs = model(Batch.from_data_list([graphs[k]]).to(device), steps=steps)
+        outputs = _outputs(model, graphs[k], steps, device)
         node_p = torch.stack([torch.softmax(x.float(), 1)[:, 1] for x, _, _ in outputs]).cpu()
         edge_p = torch.stack([torch.softmax(e.float(), 1)[:, 1] for _, e, _ in outputs]).cpu()
         title = f"test graph {k}, {graphs[k].num_nodes} nodes: {note}"
-        folder.picture(f"steps_{kind}.png", lambda path, k=k, n=node_p, e=edge_p, t=title:
-                       draw_steps(graphs[k], n, e, path, t))
+        drawn[f"steps_{kind}.png"] = (lambda path, k=k, n=node_p, e=edge_p, t=title:
+                                      viz.draw_path_steps(graphs[k], n, e, path, t))
+    return drawn
 
 
-GREY, CRIMSON = (0.78, 0.78, 0.78), (0.86, 0.08, 0.24)  # an edge's colour at p = 0 and 1
-
-
-def _draw_panel(ax, data: Data, node_p: Tensor, edge_p: Tensor, title: str) -> None:
-    """One graph on ``ax``: nodes and edges shaded by their probability of being on the path
-    (``node_p`` (N,), ``edge_p`` (E,); the two directions of an edge averaged), start a square,
-    end a star."""
-    pos = data.pos.numpy()
-    both: dict[tuple[int, int], list[float]] = {}
-    for (a, b), p in zip(data.edge_index.t().tolist(), edge_p.tolist(), strict=True):
-        both.setdefault((min(a, b), max(a, b)), []).append(p)
-    for (a, b), ps in both.items():
-        p = sum(ps) / len(ps)
-        colour = [g * (1 - p) + c * p for g, c in zip(GREY, CRIMSON, strict=True)]
-        ax.plot(*pos[[a, b]].T, color=colour, lw=0.6 + 2.4 * p, zorder=1)
-    ax.scatter(pos[:, 0], pos[:, 1], c=node_p.numpy(), cmap="Reds", vmin=0, vmax=1, s=22,
-               edgecolors="0.4", linewidths=0.4, zorder=2)
-    start, end = int(data.x[:, 0].argmax()), int(data.x[:, 1].argmax())
-    ax.scatter(*pos[start], marker="s", s=90, facecolors="none", edgecolors="k", zorder=3)
-    ax.scatter(*pos[end], marker="*", s=140, facecolors="none", edgecolors="k", zorder=3)
-    ax.set_title(title, fontsize=8)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def draw_steps(data: Data, node_p: Tensor, edge_p: Tensor, path: Path, title: str) -> Path:
-    """A grid of panels, one per round (:func:`panel_steps`) and the target last: each shows
-    the node and edge probabilities of that round (``node_p`` (S, N), ``edge_p`` (S, E)) and
-    how many nodes and edges its argmax gets wrong. ``data`` needs ``y`` and ``edge_y``."""
-    from structrnn import viz
-
-    plt = viz.pyplot()
-    shown = panel_steps(node_p.size(0))
-    cols = min(6, len(shown) + 1)
-    rows = -(-(len(shown) + 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows + 0.4), squeeze=False)
-    for ax, step in zip(list(axes.flat)[:len(shown)], shown, strict=True):
-        n, e = node_p[step - 1], edge_p[step - 1]
-        wrong = int(((n > 0.5).long() != data.y).sum() + ((e > 0.5).long() != data.edge_y).sum())
-        _draw_panel(ax, data, n, e, f"step {step}: {wrong} wrong")
-    _draw_panel(axes.flat[len(shown)], data, data.y.float(), data.edge_y.float(), "target")
-    for ax in list(axes.flat)[len(shown) + 1:]:
-        ax.axis("off")
-    fig.suptitle(title + " (square: start, star: end; red: on the path)", fontsize=10)
-    return viz.save_figure(fig, path, dpi=90)
-
-
-if __name__ == "__main__":
-    main()
+TASK = Task("shortest-path", "the graph_nets shortest-path demo",
+            "structrnn.tasks.shortest_path.predictor", add_arguments, CONFIG_KEYS, prepare,
+            build, finish, select=lambda args: "epoch" if args.select == "last" else "solved")
