@@ -87,6 +87,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.tasks.predictor": ["load", "Predictor"],
 }, submodules=["cells", "sequence", "levels", "trees", "graphs", "datasets", "training", "viz",
                "tasks"])
+# the plumbing above is no public name: ``dir(structrnn)`` shows the public API alone
+del annotations, TYPE_CHECKING, lazy_exports
 
 
 def _version() -> str:
