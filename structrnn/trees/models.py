@@ -93,8 +93,12 @@ class TreeGRU(_TreeModel):
         return self._up(x, edge_index, height, None, schedule)
 
 
-def _slots(prev: Tensor, index: Tensor, pos: Tensor | None, size: int, arity: int) -> Tensor:
-    """Children's states laid side by side by slot: (size, arity * H), missing slots zero."""
+def _slots(prev: Tensor, index: Tensor | None, pos: Tensor | None, size: int, arity: int
+           ) -> Tensor:
+    """Children's states laid side by side by slot: (size, arity * H), missing slots zero
+    (``index=None``: row ``j`` of ``prev`` is row ``j``'s one child, torch's cell call)."""
+    if index is None:
+        index = torch.arange(size, device=prev.device)
     if pos is None:
         pos = torch.zeros_like(index)
     return scatter_sum(prev, index * arity + pos, size * arity).view(size, -1)
