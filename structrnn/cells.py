@@ -401,13 +401,14 @@ class GRUCell(RNNCellBase):
         return _VF.gru_cell(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
-        H = self.hidden_size
         gx = self._input_gates(x_proj, size)
         h = self.zero_state(size, gx) if prev is None else scatter_sum(prev, index, size)
         gh = F.linear(h, self.weight_hh, self.bias_hh)
-        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
-        z = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
-        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        xr, xz, xn = gx.chunk(3, 1)
+        hr, hz, hn = gh.chunk(3, 1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
         return (1 - z) * n + z * h
 
 
@@ -580,7 +581,7 @@ class PeepholeLSTMCell(LSTMCell):
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
         w_hh, b_hh = self.weight_hh, self.bias_hh
-        p_i, p_f, p_o = self.weight_peephole
+        p_i, p_f, p_o = self.weight_peephole.chunk(3)  # (1, H) rows
         x_proj = self._input_gates(x_proj, size)
         if prev is None:  # a zero state: the peepholes see c_prev = 0
             prev, index = self.zero_state(size, x_proj), None
@@ -650,11 +651,13 @@ class MGUCell(RNNCellBase):
     num_chunks = 2
 
     def combine(self, x_proj, prev, index, size):
-        H = self.hidden_size
         w_hh, b_hh = self.weight_hh, self.bias_hh
         x_proj = self._input_gates(x_proj, size)
         h = self.zero_state(size, x_proj) if prev is None else scatter_sum(prev, index, size)
         # the candidate's recurrent matmul reads f ⊙ h, so the two blocks cannot share one
-        f = torch.sigmoid(x_proj[:, :H] + F.linear(h, w_hh[:H], _rows(b_hh, 0, H)))
-        n = torch.tanh(x_proj[:, H:] + F.linear(f * h, w_hh[H:], _rows(b_hh, H, 2 * H)))
+        # (chunk, not slices by H: slices leave sizes in the graph that ONNX export trips on)
+        x_f, x_n = x_proj.chunk(2, 1)
+        (w_f, w_n), (b_f, b_n) = w_hh.chunk(2), (None, None) if b_hh is None else b_hh.chunk(2)
+        f = torch.sigmoid(x_f + F.linear(h, w_f, b_f))
+        n = torch.tanh(x_n + F.linear(f * h, w_n, b_n))
         return (1 - f) * h + f * n
