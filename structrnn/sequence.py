@@ -34,6 +34,12 @@ Deep networks (the two ways the lessons connect stacked layers):
   backward direction layer ``l`` at step ``t`` would need layer ``l - 1``'s backward state,
   which needs step ``t + 1`` of every layer, itself waiting on step ``t``: a cycle.
 
+Leaving Python (``docs/architecture.md``): under ``torch.export`` (and so
+``torch.onnx.export(..., dynamo=True)``) each layer-direction's time loop is one ``scan`` over
+the cell's ``combine`` (``_ScanLoop``), so padded input keeps a dynamic batch size and
+sequence length; ``torch.jit.script`` compiles the fused path as the ``torch.nn`` module sharing
+these parameters. Eager calls never take the scan.
+
 Recurrent dropout beyond ``torch.nn`` (training only; off by default):
 
 * ``"variational"`` (Gal & Ghahramani 2016): one dropout mask per sequence and layer-direction
