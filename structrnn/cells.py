@@ -220,6 +220,8 @@ class RNNCellBase(nn.Module):
         """Map the deprecated keywords of a call onto ``input``, ``hx`` and the subclass's own
         keywords (``current``); an unknown keyword, or one given under both spellings, is a
         TypeError naming it, as Python's own call would raise."""
+        if not deprecated:  # the common call: nothing to map
+            return input, hx, current
         name = type(self).__name__
         given = {"input": input, "hx": hx, **current}
         for old, value in deprecated.items():
@@ -247,7 +249,7 @@ class RNNCellBase(nn.Module):
             input = input.unsqueeze(0)
             hx = map_state(hx, lambda t: t.unsqueeze(0))
         size = self._result_rows(input, size)
-        given = {k: v for k, v in extra.items() if v is not None}
+        given = {k: v for k, v in extra.items() if v is not None} if extra else extra
         if index is None:
             if hx is not None:
                 self._check_prev(hx, size)
@@ -310,20 +312,18 @@ class RNNCellBase(nn.Module):
         for the others (LSTM cells: ``(h, c)``)."""
         if hx is None:
             return
-        name, parts = type(self).__name__, self.num_state_tensors
+        parts = self.num_state_tensors
         if parts == 1:
-            ok = isinstance(hx, Tensor)
+            if isinstance(hx, Tensor):
+                return
             want = "a Tensor (batch, hidden_size)"
         else:
-            ok = isinstance(hx, tuple) and len(hx) == parts and all(
-                isinstance(t, Tensor) for t in hx)
+            if (isinstance(hx, tuple) and len(hx) == parts
+                    and all(isinstance(t, Tensor) for t in hx)):
+                return
             want = f"a tuple of {parts} Tensors (h, c), each (batch, hidden_size)"
-        if not ok:
-            got = (f"a tuple of {len(hx)}" if isinstance(hx, tuple) else type(hx).__name__)
-            raise ValueError(f"{name}: hx must be {want}, got {got}")
-        for label, t in self._state_labels(hx):
-            if t.dim() not in (1, 2):
-                raise ValueError(f"{name}: {label} must be 1-D or 2-D, got {tuple(t.shape)}")
+        got = f"a tuple of {len(hx)}" if isinstance(hx, tuple) else type(hx).__name__
+        raise ValueError(f"{type(self).__name__}: hx must be {want}, got {got}")
 
     def _result_rows(self, input: Tensor | None, size: int | None) -> int:
         """N: ``input``'s rows (``size``, when given too, must agree), else ``size``."""

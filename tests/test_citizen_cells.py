@@ -280,7 +280,7 @@ WRONG = {
     "hx width": (lambda: (torch.randn(B, I), (torch.zeros(B, H), torch.zeros(B, H + 1))),
                  r"hx\[1\] must have shape \(4, 5\), got \(4, 6\)"),
     "3-D hx": (lambda: (torch.randn(B, I), (torch.zeros(1, B, H),) * 2),
-               r"hx\[0\] must be 1-D or 2-D"),
+               r"hx\[0\] must have shape \(4, 5\), got \(1, 4, 5\)"),
     "unbatched input, batched hx": (lambda: (torch.randn(I), (torch.zeros(1, H),) * 2),
                                     r"hx\[0\] must be 1-D \(hidden_size,\)"),
 }
