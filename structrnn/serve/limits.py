@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["BodyLimit", "json_error"]
 
 Scope = dict[str, Any]
+DRAIN = 8  # a streamed body over the limit is read (and dropped) up to 8 times the limit
 
 
 async def json_error(send, status: int, message: str) -> None:
@@ -38,6 +39,19 @@ class BodyLimit:
         return (f"request body too large: {size} bytes, this server takes at most "
                 f"{self.max_body} (--max-body)")
 
+    async def _drain(self, receive, more: bool) -> int:
+        """Read and drop the rest of a body that is too large, up to :data:`DRAIN` times the
+        limit, so that the answer reaches the client before the connection closes (closing on
+        unread bytes resets it, and the client may lose the answer); returns the bytes read."""
+        dropped = 0
+        while more and dropped <= DRAIN * self.max_body:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            dropped += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        return dropped
+
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
@@ -60,7 +74,8 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body:
-                await json_error(send, 413, self._too_large(f"more than {self.max_body}"))
+                size = len(body) + await self._drain(receive, more)
+                await json_error(send, 413, self._too_large(f"{size} or more"))
                 return
         replayed = False
 
