@@ -127,14 +127,17 @@ function preorder(root) {
   return out;
 }
 
+// the words side by side on the bottom row, as the treebank demo draws them; a phrase above
+// the middle of its first and last child, one row per level
 function layout(nodes) {
   let leaf = 0;
+  const bottom = Math.max(...nodes.map((n) => n.depth));
   (function place(n) {
     n.children.forEach(place);
     n.x = n.children.length
       ? (n.children[0].x + n.children[n.children.length - 1].x) / 2
       : MARGIN + X_STEP / 2 + X_STEP * leaf++;
-    n.y = MARGIN + Y_STEP * n.depth;
+    n.y = MARGIN + Y_STEP * (n.children.length ? n.depth : bottom);
   })(nodes[0]);
   return leaf;
 }
