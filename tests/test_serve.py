@@ -469,3 +469,22 @@ def test_cli_serve_refuses_a_missing_run_or_two_runs_of_one_name(tmp_path, capsy
     (tmp_path / "b" / "run").mkdir(parents=True)
     assert cli.main(["serve", str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]) == 2
     assert "two runs named 'run'" in capsys.readouterr().err
+
+
+def test_bench_serve_runs_a_bounded_load_and_reports_every_figure(runs, tmp_path, capsys):
+    from structrnn.benchmarks import serve as bench
+
+    assert bench.percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert bench.percentile([3.0, 1.0, 2.0, 4.0], 99) == 4.0
+    texts = bench.sentences(5, 20)
+    assert len(texts) == 5 and all(len(t.split()) == 20 for t in texts)
+    out = tmp_path / "serve.json"
+    record = bench.main(["--run", str(runs["sst"]), "--requests", "12", "--time-limit", "60",
+                         "--warmup", "1", "--sentences", "16", "--rounds", "2", "--json",
+                         str(out)])
+    printed = capsys.readouterr().out
+    assert "command:" in printed and "machine:" in printed and "load (1 min)" in printed
+    for mode in ("batching", "no batching"):
+        assert [r["clients"] for r in record["results"][mode]] == [1, 8, 64]
+        assert all(r["failed"] == 0 and r["requests"] >= 12 for r in record["results"][mode])
+    assert json.loads(out.read_text())["benchmark"] == "serve"

@@ -183,7 +183,9 @@ def _api_routes(app: FastAPI, state: ServeState) -> None:
 
     def status() -> JSONResponse:
         if state.ready:
-            return JSONResponse({"status": "ok", "models": list(state.models)})
+            return JSONResponse({"status": "ok", "models": list(state.models),
+                                 "batches": {name: m.batch_counts()
+                                             for name, m in state.models.items()}})
         if state.error:
             return JSONResponse({"status": "failed", "error": state.error}, 503)
         return JSONResponse({"status": "loading", "models": list(state.runs)}, 503)

@@ -76,8 +76,8 @@ class Batcher:
         error_row: the row of an item that fails alone (item, reason) -> dict.
 
     Attributes:
-        batches: the number of ``predict`` calls made; :attr:`sizes`: their item counts (the
-            last 1000).
+        batches: the number of ``predict`` calls made; :attr:`items`: the items they took;
+            :attr:`sizes`: their item counts (the last 1000).
     """
 
     def __init__(self, predict: PredictFn, max_batch: int, max_wait_ms: float,
@@ -88,7 +88,7 @@ class Batcher:
             raise ValueError(f"max_wait_ms: expected >= 0, got {max_wait_ms}")
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
         self.executor, self.error_row = executor, error_row
-        self.batches = 0
+        self.batches = self.items = 0
         self.sizes: list[int] = []
         self._queue: list[_Request] = []
         self._wake: asyncio.Event | None = None
@@ -138,6 +138,7 @@ class Batcher:
             batch = self._take()
             items = [item for r in batch for item in r.items]
             self.batches += 1
+            self.items += len(items)
             self.sizes = [*self.sizes[-999:], len(items)]
             try:
                 rows = await loop.run_in_executor(self.executor, predict_each, self.predict,

@@ -166,6 +166,12 @@ class ServedModel:
 
         return run
 
+    def batch_counts(self) -> dict[str, int]:
+        """The ``predict`` calls made so far and the inputs they took (batching at work when
+        there are fewer calls than inputs)."""
+        return {"predict_calls": sum(b.batches for b in self._batchers.values()),
+                "inputs": sum(b.items for b in self._batchers.values())}
+
     def batcher(self, nodes: bool, executor: Executor) -> Batcher:
         """The batcher of requests with these options (requests batch with their own kind)."""
         if nodes not in self._batchers:
