@@ -76,8 +76,8 @@ class Batcher:
         error_row: the row of an item that fails alone (item, reason) -> dict.
 
     Attributes:
-        batches: the number of ``predict`` calls made; :attr:`items`: the items they took;
-            :attr:`sizes`: their item counts (the last 1000).
+        batches: the number of ``predict`` calls made; ``items``: the items they took;
+            ``sizes``: their item counts (the last 1000).
     """
 
     def __init__(self, predict: PredictFn, max_batch: int, max_wait_ms: float,
