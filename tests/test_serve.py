@@ -192,6 +192,29 @@ def test_max_batch_bounds_a_batch_and_one_turns_batching_off():
     assert [len(c) for c in calls] == [3, 3, 1, 7, 2]
 
 
+def test_a_batch_waits_only_while_other_requests_are_on_their_way():
+    on_the_way = [1]
+
+    async def main() -> list[int]:
+        with ThreadPoolExecutor(1) as pool:
+            # a wait far beyond the test's patience: only the count can end it
+            batcher = Batcher(echo, 64, 1000 * PATIENCE_S * 10, pool,
+                              incoming=lambda: on_the_way[0])
+            first = asyncio.create_task(batcher.submit([1]))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not first.done()  # one more is on its way: the batch waits for it
+            on_the_way[0] = 0
+            second = asyncio.create_task(batcher.submit([2]))
+            rows = await asyncio.wait_for(asyncio.gather(first, second), PATIENCE_S)
+            assert rows == [echo([1]), echo([2])]
+            # alone: nothing on its way, so no wait at all
+            assert await asyncio.wait_for(batcher.submit([3]), PATIENCE_S) == echo([3])
+            return batcher.sizes
+
+    assert asyncio.run(main()) == [2, 1]
+
+
 def test_a_batch_that_raises_is_predicted_item_by_item_and_marks_the_bad_items():
     def predict(items: list) -> list[dict]:
         if "bad" in items:

@@ -77,6 +77,12 @@ class ServeState:
     ready: bool = False
     executor: ThreadPoolExecutor | None = None
     on_failure: Callable[[str], None] | None = None
+    in_flight: int = 0  # POST requests the server is handling (reading, batching, answering)
+
+    def incoming(self) -> int:
+        """The requests on their way to a batcher: in flight but in none yet."""
+        return self.in_flight - sum(b.holding for m in self.models.values()
+                                    for b in m.batchers())
 
     def load_all(self) -> None:
         """Load the parser and every run (on the worker thread), then mark the state ready."""
@@ -92,7 +98,8 @@ class ServeState:
         for name, run in self.runs.items():
             predictor = load(run) if isinstance(run, (str, Path)) else run
             served = ServedModel(name, predictor, self.settings,
-                                 parser if predictor.task == "sst" else None, parser_name)
+                                 parser if predictor.task == "sst" else None, parser_name,
+                                 incoming=self.incoming)
             for nodes in (False, True) if predictor.task == "sst" else (False,):
                 served.batcher(nodes, self.executor)  # built here: its error-row template too
             self.models[name] = served
@@ -137,10 +144,29 @@ def create_app(runs: Sequence[str | Path] | Mapping[str, str | Path | Predictor]
                               ".predict(inputs)) over HTTP, and a page to try them.")
     app.state.serve = state
     app.add_middleware(BodyLimit, max_body=state.settings.max_body)
+    app.add_middleware(CountRequests, state=state)  # the outermost: counts from the headers on
     _error_handlers(app)
     _api_routes(app, state)
     _page_routes(app, state)
     return app
+
+
+class CountRequests:
+    """ASGI middleware: :attr:`ServeState.in_flight` counts the POST requests being handled
+    (what a batch waits for while they are on their way)."""
+
+    def __init__(self, app, state: ServeState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        self.state.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.in_flight -= 1
 
 
 def _served(state: ServeState, name: str) -> ServedModel:

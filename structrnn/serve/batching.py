@@ -10,8 +10,10 @@
 A batch starts with the oldest waiting request and takes the next ones while their items fit in
 ``max_batch`` (a request larger than ``max_batch`` goes alone: it is never split). While one batch
 runs, new requests queue, so under load each batch picks up everything that arrived meanwhile;
-when the queue is short the batcher waits up to ``max_wait_ms`` for more. ``max_batch=1`` turns
-batching off: one request, one ``predict`` call.
+when the queue is short the batcher waits up to ``max_wait_ms`` for more, but only while other
+requests are on their way (``incoming``: the server counts those it is still reading), so that
+a lone client pays no wait. ``max_batch=1`` turns batching off: one request, one ``predict``
+call.
 
 When a batched ``predict`` raises (one bad item should not, but may), every item of the batch is
 predicted alone, and an item that still raises gets its own error row; the others are unharmed.
@@ -28,6 +30,7 @@ from typing import Any
 
 __all__ = ["Batcher", "predict_each"]
 
+POLL_S = 0.0005  # how often a waiting batch looks again at the requests on their way
 PredictFn = Callable[[list[Any]], list[dict]]
 ErrorRow = Callable[[Any, str], dict]
 
@@ -74,6 +77,8 @@ class Batcher:
         executor: where ``predict`` runs (one worker thread: the models run one batch at a
             time, and the event loop stays free).
         error_row: the row of an item that fails alone (item, reason) -> dict.
+        incoming: the number of requests on their way that may join (None: always wait the
+            whole ``max_wait_ms`` for a batch that is not full).
 
     Attributes:
         batches: the number of ``predict`` calls made; ``items``: the items they took;
@@ -81,14 +86,15 @@ class Batcher:
     """
 
     def __init__(self, predict: PredictFn, max_batch: int, max_wait_ms: float,
-                 executor: Executor, error_row: ErrorRow = _plain_error_row) -> None:
+                 executor: Executor, error_row: ErrorRow = _plain_error_row,
+                 incoming: Callable[[], int] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch: expected >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms: expected >= 0, got {max_wait_ms}")
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
-        self.executor, self.error_row = executor, error_row
-        self.batches = self.items = 0
+        self.executor, self.error_row, self.incoming = executor, error_row, incoming
+        self.batches = self.items = self.holding = 0
         self.sizes: list[int] = []
         self._queue: list[_Request] = []
         self._wake: asyncio.Event | None = None
@@ -105,7 +111,11 @@ class Batcher:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._run())
         self._wake.set()
-        return await request.future
+        self.holding += 1
+        try:
+            return await request.future
+        finally:
+            self.holding -= 1
 
     def _take(self) -> list[_Request]:
         """The oldest request and those after it whose items still fit in ``max_batch``."""
@@ -119,22 +129,28 @@ class Batcher:
     def _queued(self) -> int:
         return sum(len(r.items) for r in self._queue)
 
+    async def _wait_for_more(self) -> None:
+        """Wait until the batch is full, ``max_wait`` has passed since its oldest request
+        arrived, or (with ``incoming``) no other request is on its way."""
+        deadline = self._queue[0].arrived + self.max_wait
+        while self._queued() < self.max_batch:
+            left = deadline - time.perf_counter()
+            if left <= 0 or (self.incoming is not None and self.incoming() <= 0):
+                return
+            self._wake.clear()
+            # a submit wakes us; a request that ends without one does not, hence the slices
+            step = left if self.incoming is None else min(left, POLL_S)
+            try:
+                await asyncio.wait_for(self._wake.wait(), step)
+            except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10's is another class
+                pass
+
     async def _run(self) -> None:
         """Form and run batches while requests wait; ends when the queue is empty."""
         loop = asyncio.get_running_loop()
         while self._queue:
             if self.max_batch > 1 and self._queued() < self.max_batch and self.max_wait > 0:
-                # a short queue: wait for more, at most max_wait after the oldest arrived
-                deadline = self._queue[0].arrived + self.max_wait
-                while self._queued() < self.max_batch:
-                    left = deadline - time.perf_counter()
-                    if left <= 0:
-                        break
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), left)
-                    except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10's is another class
-                        break
+                await self._wait_for_more()
             batch = self._take()
             items = [item for r in batch for item in r.items]
             self.batches += 1

@@ -86,6 +86,8 @@ class ServedModel:
         settings: the server's limits.
         parser: the parser predictor raw sentences go through (sentiment runs), or None.
         parser_name: its name, for the page.
+        incoming: the requests on their way to a batcher (see
+            :class:`~structrnn.serve.batching.Batcher`), or None.
     """
 
     name: str
@@ -93,6 +95,7 @@ class ServedModel:
     settings: ServeSettings
     parser: Predictor | None = None
     parser_name: str | None = None
+    incoming: Callable[[], int] | None = None
     _batchers: dict[bool, Batcher] = field(default_factory=dict)
     _templates: dict[tuple, dict] = field(default_factory=dict)
 
@@ -169,8 +172,8 @@ class ServedModel:
     def batch_counts(self) -> dict[str, int]:
         """The ``predict`` calls made so far and the inputs they took (batching at work when
         there are fewer calls than inputs)."""
-        return {"predict_calls": sum(b.batches for b in self._batchers.values()),
-                "inputs": sum(b.items for b in self._batchers.values())}
+        return {"predict_calls": sum(b.batches for b in self.batchers()),
+                "inputs": sum(b.items for b in self.batchers())}
 
     def batcher(self, nodes: bool, executor: Executor) -> Batcher:
         """The batcher of requests with these options (requests batch with their own kind)."""
@@ -178,5 +181,9 @@ class ServedModel:
             options = self.options(nodes)
             self._batchers[nodes] = Batcher(self._guarded(options), self.settings.max_batch,
                                             self.settings.max_wait_ms, executor,
-                                            self.error_row(options))
+                                            self.error_row(options), self.incoming)
         return self._batchers[nodes]
+
+    def batchers(self) -> list[Batcher]:
+        """The batchers made so far (one per set of options)."""
+        return list(self._batchers.values())
