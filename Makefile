@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/structrnn demo
+	@echo "serve the demo run (a page at http://127.0.0.1:8000/, the API at /docs):"
+	@echo "  $(VENV)/bin/structrnn serve runs/demo"
 
 # small models run fastest on one thread, and a shared CPU is not oversubscribed
 test: setup

@@ -1,9 +1,10 @@
 """structrnn: one recurrent cell interface for sequences, trees and graphs.
 
-Cells (:mod:`structrnn.cells`) take ``(x, prev, index=None, size=None)``; the same cell runs
-along a sequence (:class:`LSTM`), bottom-up over a tree (:class:`TreeLSTM`) or as the update
-function of a graph network (:class:`GraphNetwork`). The layout, the data layout of tree and
-graph batches and the rules between the sub-packages are in ``docs/architecture.md``.
+Cells (:mod:`structrnn.cells`) are torch.nn cells, called as ``cell(input, hx=None, *,
+index=None, size=None)``; the same cell runs along a sequence (:class:`LSTM`), bottom-up over a
+tree (:class:`TreeLSTM`) or as the update function of a graph network (:class:`GraphNetwork`).
+The layout, the data layout of tree and graph batches and the rules between the sub-packages
+are in ``docs/architecture.md``.
 
 ``import structrnn`` itself imports nothing heavy: every public name is imported on first use
 (``sr.LSTM`` loads PyTorch and :mod:`structrnn.sequence`; ``sr.GraphNetwork`` also PyTorch
@@ -96,6 +97,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "structrnn.tasks.predictor": ["load", "Predictor"],
 }, submodules=["cells", "sequence", "levels", "trees", "graphs", "datasets", "training", "viz",
                "tasks"])
+# the plumbing above is no public name: ``dir(structrnn)`` shows the public API alone
+del annotations, TYPE_CHECKING, lazy_exports
 
 
 def _version() -> str:

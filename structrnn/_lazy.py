@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 __all__ = ["lazy_exports"]
@@ -28,8 +29,10 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]],
         submodules: sub-modules reachable as attributes without an explicit import
             (``structrnn.datasets`` after ``import structrnn``).
 
-    ``__dir__`` lists the package's own names, its ``__all__``, the lazy names and the
-    sub-modules, so completion and ``dir()`` show every public name before any is loaded.
+    ``__dir__`` lists the public names (``__all__`` and the lazy names), the public
+    sub-modules (those in ``submodules`` and those imported so far) and the module's dunder
+    attributes: completion and ``dir()`` show every public name before any is loaded, and
+    nothing of the package's own plumbing (``TYPE_CHECKING``, this function, private helpers).
     """
     namespace = sys.modules[package].__dict__
     where = {name: module for module, names in exports.items() for name in names}
@@ -46,6 +49,9 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]],
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(namespace.get("__all__", ())) | set(where) | subs)
+        dunders = {n for n in namespace if n.startswith("__") and n.endswith("__")}
+        loaded = {n for n, v in namespace.items() if not n.startswith("_")
+                  and isinstance(v, ModuleType) and v.__name__ == f"{package}.{n}"}
+        return sorted(set(namespace.get("__all__", ())) | set(where) | subs | loaded | dunders)
 
     return __getattr__, __dir__

@@ -1,11 +1,14 @@
 """Recurrent cells shared by sequences, trees and graphs.
 
-Every cell is called as ``cell(x, prev, index=None, size=None)``:
+Every cell is called as ``cell(input, hx=None, *, index=None, size=None)``:
 
 * ``index=None``: one predecessor per row, exactly ``torch.nn.RNNCell`` / ``GRUCell`` /
-  ``LSTMCell`` (same parameter names, shapes, gate order, initialisation and results).
-* ``index`` given: ``prev`` has one row per *predecessor*, ``index[j]`` is the result row that
-  predecessor ``j`` feeds and ``size`` the number of result rows (defaults to ``x.size(0)``).
+  ``LSTMCell`` (same call forms, positional and keyword, batched or unbatched; same parameter
+  names, shapes, gate order, initialisation and results, so a ``torch.nn`` cell's
+  ``state_dict`` loads).
+* ``index`` given: ``hx`` has one row per *predecessor*, ``index[j]`` is the result row that
+  predecessor ``j`` feeds and ``size`` the number of result rows (defaults to
+  ``input.size(0)``).
   Rows without predecessors behave as with a zero state. LSTM cells keep one forget gate per
   predecessor (Child-Sum Tree-LSTM, Tai et al. 2015); GRU and Elman cells sum the predecessor
   states.
@@ -17,7 +20,9 @@ and :meth:`combine` (per schedule step, no validation, no host synchronisation).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +48,19 @@ def inherits(cell: nn.Module, owner: type, names: Sequence[str]) -> bool:
     from ``owner`` (so a kernel written for ``owner`` computes what the cell would)."""
     cls = type(cell)
     return isinstance(cell, owner) and all(getattr(cls, n) is getattr(owner, n) for n in names)
+
+
+_WARNED: set[Hashable] = set()
+
+
+def warn_once(message: str, key: Hashable | None = None, stacklevel: int = 2) -> None:
+    """A FutureWarning for a deprecated spelling, once per process and ``key`` (default: the
+    message); ``stacklevel`` as ``warnings.warn``'s, counted from the caller of this function."""
+    key = message if key is None else key
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(message, FutureWarning, stacklevel=stacklevel + 1)
 
 
 # -- states: a tensor (h) or a tuple (h, c) -----------------------------------------------------
@@ -169,62 +187,158 @@ class RNNCellBase(nn.Module):
         raise NotImplementedError
 
     # -- public call -------------------------------------------------------------------------
-    def forward(self, x: Tensor | None, prev=None, index: Tensor | None = None,
-                size: int | None = None, **kwargs):
-        """Compute the new state of every result row.
+    def forward(self, input: Tensor | None = None, hx: State | None = None, *,
+                index: Tensor | None = None, size: int | None = None, **deprecated: Any):
+        """Compute the new state of every result row: ``torch.nn.RNNCell``'s call
+        (``cell(input)``, ``cell(input, hx)``, ``cell(input=..., hx=...)``), plus the
+        many-predecessor call with ``index`` and ``size``.
 
         Args:
-            x: (N, input_size) or (input_size,) inputs, or None for no input (then ``size`` is
-               required).
-            prev: predecessor states, (M, hidden_size) (a tuple ``(h, c)`` for LSTM cells), or
-               None for a zero state.
+            input: (N, input_size), or unbatched (input_size,) (then ``hx`` is unbatched too and
+                no ``index`` is given), or None for no input (then ``size`` is required).
+            hx: predecessor states, (M, hidden_size) (a tuple ``(h, c)`` for LSTM cells;
+                (hidden_size,) unbatched), or None for a zero state.
             index: (M,) long, the result row each predecessor feeds; None means M == N and
-               predecessor ``j`` feeds row ``j``.
-            size: number of result rows N (defaults to ``x.size(0)``).
+                predecessor ``j`` feeds row ``j``.
+            size: number of result rows N (defaults to ``input.size(0)``).
+
+        ``x=`` and ``prev=`` are the deprecated spellings of ``input=`` and ``hx=`` (they warn
+        once); any other keyword is a TypeError.
 
         Returns:
-            The new state, (N, hidden_size) (a tuple ``(h, c)`` for LSTM cells).
+            The new state, (N, hidden_size) ((hidden_size,) unbatched; a tuple ``(h, c)`` for
+            LSTM cells).
         """
-        unbatched = x is not None and x.dim() == 1
+        input, hx, _ = self._resolve_keywords(input, hx, deprecated)
+        return self._call(input, hx, index, size)
+
+    # Old keyword spellings of the call -> today's (each warns once per process).
+    _DEPRECATED_KEYWORDS: dict[str, str] = {"x": "input", "prev": "hx"}
+
+    def _resolve_keywords(self, input, hx, deprecated: dict[str, Any],
+                          **current: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """Map the deprecated keywords of a call onto ``input``, ``hx`` and the subclass's own
+        keywords (``current``); an unknown keyword, or one given under both spellings, is a
+        TypeError naming it, as Python's own call would raise."""
+        if not deprecated:  # the common call: nothing to map
+            return input, hx, current
+        name = type(self).__name__
+        given = {"input": input, "hx": hx, **current}
+        for old, value in deprecated.items():
+            new = self._DEPRECATED_KEYWORDS.get(old)
+            if new is None:
+                raise TypeError(f"{name}.forward() got an unexpected keyword argument {old!r}")
+            if given[new] is not None:
+                raise TypeError(f"{name}.forward() got {old!r} and {new!r}: {old!r} is the "
+                                f"deprecated spelling of {new!r}, pass {new!r} alone")
+            # stacklevel 5: this method, forward, Module._call_impl, _wrapped_call_impl, the user
+            warn_once(f"{name}.forward: the keyword {old!r} is deprecated, use {new!r}",
+                      key=(RNNCellBase, old), stacklevel=5)
+            given[new] = value
+        return given.pop("input"), given.pop("hx"), given
+
+    def _call(self, input: Tensor | None, hx: State | None, index: Tensor | None,
+              size: int | None, **extra: Tensor | None):
+        """The checked call: ``extra`` holds the subclass's keywords for :meth:`combine`
+        (None where not given)."""
+        name = type(self).__name__
+        if isinstance(hx, list):  # torch's cells take a list [h, c] as well
+            hx = tuple(hx)
+        unbatched = self._check_forms(input, hx, index, size)
         if unbatched:
-            x = x.unsqueeze(0)
-            prev = map_state(prev, lambda t: t.unsqueeze(0))
-        size = self._result_rows(x, size)
+            input = input.unsqueeze(0)
+            hx = map_state(hx, lambda t: t.unsqueeze(0))
+        size = self._result_rows(input, size)
+        given = {k: v for k, v in extra.items() if v is not None} if extra else extra
         if index is None:
-            if prev is not None:
-                self._check_prev(prev, size)
-            if x is not None and not kwargs and self._has_torch_step():
-                out = self._torch_step(x, self.zero_state(size, x) if prev is None else prev)
+            if hx is not None:
+                self._check_prev(hx, size)
+            if given:
+                check_indices(self._index_specs(hx, None, size, **given), name)
+            if input is not None and not given and self._has_torch_step():
+                out = self._torch_step(input, self.zero_state(size, input) if hx is None else hx)
             else:  # index=None: one predecessor per row, the combine's identity case
-                out = self.combine(self.project_input(x), prev, None, size, **kwargs)
+                out = self.combine(self.project_input(input), hx, None, size, **given)
         else:
-            if prev is None:
-                raise ValueError(f"{type(self).__name__}: index given but prev is None")
-            self._check_prev(prev, None)
+            if hx is None:
+                raise ValueError(f"{name}: index given but hx is None (index says which result "
+                                 "row each row of hx feeds)")
+            self._check_prev(hx, None)
             # a user's call: its indices are checked here, all in one host synchronisation
             # (the level loops call combine with indices they built, unchecked)
-            check_indices(self._index_specs(prev, index, size, **kwargs), type(self).__name__)
-            out = self.combine(self.project_input(x), prev, index, size, **kwargs)
+            check_indices(self._index_specs(hx, index, size, **given), name)
+            out = self.combine(self.project_input(input), hx, index, size, **given)
         if unbatched:
             out = map_state(out, lambda t: t.squeeze(0))
         return out
 
-    def _result_rows(self, x: Tensor | None, size: int | None) -> int:
-        """N: ``x``'s rows (``size``, when given too, must agree), else ``size``."""
-        if x is None:
+    def _check_forms(self, input: Tensor | None, hx: State | None, index: Tensor | None,
+                     size: int | None) -> bool:
+        """The dimensions of the call's arguments (their sizes are checked later); True for an
+        unbatched call (1-D ``input``)."""
+        name = type(self).__name__
+        if input is None:
             if size is None:
-                raise ValueError(f"{type(self).__name__}: pass size when x is None")
-            return size
-        check_shape(x, "x", (None, self.input_size), type(self).__name__)
-        if size is not None and size != x.size(0):
-            raise ValueError(f"{type(self).__name__}: size={size} but x has {x.size(0)} rows;"
-                             " size must equal x.size(0)")
-        return x.size(0)
+                raise ValueError(f"{name}: input is None: pass size (the number of result "
+                                 "rows) for rows without an input")
+        elif not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor or None, got "
+                            f"{type(input).__name__}")
+        elif input.dim() not in (1, 2):
+            raise ValueError(f"{name}: input must be 1-D (input_size,) = ({self.input_size},) "
+                             f"or 2-D (batch, input_size) = (*, {self.input_size}), got "
+                             f"{tuple(input.shape)}")
+        self._check_state_form(hx)
+        if input is None or input.dim() == 2:
+            return False
+        if index is not None:
+            raise ValueError(f"{name}: index needs batched input (N, input_size); got "
+                             f"unbatched input of shape {tuple(input.shape)}")
+        for label, t in self._state_labels(hx) if hx is not None else ():
+            if t.dim() != 1:
+                raise ValueError(f"{name}: {label} must be 1-D (hidden_size,) = "
+                                 f"({self.hidden_size},) with unbatched input, got "
+                                 f"{tuple(t.shape)}")
+        return True
 
-    def _index_specs(self, prev: State, index: Tensor, size: int, **kwargs) -> list[IndexSpec]:
-        """The index arguments of a call with ``index`` (a subclass adds its own, e.g. ``pos``;
-        other keyword arguments of the call arrive in ``kwargs``)."""
-        return [IndexSpec(index, "index", state_h(prev).size(0), size)]
+    def _state_labels(self, hx: State) -> list[tuple[str, Tensor]]:
+        """``("hx", h)``, or ``("hx[0]", h), ("hx[1]", c)``: each state tensor with its name."""
+        if isinstance(hx, tuple):
+            return [(f"hx[{i}]", t) for i, t in enumerate(hx)]
+        return [("hx", hx)]
+
+    def _check_state_form(self, hx: State | None) -> None:
+        """``hx``: a Tensor for single-state cells, a tuple of ``num_state_tensors`` Tensors
+        for the others (LSTM cells: ``(h, c)``)."""
+        if hx is None:
+            return
+        parts = self.num_state_tensors
+        if parts == 1:
+            if isinstance(hx, Tensor):
+                return
+            want = "a Tensor (batch, hidden_size)"
+        else:
+            if (isinstance(hx, tuple) and len(hx) == parts
+                    and all(isinstance(t, Tensor) for t in hx)):
+                return
+            want = f"a tuple of {parts} Tensors (h, c), each (batch, hidden_size)"
+        got = f"a tuple of {len(hx)}" if isinstance(hx, tuple) else type(hx).__name__
+        raise ValueError(f"{type(self).__name__}: hx must be {want}, got {got}")
+
+    def _result_rows(self, input: Tensor | None, size: int | None) -> int:
+        """N: ``input``'s rows (``size``, when given too, must agree), else ``size``."""
+        if input is None:
+            return size
+        check_shape(input, "input", (None, self.input_size), type(self).__name__)
+        if size is not None and size != input.size(0):
+            raise ValueError(f"{type(self).__name__}: size={size} but input has "
+                             f"{input.size(0)} rows; size must equal input.size(0)")
+        return input.size(0)
+
+    def _index_specs(self, hx: State, index: Tensor, size: int, **extra) -> list[IndexSpec]:
+        """The index arguments of a call with ``index`` (a subclass adds its own, e.g.
+        ``child_index``, given in ``extra``)."""
+        return [IndexSpec(index, "index", state_h(hx).size(0), size)]
 
     def _has_torch_step(self) -> bool:
         # The fused torch step stands in for the FUSED_HOOKS only where a subclass overrides
@@ -232,12 +346,11 @@ class RNNCellBase(nn.Module):
         owner = next(k for k in type(self).__mro__ if "_torch_step" in vars(k))
         return owner is not RNNCellBase and inherits(self, owner, FUSED_HOOKS)
 
-    def _check_prev(self, prev: State, rows: int | None) -> None:
+    def _check_prev(self, hx: State, rows: int | None) -> None:
         name = type(self).__name__
-        for i, t in enumerate(state_tuple(prev)):
-            label = "prev" if not isinstance(prev, tuple) else f"prev[{i}]"
+        for label, t in self._state_labels(hx):
             check_shape(t, label, (rows, self.hidden_size), name)
-        check_rows(state_tuple(prev), "prev", name)
+        check_rows(state_tuple(hx), "hx", name)
 
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
@@ -288,13 +401,14 @@ class GRUCell(RNNCellBase):
         return _VF.gru_cell(x, prev, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
     def combine(self, x_proj, prev, index, size):
-        H = self.hidden_size
         gx = self._input_gates(x_proj, size)
         h = self.zero_state(size, gx) if prev is None else scatter_sum(prev, index, size)
         gh = F.linear(h, self.weight_hh, self.bias_hh)
-        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
-        z = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
-        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        xr, xz, xn = gx.chunk(3, 1)
+        hr, hz, hn = gh.chunk(3, 1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
         return (1 - z) * n + z * h
 
 
@@ -352,8 +466,9 @@ class NaryLSTMCell(RNNCellBase):
     slots), ``weight_hh`` ((3 + arity)·H, arity·H) in row order i, f_0 … f_{arity-1}, g, o,
     columns the concatenated slots. With ``arity=1`` it is exactly ``torch.nn.LSTMCell``.
 
-    Call: ``cell(x, (h, c), index, size, pos=pos)``; ``pos[j]`` is predecessor ``j``'s slot.
-    Missing slots are zero. Without ``index`` it is a one-child (slot 0) LSTM step.
+    Call: ``cell(input, (h, c), index=index, size=size, child_index=child_index)``;
+    ``child_index[j]`` is predecessor ``j``'s slot. Missing slots are zero. Without ``index`` it
+    is a one-child (slot 0) LSTM step.
     """
 
     num_chunks = 4
@@ -370,21 +485,33 @@ class NaryLSTMCell(RNNCellBase):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", arity={self.arity}"
 
-    def forward(self, x: Tensor | None, prev: LSTMState | None = None,
+    _DEPRECATED_KEYWORDS = {**RNNCellBase._DEPRECATED_KEYWORDS, "pos": "child_index"}
+
+    def forward(self, input: Tensor | None = None, hx: LSTMState | None = None, *,
                 index: Tensor | None = None, size: int | None = None,
-                pos: Tensor | None = None) -> LSTMState:
-        """As :meth:`RNNCellBase.forward`, plus ``pos`` (M,) long: each predecessor's slot in
-        ``[0, arity)``, required with ``index``."""
-        if index is not None and pos is None:
-            raise ValueError("NaryLSTMCell: pass pos (each predecessor's slot) with index")
-        return super().forward(x, prev, index, size, pos=pos)
+                child_index: Tensor | None = None, **deprecated: Any) -> LSTMState:
+        """As :meth:`RNNCellBase.forward`, plus ``child_index`` (M,) long: each predecessor's
+        slot in ``[0, arity)``, required with ``index`` (``pos=`` is its deprecated
+        spelling). Without ``index``, row ``j`` of ``hx`` is row ``j``'s one child, in slot
+        ``child_index[j]`` (slot 0 when None)."""
+        input, hx, extra = self._resolve_keywords(input, hx, deprecated, child_index=child_index)
+        if index is not None and extra["child_index"] is None:
+            raise ValueError("NaryLSTMCell: pass child_index (each predecessor's slot in "
+                             f"[0, {self.arity})) with index")
+        return self._call(input, hx, index, size, **extra)
 
-    def _index_specs(self, prev: LSTMState, index: Tensor, size: int,
-                     pos: Tensor | None = None) -> list[IndexSpec]:
-        rows = state_h(prev).size(0)
-        return super()._index_specs(prev, index, size) + [IndexSpec(pos, "pos", rows, self.arity)]
+    def _index_specs(self, hx: LSTMState | None, index: Tensor | None, size: int,
+                     child_index: Tensor | None = None) -> list[IndexSpec]:
+        specs = [] if index is None else super()._index_specs(hx, index, size)
+        if child_index is not None and hx is not None:
+            rows = state_h(hx).size(0)
+            specs.append(IndexSpec(child_index, "child_index", rows, self.arity))
+        return specs
 
-    def combine(self, x_proj, prev, index, size, pos=None):
+    def combine(self, x_proj, prev, index, size, child_index=None, pos=None):
+        # ``pos`` is the slot's name in the level loops of structrnn.levels (internal callers,
+        # no warning); ``child_index`` the one of the public call.
+        pos = child_index if child_index is not None else pos
         H, A = self.hidden_size, self.arity
         w_hh, b_hh = self.weight_hh, self.bias_hh
         x_proj = self._input_gates(x_proj, size)
@@ -454,7 +581,7 @@ class PeepholeLSTMCell(LSTMCell):
     def combine(self, x_proj, prev, index, size):
         H = self.hidden_size
         w_hh, b_hh = self.weight_hh, self.bias_hh
-        p_i, p_f, p_o = self.weight_peephole
+        p_i, p_f, p_o = self.weight_peephole.chunk(3)  # (1, H) rows
         x_proj = self._input_gates(x_proj, size)
         if prev is None:  # a zero state: the peepholes see c_prev = 0
             prev, index = self.zero_state(size, x_proj), None
@@ -524,11 +651,13 @@ class MGUCell(RNNCellBase):
     num_chunks = 2
 
     def combine(self, x_proj, prev, index, size):
-        H = self.hidden_size
         w_hh, b_hh = self.weight_hh, self.bias_hh
         x_proj = self._input_gates(x_proj, size)
         h = self.zero_state(size, x_proj) if prev is None else scatter_sum(prev, index, size)
         # the candidate's recurrent matmul reads f ⊙ h, so the two blocks cannot share one
-        f = torch.sigmoid(x_proj[:, :H] + F.linear(h, w_hh[:H], _rows(b_hh, 0, H)))
-        n = torch.tanh(x_proj[:, H:] + F.linear(f * h, w_hh[H:], _rows(b_hh, H, 2 * H)))
+        # (chunk, not slices by H: slices leave sizes in the graph that ONNX export trips on)
+        x_f, x_n = x_proj.chunk(2, 1)
+        (w_f, w_n), (b_f, b_n) = w_hh.chunk(2), (None, None) if b_hh is None else b_hh.chunk(2)
+        f = torch.sigmoid(x_f + F.linear(h, w_f, b_f))
+        n = torch.tanh(x_n + F.linear(f * h, w_n, b_n))
         return (1 - f) * h + f * n

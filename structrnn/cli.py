@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   structrnn predict runs/sst "a gorgeous , witty , seductive movie ."
   structrnn show "(3 (2 It) (4 (3 works) (2 .)))" --out tree.png
   structrnn show CCO --out ethanol.png
+  structrnn serve runs/sst runs/esol --parser runs/parser   # http://127.0.0.1:8000/
 """
 
 # task name -> (the module of its declaration, the declaration's name, one-line help); a task's
@@ -172,11 +173,58 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=4)
 
+    _serve_arguments(sub)
+
     bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
     bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict",
-                                        "dags", "sst", "parse"])
+                                        "dags", "sst", "parse", "serve"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _serve_arguments(sub) -> None:
+    sv = sub.add_parser("serve", help="serve trained runs: a JSON API and a page (HTTP)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Serve runs over HTTP: POST /v1/models/NAME/predict, "
+                                    "GET /v1/models, /health, /ready, the page at /, OpenAPI "
+                                    "at /docs. NAME is a run folder's base name.")
+    sv.add_argument("runs", nargs="+", metavar="RUN", help="run folders or model files")
+    sv.add_argument("--parser", default=None, metavar="PARSER_RUN",
+                    help="parse sentences with this parser run (default: a balanced tree)")
+    sv.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=64,
+                    help="the most inputs one batched forward takes (1: no batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long a batch that is not full waits for more requests")
+    sv.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                    help="larger request bodies get 413")
+    sv.add_argument("--max-items", type=int, default=1024,
+                    help="requests with more inputs get 413")
+    sv.add_argument("--max-words", type=int, default=512,
+                    help="longer sentences get an error row")
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    try:
+        from structrnn.serve.models import ServeSettings, named_runs
+        from structrnn.serve.server import serve
+    except ImportError as err:
+        raise UsageError(f"{err} (pip install 'structrnn[serve]')") from err
+    for run in [*args.runs, *([args.parser] if args.parser else [])]:
+        if not Path(run).exists():
+            raise UsageError(f"{run}: no such run folder or model file")
+    try:
+        settings = ServeSettings(args.max_batch, args.max_wait_ms, args.max_body,
+                                 args.max_items, args.max_words)
+        named_runs(args.runs)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return serve(args.runs, args.parser, host=args.host, port=args.port, settings=settings,
+                 access_log=args.access_log)
 
 
 def _task_in(argv: list[str]) -> str | None:
@@ -339,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(parser, args)
         handler = {"eval": cmd_eval, "predict": cmd_predict, "parse": cmd_parse,
-                   "export": cmd_export,
+                   "export": cmd_export, "serve": cmd_serve,
                    "show": cmd_show, "bench": cmd_bench}[args.command]
         return handler(args)
     except InputError as err:

@@ -34,6 +34,12 @@ Deep networks (the two ways the lessons connect stacked layers):
   backward direction layer ``l`` at step ``t`` would need layer ``l - 1``'s backward state,
   which needs step ``t + 1`` of every layer, itself waiting on step ``t``: a cycle.
 
+Leaving Python (``docs/architecture.md``): under ``torch.export`` (and so
+``torch.onnx.export(..., dynamo=True)``) each layer-direction's time loop is one ``scan`` over
+the cell's ``combine`` (``_ScanLoop``), so padded input keeps a dynamic batch size and
+sequence length; ``torch.jit.script`` compiles the fused path as the ``torch.nn`` module sharing
+these parameters. Eager calls never take the scan.
+
 Recurrent dropout beyond ``torch.nn`` (training only; off by default):
 
 * ``"variational"`` (Gal & Ghahramani 2016): one dropout mask per sequence and layer-direction
@@ -121,6 +127,39 @@ class _DirectionLoop(nn.Module):
             # Rows past their sequence's end keep their state (packed batches sort by length).
             state = new if b == batch else tuple(torch.cat([n, s[b:]]) for n, s in zip(new, state))
         return torch.cat(outs), state
+
+
+class _ScanLoop(nn.Module):
+    """One cell along one direction of one layer as a ``scan`` (a higher-order op that
+    ``torch.export`` keeps as one loop node and the ONNX exporter writes as an ONNX ``Scan``),
+    so that an exported network takes any sequence length; the export path of
+    :meth:`_Sequence.forward`. Padded input only; the weights are bound as in
+    :class:`_DirectionLoop`."""
+
+    def __init__(self, cell: RNNCellBase) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, state: State, reverse: bool,
+                zoneout: float) -> tuple[Tensor, State]:
+        """x (T, B, input) time-major; state parts (B, H); returns (T, B, H), state."""
+        from torch._higher_order_ops.scan import scan  # export only: keep it off the import
+
+        cell = self.cell
+        steps, batch = x.shape[:2]
+        x_proj = cell.project_input(x.reshape(steps * batch, x.size(2))).view(steps, batch, -1)
+
+        def step(carry: list[Tensor], x_t: Tensor) -> tuple[list[Tensor], Tensor]:
+            new = state_tuple(cell.combine(x_t, state_from_tuple(tuple(carry)), None,
+                                           x_t.size(0)))
+            if zoneout > 0:  # evaluation's zoneout: the expectation (see the module docstring)
+                new = tuple(zoneout * p + (1 - zoneout) * n for p, n in zip(carry, new))
+            # scan forbids aliases between carries and outputs: the output is a copy
+            return list(new), new[0].clone()
+
+        # every carry its own tensor (an (h, c) of zeros may be one tensor twice)
+        final, out = scan(step, [s.clone() for s in state], x_proj, reverse=reverse)
+        return out, tuple(final)
 
 
 class _Sequence:
@@ -213,11 +252,41 @@ class _Sequence:
         """A weight whose dtype the input must have."""
         return self._flat_weights[0]
 
-    def _direction(self, key: str, args: tuple) -> tuple[Tensor, State]:
-        """One layer-direction's loop: its cell bound to the module's weights of ``key``."""
+    # -- TorchScript --------------------------------------------------------------------------
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in this module's place (also as a sub-module of
+        yours): on the fused path the ``torch.nn`` module this one computes as, sharing its
+        parameters (same ``state_dict``, same results). TorchScript cannot compile the generic
+        path: it calls a Python class of cell chosen at construction, through
+        ``torch.func.functional_call``; export that one with ``torch.export`` instead."""
+        owner = type(self).__name__
+        base = next((k for k in type(self).__mro__ if k in (nn.RNN, nn.GRU, nn.LSTM)), None)
+        if base is None or not self.uses_fused_path:
+            raise RuntimeError(
+                f"structrnn.{owner}: torch.jit.script compiles the fused path only (a stock "
+                "cell, no recurrent dropout, no residual connections, force_generic=False); "
+                "this network runs its cells in a Python loop, which TorchScript cannot "
+                "compile. Use torch.export.export (dynamic batch size and sequence length) or "
+                "torch.onnx.export(..., dynamo=True)")
+        options = {"num_layers": self.num_layers, "bias": self.bias,
+                   "batch_first": self.batch_first, "dropout": self.dropout,
+                   "bidirectional": self.bidirectional}
+        if base is nn.RNN:
+            options["nonlinearity"] = self.nonlinearity
+        # on the meta device: no memory and no random draws; the parameters are ours
+        twin = base(self.input_size, self.hidden_size, device="meta",
+                    dtype=self._flat_weights[0].dtype, **options)
+        for name in self._flat_weights_names:
+            setattr(twin, name, getattr(self, name))
+        return twin.train(self.training)
+
+    def _direction(self, key: str, args: tuple,
+                   loop: type[nn.Module] = _DirectionLoop) -> tuple[Tensor, State]:
+        """One layer-direction's loop (``loop``: :class:`_DirectionLoop` or, for export,
+        :class:`_ScanLoop`): its cell bound to the module's weights of ``key``."""
         names = [n for n in _STOCK_NAMES if self.bias or n.startswith("weight")]
         params = {f"cell.{n}": getattr(self, f"{n}_{key}") for n in names}
-        return torch.func.functional_call(_DirectionLoop(self.cells[key]), params, args)
+        return torch.func.functional_call(loop(self.cells[key]), params, args)
 
     def _extra(self) -> str:
         s = ""
@@ -291,9 +360,61 @@ class _Sequence:
             shaped like ``hx``.
         """
         self._check(input, hx)
+        if torch.compiler.is_exporting() and self._scans(input):
+            return self._scan_forward(input, hx)
         if self.uses_fused_path:
             return super().forward(input, hx)
         return self._generic_forward(input, hx)
+
+    # -- export: the time loop as one scan ----------------------------------------------------
+    def _scans(self, input) -> bool:
+        """Whether the export path takes this call: padded input, and nothing that draws
+        random numbers inside the time loop (recurrent dropout in training) or reads other
+        layers' states (feedback). Elsewhere export runs the eager code, which fixes the
+        sequence length (torch's fused kernels unroll the loop when traced)."""
+        if isinstance(input, PackedSequence):
+            return False
+        return not self.feedback and not (self.training and self.recurrent_dropout is not None
+                                          and self.recurrent_dropout_rate > 0)
+
+    def _scan_forward(self, input: Tensor, hx) -> tuple[Tensor, Tensor | State]:
+        """What :meth:`forward` computes on padded input, each layer-direction's time loop a
+        ``scan`` (:class:`_ScanLoop`): ``torch.export`` and ``torch.onnx.export`` then keep the
+        batch size and the sequence length dynamic."""
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        D = 1 + self.bidirectional
+        if hx is None:
+            state0 = tuple(x.new_zeros(self.num_layers * D, x.size(1), self.hidden_size)
+                           for _ in range(self._state_parts))
+        else:
+            state0 = state_tuple(tuple(hx) if self._state_parts > 1 else hx)
+            if not batched:
+                state0 = tuple(h.unsqueeze(1) for h in state0)
+        zoneout = self.recurrent_dropout_rate if self.recurrent_dropout == "zoneout" else 0.0
+        layer_in, finals = x, []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                k = layer * D + direction
+                out, final = self._direction(
+                    f"l{layer}" + ("_reverse" if direction else ""),
+                    (layer_in, tuple(s[k] for s in state0), bool(direction), zoneout),
+                    loop=_ScanLoop)
+                outs.append(out)
+                finals.append(final)
+            out = outs[0] if D == 1 else torch.cat(outs, 2)
+            if self.residual and layer > 0:
+                out = out + layer_in
+            layer_in = self._between_layers(out, layer)
+        hidden = tuple(torch.stack([f[i] for f in finals]) for i in range(self._state_parts))
+        output = layer_in.transpose(0, 1) if self.batch_first else layer_in
+        if not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            hidden = tuple(h.squeeze(1) for h in hidden)
+        return output, state_from_tuple(hidden)
 
     def _generic_forward(self, input, hx):
         seq = self._as_packed(input)
@@ -627,8 +748,9 @@ class Recurrent(_Sequence, nn.Module):
     def _reference_weight(self) -> Tensor:
         return self.cells["l0"].weight_hh
 
-    def _direction(self, key: str, args: tuple) -> tuple[Tensor, State]:
-        return _DirectionLoop(self.cells[key])(*args)
+    def _direction(self, key: str, args: tuple,
+                   loop: type[nn.Module] = _DirectionLoop) -> tuple[Tensor, State]:
+        return loop(self.cells[key])(*args)
 
     def extra_repr(self) -> str:
         s = f"{self.cell_class.__name__}, {self.input_size}, {self.hidden_size}"

@@ -202,8 +202,8 @@ def test_gradcheck_index_path(kind):
     names = [n for n, _ in cell.named_parameters()]
 
     def fn_w(*ws):
-        out = torch.func.functional_call(cell, dict(zip(names, ws)),
-                                         (x.detach(), prev, INDEX, SIZE))
+        out = torch.func.functional_call(cell, dict(zip(names, ws)), (x.detach(), prev),
+                                         {"index": INDEX, "size": SIZE})
         return tuple(parts(out))
 
     assert torch.autograd.gradcheck(fn_w, tuple(p.detach().requires_grad_() for p in params))
@@ -251,7 +251,7 @@ def test_nary_matches_per_node_reference(arity):
     index, pos = torch.tensor(index), torch.tensor(pos)
     x = torch.randn(5, I, dtype=D64)
     prev = random_state("lstm", len(index))
-    got = cell(x, prev, index=index, size=5, pos=pos)
+    got = cell(x, prev, index=index, size=5, child_index=pos)
     want = ref_nary(cell, x, prev, index, pos, 5)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
@@ -264,7 +264,7 @@ def test_nary_arity_one_is_torch_lstm_cell():
     x = torch.randn(4, I, dtype=D64)
     prev = random_state("lstm", 4)
     for got in (cell(x, prev), cell(x, prev, index=torch.arange(4), size=4,
-                                    pos=torch.zeros(4, dtype=torch.long))):
+                                    child_index=torch.zeros(4, dtype=torch.long))):
         for g, w in zip(got, ref(x, prev), strict=True):
             torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
 
@@ -275,18 +275,18 @@ def test_nary_gradcheck():
     x = torch.randn(3, I, dtype=D64, requires_grad=True)
     h, c = random_state("lstm", 3, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, h, c: cell(x, (h, c), index=index, size=3, pos=pos), (x, h, c))
+        lambda x, h, c: cell(x, (h, c), index=index, size=3, child_index=pos), (x, h, c))
 
 
 # -- errors -------------------------------------------------------------------------------------
 def test_errors_name_argument_and_shapes():
     cell = sr.LSTMCell(I, H)
     h = torch.zeros(2, H)
-    with pytest.raises(ValueError, match=r"x must have shape \(\*, 3\), got \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"input must have shape \(\*, 3\), got \(2, 5\)"):
         cell(torch.randn(2, 5), (h, h))
-    with pytest.raises(ValueError, match=r"prev\[1\] must have shape \(2, 4\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"hx\[1\] must have shape \(2, 4\), got \(2, 3\)"):
         cell(torch.randn(2, I), (h, torch.zeros(2, 3)))
-    with pytest.raises(ValueError, match=r"prev must have shape \(2, 4\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"hx must have shape \(2, 4\), got \(3, 4\)"):
         sr.GRUCell(I, H)(torch.randn(2, I), torch.zeros(3, H))
     with pytest.raises(ValueError, match=r"index has entry 5 but only 3 result rows.*at least"):
         cell(torch.randn(3, I), (h, h), index=torch.tensor([0, 5]), size=3)
@@ -294,25 +294,26 @@ def test_errors_name_argument_and_shapes():
         cell(torch.randn(3, I), (h, h), index=torch.tensor([0, -1]))
     with pytest.raises(ValueError, match=r"index must have shape \(2,\)"):
         cell(torch.randn(3, I), (h, h), index=torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="size=2 but x has 3 rows"):
+    with pytest.raises(ValueError, match="size=2 but input has 3 rows"):
         cell(torch.randn(3, I), (h, h), index=torch.tensor([0, 1]), size=2)
     with pytest.raises(ValueError, match="pass size"):
         cell(None, (h, h), index=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="integer"):
         cell(torch.randn(3, I), (h, h), index=torch.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match="pos"):
+    with pytest.raises(ValueError, match="child_index"):
         sr.NaryLSTMCell(I, H)(torch.randn(3, I), (h, h), index=torch.tensor([0, 1]), size=3)
-    with pytest.raises(ValueError, match="pos has entry 2"):
+    with pytest.raises(ValueError, match="child_index has entry 2"):
         sr.NaryLSTMCell(I, H)(torch.randn(3, I), (h, h), index=torch.tensor([0, 1]), size=3,
-                              pos=torch.tensor([0, 2]))
+                              child_index=torch.tensor([0, 2]))
 
 
 def test_unbatched_errors():
     cell = sr.GRUCell(I, H)
-    with pytest.raises(ValueError, match=r"x must have shape \(\*, 3\), got \(1, 5\)"):
+    with pytest.raises(ValueError, match=r"input must have shape \(\*, 3\), got \(1, 5\)"):
         cell(torch.randn(5), torch.zeros(H))
-    with pytest.raises(ValueError, match=r"prev must have shape \(1, 4\), got \(1, 2, 4\)"):
-        cell(torch.randn(I), torch.zeros(2, H))  # unbatched x with a batched state
+    with pytest.raises(ValueError, match=r"hx must be 1-D \(hidden_size,\) = \(4,\) with "
+                                         r"unbatched input, got \(2, 4\)"):
+        cell(torch.randn(I), torch.zeros(2, H))  # unbatched input with a batched state
 
 
 def test_no_input_rows_use_biases():

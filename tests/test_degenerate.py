@@ -136,10 +136,10 @@ def test_more_children_than_the_arity_is_refused():
     for model in (TreeLSTM(4, 3, "n-ary", arity=2), RecursiveNN(4, arity=2)):
         with pytest.raises(ValueError, match="arity"):
             model(torch.randn(7, 4), edges, child_index=pos)
-    with pytest.raises(ValueError, match="pos"):  # the cell called directly checks too
+    with pytest.raises(ValueError, match="child_index"):  # the cell called directly checks too
         NaryLSTMCell(4, 3, arity=2)(torch.zeros(1, 4), (torch.zeros(3, 3), torch.zeros(3, 3)),
                                     index=torch.zeros(3, dtype=torch.long), size=1,
-                                    pos=torch.tensor([0, 1, 2]))
+                                    child_index=torch.tensor([0, 1, 2]))
     # binarized, the same tree runs
     tree = Tree.from_ptb("(1 (2 a) (2 b) (2 c))").binarize()
     data = tree.to_data(Vocab(["a", "b", "c"]))

@@ -375,18 +375,18 @@ def test_a_users_indexed_cell_call_reads_the_bounds_once():
     index = torch.tensor([0, 3, 0, 1, 4, 0, 3])
     for cell, kwargs in ((sr.LSTMCell(3, 4), {}), (sr.GRUCell(3, 4), {}),
                          (sr.NaryLSTMCell(3, 4, arity=2),
-                          {"pos": torch.tensor([0, 0, 1, 0, 0, 1, 1])})):
+                          {"child_index": torch.tensor([0, 0, 1, 0, 0, 1, 1])})):
         prev = cell.zero_state(7, torch.zeros(1))
         with host_reads() as reads, index_checks() as checks:
-            cell(torch.randn(6, 3), prev, index, 6, **kwargs)
+            cell(torch.randn(6, 3), prev, index=index, size=6, **kwargs)
         assert sum(reads.values()) == 1, (type(cell).__name__, reads)
         assert len(checks) == 1
     # and it still checks them
-    with pytest.raises(ValueError, match=r"pos has entry 2 but only 2"):
+    with pytest.raises(ValueError, match=r"child_index has entry 2 but only 2"):
         sr.NaryLSTMCell(3, 4)(torch.randn(2, 3), (torch.zeros(2, 4),) * 2,
-                              torch.tensor([0, 1]), pos=torch.tensor([0, 2]))
+                              index=torch.tensor([0, 1]), child_index=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match=r"index has a negative entry \(-1\)"):
-        sr.RNNCell(3, 4)(torch.randn(2, 3), torch.zeros(2, 4), torch.tensor([0, -1]))
+        sr.RNNCell(3, 4)(torch.randn(2, 3), torch.zeros(2, 4), index=torch.tensor([0, -1]))
 
 
 def chain_batch(depth=10):

@@ -58,3 +58,4 @@ _EXPORTS = {
     ".tu": ["tu_dataset"],
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+del annotations, TYPE_CHECKING, lazy_exports  # plumbing, not public names

@@ -51,3 +51,4 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     ".dag": ["DAGRecurrent", "DAGAttention"],
     ".convert": ["from_networkx", "to_networkx"],
 })
+del annotations, TYPE_CHECKING, lazy_exports  # plumbing, not public names

@@ -26,3 +26,4 @@ __all__ = ["Tree", "ParseError", "PTBFile", "parse_ptb", "read_ptb_file", "write
            "BiTreeLSTM"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {".loader": ["TreeLoader", "collate_trees"]})
+del annotations, TYPE_CHECKING, lazy_exports  # plumbing, not public names

@@ -134,9 +134,12 @@ class TreeGRU(_TreeModel):
         return self._up(x, edge_index, height, None, schedule, return_state=return_state)
 
 
-def _slots(prev: Tensor, index: Tensor, child_index: Tensor | None, size: int,
+def _slots(prev: Tensor, index: Tensor | None, child_index: Tensor | None, size: int,
            arity: int) -> Tensor:
-    """Children's states laid side by side by slot: (size, arity * H), missing slots zero."""
+    """Children's states laid side by side by slot: (size, arity * H), missing slots zero
+    (``index=None``: row ``j`` of ``prev`` is row ``j``'s one child, torch's cell call)."""
+    if index is None:
+        index = torch.arange(size, device=prev.device)
     if child_index is None:
         child_index = torch.zeros_like(index)
     return scatter_sum(prev, index * arity + child_index, size * arity).view(size, -1)

@@ -28,3 +28,4 @@ __all__ = ["from_smiles", "MoleculeCSV", "MoleculeGraphs", "SkippedRow", "FEATUR
            "NUM_ATOM_FEATURES", "NUM_BOND_FEATURES", "ATOM_FEATURE_GROUPS",
            "BOND_FEATURE_GROUPS", "import_rdkit", "parse_smiles", "mol_to_data"]
 __getattr__, __dir__ = lazy_exports(__name__, {".graphs": __all__})
+del annotations, TYPE_CHECKING, lazy_exports  # plumbing, not public names
