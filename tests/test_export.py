@@ -435,3 +435,84 @@ def test_molecule_descriptors_enter_the_onnx_file_raw(tmp_path):
             batch.u = cdf_normalise(raw, ref)
             want.append(model(batch) * std + mean)
     torch.testing.assert_close(prediction, torch.stack(want).mean(0), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ a tree sentiment run
+@pytest.fixture(scope="module")
+def sentiment_runs(tmp_path_factory):
+    """``sentiment_runs(model)``: a tiny run of ``structrnn train sst --model MODEL`` on the
+    synthetic treebank (trained once per module)."""
+    from structrnn.tasks.sentiment import task
+    from structrnn.training.task import train
+
+    runs: dict = {}
+
+    def run(model: str):
+        if model not in runs:
+            out = tmp_path_factory.mktemp(f"sentiment-{model}") / "run"
+            train(task.TASK, ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden",
+                              "8", "--embed-dim", "8", "--epochs", "1", "--no-progress",
+                              "--model", model, "--out", str(out)])
+            runs[model] = out
+        return runs[model]
+
+    return run
+
+
+OTHER_SENTENCES = ["good", "a thoroughly bad , boring film .", "not really good at all",
+                   "(4 (2 (2 The) (2 cast)) (4 (3 is) (4 (4 (4 wonderful) (2 and)) (3 warm))))"]
+
+
+def sentiment_trees(sentences):
+    from structrnn.trees.tokenize import balanced_tree, tokenize
+
+    return [sr.Tree.from_ptb(s) if s.startswith("(") else balanced_tree(tokenize(s))
+            for s in sentences]
+
+
+@needs_onnx
+@pytest.mark.parametrize("model", ["tree-lstm", "child-sum-tree-lstm", "bi-tree-lstm"])
+def test_a_sentiment_runs_file_equals_the_level_loop_on_other_trees(sentiment_runs, tmp_path,
+                                                                    model):
+    from structrnn.tasks.sentiment.deployed import check_trees, tree_inputs
+    from structrnn.trees.loader import collate_trees
+
+    predictor = sr.load(sentiment_runs(model))
+    path = predictor.export(tmp_path / "s.onnx", format="onnx", max_height=8, check=True)
+    trees = sentiment_trees(OTHER_SENTENCES)
+    check_trees(trees, predictor.vocab, 8)  # what a caller does before onnxruntime
+    logits, probs = ort_run(path, *tree_inputs(trees, predictor.vocab))
+    with torch.no_grad():  # the model's own level loop, as predict runs it
+        want = predictor.model(collate_trees([t.to_data(predictor.vocab) for t in trees]))
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(probs, want.softmax(-1), rtol=1e-5, atol=1e-5)
+    # the torch.export program of the same run, and a tree deeper than max_height
+    program = torch.export.load(predictor.export(tmp_path / "s.pt2", format="torch",
+                                                 max_height=8)).module()
+    got, _ = program(*tree_inputs(trees, predictor.vocab))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    deep = [sr.Tree.from_ptb("(2 (2 a) " * 10 + "(2 b)" + ")" * 10)]  # height 10
+    with pytest.raises(sr.InputError, match=r"has height 10, but the model was exported with "
+                                            r"max_height=8"):
+        check_trees(deep, predictor.vocab, 8)
+    with pytest.raises(RuntimeError, match="deeper than the max_height"):
+        program(*tree_inputs(deep, predictor.vocab))
+
+
+def test_sentiment_export_options_and_refusals(sentiment_runs, tmp_path):
+    from structrnn import cli
+    from structrnn.tasks.sentiment.deployed import DeployedSentiment
+    from structrnn.tasks.sentiment.model import TreeSentiment
+
+    run = sentiment_runs("tree-lstm")
+    path = tmp_path / "s.pt2"
+    assert cli.main(["export", str(run), str(path), "--format", "torch", "--max-height",
+                     "5"]) == 0
+    program = torch.export.load(path).module()
+    chain = torch.stack([torch.arange(1, 7), torch.arange(0, 6)])  # height 6
+    with pytest.raises(RuntimeError, match="deeper than the max_height"):
+        program(torch.zeros(7, dtype=torch.long), chain, torch.zeros(7, dtype=torch.long))
+    with pytest.raises(sr.InputError, match="unknown option"):
+        sr.load(run).export(tmp_path / "x.onnx", format="onnx", depth=3)
+    with pytest.raises(sr.InputError, match="'rntn' sentiment run has no torch.export"):
+        DeployedSentiment(TreeSentiment(20, model="rntn", embed_dim=4, hidden=4), 8)
