@@ -516,3 +516,17 @@ def test_sentiment_export_options_and_refusals(sentiment_runs, tmp_path):
         sr.load(run).export(tmp_path / "x.onnx", format="onnx", depth=3)
     with pytest.raises(sr.InputError, match="'rntn' sentiment run has no torch.export"):
         DeployedSentiment(TreeSentiment(20, model="rntn", embed_dim=4, hidden=4), 8)
+
+
+@needs_onnx
+def test_the_export_benchmark_runs_at_its_smallest_settings(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("rdkit")
+    from structrnn.benchmarks import export as bench
+
+    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path / "cache"))
+    figures = bench.main(["--molecules", "4", "--rounds", "1", "--train-molecules", "40",
+                          "--epochs", "1", "--hidden", "8", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert "command: structrnn bench export" in out and "machine before:" in out
+    assert figures["model"] == "gn-gru" and figures["onnx_bytes"] > 0
+    assert figures["max_abs_diff"] < 1e-3 and figures["eager_over_onnx"] > 0
