@@ -186,6 +186,20 @@ def test_ensemble_members_share_a_split_and_are_averaged(tmp_path):
     assert metrics["conformal"] == {"level": 0.5, "scale": "none",
                                     "quantile": calibration["quantile"]}
 
+    # the loaded run: every member, and each prediction with its interval mean -+ q
+    predictor = structrnn.load(out)
+    assert len(predictor.models) == 3
+    smiles = [g.smiles for g in test[:4]]
+    rows = predictor.predict(smiles + ["not a smiles"])
+    for row, m in zip(rows, mean[:4].tolist(), strict=False):
+        assert row["error"] is None
+        assert row["tpsa"] == pytest.approx(m, rel=1e-4)
+        assert row["tpsa_low"] == pytest.approx(row["tpsa"] - q, rel=1e-4)
+        assert row["tpsa_high"] == pytest.approx(row["tpsa"] + q, rel=1e-4)
+    assert rows[-1]["error"] and rows[-1]["tpsa_low"] is None and rows[-1]["tpsa_high"] is None
+    again = structrnn.load(predictor.save(tmp_path / "run.pt"))  # the calibration travels
+    assert again.predict(smiles[:1])[0]["tpsa_high"] == pytest.approx(rows[0]["tpsa_high"])
+
 
 def test_ensemble_flags_are_checked(tmp_path):
     base = ["--dataset", "builtin", "--max-molecules", "40", "--epochs", "1", "--out",
