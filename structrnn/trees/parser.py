@@ -171,6 +171,21 @@ class Parser(nn.Module):
         self.span_norm = nn.LayerNorm(c["mlp_hidden"])
         self.span_out = nn.Linear(c["mlp_hidden"], 1)
 
+    def reset_parameters(self) -> None:
+        """New weights everywhere, as at construction from random vectors (word vectors given
+        to the constructor are drawn anew too: copy them back after a reset to keep them)."""
+        for module in (self.word_embedding, self.char_embedding, self.char_lstm, self.lstm,
+                       self.span_in, self.span_norm, self.span_out):
+            module.reset_parameters()
+        with torch.no_grad():
+            self.boundary.normal_(0.0, 0.1)
+            self.span_bias.zero_()
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"words={len(self.words)}, chars={len(self.chars)}, embed_dim={c['embed_dim']}, "
+                f"hidden={c['hidden']}, layers={c['layers']}, mlp_hidden={c['mlp_hidden']}")
+
     # -------------------------------------------------------------------- vocabularies
     @staticmethod
     def build_vocabularies(sentences: Iterable[Sequence[str]], min_count: int = 1
@@ -418,6 +433,15 @@ class BiLSTM(nn.Module):
         self.forwards = nn.ModuleList(LSTM(n, hidden_size, batch_first=True) for n in sizes)
         self.backwards = nn.ModuleList(LSTM(n, hidden_size, batch_first=True) for n in sizes)
         self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        for lstm in (*self.forwards, *self.backwards):
+            lstm.reset_parameters()
+
+    def extra_repr(self) -> str:
+        first = self.forwards[0]
+        return (f"{first.input_size}, {first.hidden_size}, num_layers={len(self.forwards)}, "
+                f"bidirectional=True")
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``x`` (B, T, input_size), ``lengths`` (B,) -> (B, T, 2 hidden_size): forward and
