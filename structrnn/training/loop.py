@@ -276,7 +276,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
     Args:
         model: on ``device``; wrapped in DDP here when ``torchrun`` started several processes.
         train_batches: ``epoch -> iterable`` of this process's batches (seed the order by the
-            epoch, e.g. :func:`structrnn.training.distributed.distributed_loader`, so a resumed
+            epoch, e.g. :func:`structrnn.training.task.train_loader`, so a resumed
             run draws the same batches).
         loss: ``(model, batch) -> (loss to back-propagate, detached mean loss for the log)``;
             run under autocast with ``amp``.

@@ -145,10 +145,7 @@ def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     (:func:`structrnn.training.distributed.global_mean_loss`)."""
     gate = (batch.x[:, INPUT] == 0).to(batch.x.dtype)
     total = (F.cross_entropy(model(batch).float(), batch.y, reduction="none") * gate).sum()
-    if distributed.is_distributed():
-        return distributed.global_mean_loss(total, gate.sum())
-    loss = total / gate.sum().clamp(min=1)
-    return loss, loss.detach()
+    return distributed.global_mean_loss(total, gate.sum())
 
 
 @torch.no_grad()

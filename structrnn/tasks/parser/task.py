@@ -135,9 +135,6 @@ def batch_loss(model, batch: ParserBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean hinge loss per sentence (under DDP: this process's sum scaled so that DDP's
     gradient average is the single-process gradient of the global batch)."""
     losses = hinge_loss(model(batch).float(), batch.lengths, batch.gold)
-    if not distributed.is_distributed():
-        loss = losses.mean()
-        return loss, loss.detach()
     return distributed.global_mean_loss(losses.sum(), len(batch))
 
 

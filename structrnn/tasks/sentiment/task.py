@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from structrnn import viz
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
-from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
+from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate
 from structrnn.tasks.sentiment.sequence_model import (
     POOLS,
     SEQUENCE_MODELS,
@@ -168,17 +168,9 @@ def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
 
 
 def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss to back-propagate and the global batch's mean node loss (for logging).
-
-    One process: the mean cross-entropy over labelled nodes. Many: this process's sum divided
-    by the global number of labelled nodes, times the number of processes, so that DDP's
-    gradient average is the single-process gradient of the global batch.
-    """
-    logits = model(batch)
-    if not distributed.is_distributed():
-        loss = node_loss(logits.float(), batch.y)
-        return loss, loss.detach()
-    loss_sum = F.cross_entropy(logits.float(), batch.y, ignore_index=-1, reduction="sum")
+    """The mean cross-entropy over labelled nodes, to back-propagate and for the log (under
+    DDP: :func:`~structrnn.training.distributed.global_mean_loss`)."""
+    loss_sum = F.cross_entropy(model(batch).float(), batch.y, ignore_index=-1, reduction="sum")
     return distributed.global_mean_loss(loss_sum, (batch.y >= 0).sum())
 
 

@@ -191,16 +191,9 @@ def per_step_loss(outputs: list[tuple], batch: Batch) -> Tensor:
 
 
 def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-    """The loss to back-propagate and the global batch's per-step loss (for logging).
-
-    One process: :func:`per_step_loss`. Many: node and edge terms each become this process's
-    sum over the global count (:func:`structrnn.training.distributed.global_mean_loss`), so
-    that DDP's gradient average is the single-process gradient of the global batch.
-    """
+    """:func:`per_step_loss`, to back-propagate and for the log; its node and edge terms each
+    a :func:`~structrnn.training.distributed.global_mean_loss` under DDP."""
     outputs = model(batch)
-    if not distributed.is_distributed():
-        loss = per_step_loss(outputs, batch)
-        return loss, loss.detach()
     rounds = len(outputs)
     node_sum = sum(F.cross_entropy(x.float(), batch.y, reduction="sum")
                    for x, _, _ in outputs) / rounds
