@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 
 from structrnn._errors import InputError
 from structrnn._io import atomic_write
@@ -381,6 +382,33 @@ def split_part(split: str) -> str:
 def is_networkx(obj: Any) -> bool:
     """A networkx graph, without importing networkx when it was never used."""
     return type(obj).__module__.startswith("networkx.")
+
+
+def check_graph(data: Data, node_in: int | None, edge_in: int, what: str) -> Data:
+    """A clean copy of ``data`` (``x``, ``edge_index``, ``edge_attr``, ``smiles``) after
+    checking its shapes against the model's; ValueError naming the mismatch. ``node_in`` None:
+    the model computes its node inputs (one-hot degrees), ``x`` is not read; ``edge_in`` 0: the
+    model uses no edge features, ``edge_attr`` is not read."""
+    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
+    if node_in is not None and (x is None or x.dim() != 2 or x.size(1) != node_in):
+        shape = None if x is None else tuple(x.shape)
+        raise ValueError(f"x: expected (num_nodes, {node_in}) node features {what}, got {shape}")
+    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError("edge_index: expected (2, num_edges)")
+    if edge_in and (edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in
+                    or edge_attr.size(0) != edge_index.size(1)):
+        shape = None if edge_attr is None else tuple(edge_attr.shape)
+        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, {edge_in}) edge features "
+                         f"{what}, got {shape}")
+    num_nodes = int(data.num_nodes) if x is None or node_in is None else x.size(0)
+    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) \
+            < num_nodes:
+        raise ValueError(f"edge_index: node ids outside 0..{num_nodes - 1}")
+    clean = Data(x=None if node_in is None else x.float(), edge_index=edge_index.long(),
+                 edge_attr=edge_attr.float() if edge_in else None, num_nodes=num_nodes)
+    if isinstance(getattr(data, "smiles", None), str):
+        clean.smiles = data.smiles
+    return clean
 
 
 def row_error(err: Exception, prefix: str = "") -> InputError:

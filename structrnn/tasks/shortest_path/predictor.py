@@ -29,7 +29,13 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import Predictor, is_networkx, load_weights, split_part
+from structrnn.tasks.predictor import (
+    Predictor,
+    check_graph,
+    is_networkx,
+    load_weights,
+    split_part,
+)
 
 __all__ = ["ShortestPathPredictor", "PREDICTOR", "from_networkx_graph"]
 
@@ -89,24 +95,6 @@ def from_networkx_graph(g) -> tuple[Data, list]:
             distance = math.dist(h.nodes[index[a]]["pos"], h.nodes[index[b]]["pos"])
         h.add_edge(index[a], index[b], distance=float(distance))
     return graph_features(h, index[start], index[end]), nodes
-
-
-def check_data(data: Data) -> Data:
-    """A ``Data`` built like the task's (``x`` (N, 2) start/end flags, ``edge_index`` (2, E),
-    ``edge_attr`` (E, 1) lengths): a clean copy, or ValueError naming the mismatch."""
-    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
-    if x is None or x.dim() != 2 or x.size(1) != 2:
-        raise ValueError(f"x: expected (num_nodes, 2) [is_start, is_end] flags, got "
-                         f"{None if x is None else tuple(x.shape)}")
-    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError("edge_index: expected (2, num_edges)")
-    if edge_attr is None or tuple(edge_attr.shape) != (edge_index.size(1), 1):
-        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, 1) edge lengths, got "
-                         f"{None if edge_attr is None else tuple(edge_attr.shape)}")
-    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) < len(x):
-        raise ValueError(f"edge_index: node ids outside 0..{len(x) - 1}")
-    return Data(x=x.float(), edge_index=edge_index.long(), edge_attr=edge_attr.float(),
-                num_nodes=x.size(0))
 
 
 def path_edges(edge_index: Tensor, edge_prob: Tensor, nodes: list) -> list[list]:
@@ -171,7 +159,7 @@ class ShortestPathPredictor(Predictor):
         ``end=True``), or a PyG ``Data`` built like the task's
         (:func:`structrnn.tasks.shortest_path.data.to_data`)."""
         if isinstance(item, Data):
-            data = check_data(item)
+            data = check_graph(item, 2, 1, "([is_start, is_end] flags, lengths)")
             return data, list(range(data.num_nodes))
         if is_networkx(item):
             return from_networkx_graph(item)
