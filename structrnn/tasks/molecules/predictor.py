@@ -49,6 +49,7 @@ from structrnn.tasks.predictor import (
     Predictor,
     check_graph,
     is_networkx,
+    load_weights,
     split_part,
     write_output,
 )
@@ -243,15 +244,9 @@ class MoleculePredictor(Predictor):
                                  "--global-features rdkit: it was trained before best.pt held "
                                  "it; retrain the run with this structrnn")
         shared = common.get("model_args") or infer_model_args(config, states[0])
-        models = []
-        for state, member in zip(states, members, strict=True):
-            model = MoleculeModel(**(member.model_args or shared))
-            try:
-                model.load_state_dict(state["model"])
-            except RuntimeError as err:
-                raise InputError(f"{where} ({member.name}): the weights do not fit the model of "
-                                 f"its config ({err})") from err
-            models.append(model)
+        models = [load_weights(MoleculeModel(**(m.model_args or shared)), state["model"],
+                               f"{where} ({m.name})")
+                  for state, m in zip(states, members, strict=True)]
         return cls(task, config, models, device, members=members, target_names=names,
                    kind=kind, model_args=members[0].model_args or shared,
                    featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None),

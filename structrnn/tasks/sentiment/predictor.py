@@ -277,17 +277,7 @@ PREDICTOR = SentimentPredictor
 
 def node_spans(tree: Tree) -> list[str]:
     """The words under each node of ``tree``, joined by spaces, in pre-order (root first)."""
-    nodes, parents, _ = tree.flatten()
-    tokens = [node.token for node in nodes if node.token is not None]
-    # a subtree's tokens are contiguous in pre-order: [start, end) of the leaf counter
-    start, end, count = [0] * len(nodes), [0] * len(nodes), 0
-    for i, node in enumerate(nodes):
-        start[i] = count
-        count += node.token is not None
-        end[i] = count
-    for i in range(len(nodes) - 1, 0, -1):  # children come after their parent
-        end[parents[i]] = max(end[parents[i]], end[i])
-    return [" ".join(tokens[a:b]) for a, b in zip(start, end, strict=True)]
+    return [" ".join(node.leaves()) for node in tree.subtrees()]
 
 
 def _read_input(item: Any) -> tuple[Tree, str]:
