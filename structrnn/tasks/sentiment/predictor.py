@@ -46,7 +46,6 @@ from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_
 from structrnn.tasks.predictor import PROGRESS_FROM, Predictor, best_state, load, load_weights
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
-from structrnn.tasks.sentiment.sequence_model import SequenceSentiment, is_sequence_model
 from structrnn.trees.loader import TreeLoader, collate_trees
 from structrnn.trees.tokenize import balanced_tree, tokenize
 from structrnn.trees.tree import Tree
@@ -255,10 +254,8 @@ class SentimentPredictor(Predictor):
         if data is None and config.get("dataset") == "synthetic":
             from structrnn.tasks.sentiment.task import load_splits
 
-            args = SimpleNamespace(dataset="synthetic", binary=binary, data=None, download=False,
-                                   model=config.get("model", "tree-lstm"),
-                                   synthetic_trees=config.get("synthetic_trees", 2000),
-                                   seed=config.get("seed", 0), max_trees=config.get("max_trees"))
+            args = SimpleNamespace(**{"model": "tree-lstm", "synthetic_trees": 2000, "seed": 0,
+                                      "max_trees": None, **config, "binary": binary})
             trees = dict(zip(("train", "dev", "test"), load_splits(args), strict=True))[split].trees
             return TreeDataset(trees, vocab=self.vocab, binary=binary)
         root = Path(data or config.get("data") or default_data_root() / "sst")
@@ -344,13 +341,10 @@ def _build_model(config: dict, vocab: Vocab, weights: dict, where: str) -> TreeS
     if rows is not None and rows.size(0) != len(vocab):
         raise InputError(f"{where}: the vocabulary has {len(vocab)} tokens but the weights "
                          f"{rows.size(0)} embedding rows")
-    classes = 2 if config.get("binary") else 5
-    if is_sequence_model(config["model"]):  # lstm, bilstm ...: read the words in order
-        model = SequenceSentiment(len(vocab), classes, config["model"], config["embed_dim"],
-                                  config["hidden"], config.get("dropout", 0.0),
-                                  unk_id=vocab.unk_id, layers=config.get("layers") or 1,
-                                  pool=config.get("pool") or "last")
-    else:
-        model = TreeSentiment(len(vocab), classes, config["model"], config["embed_dim"],
-                              config["hidden"], config.get("dropout", 0.0), unk_id=vocab.unk_id)
-    return load_weights(model, weights, where)
+    from structrnn.tasks.sentiment.task import build_model
+
+    # the weights replace the initial embedding: no vectors file is read
+    args = SimpleNamespace(**{"dropout": 0.0, **config, "vectors": None, "embed_init": None,
+                              "word_dropout": 0.0})
+    return load_weights(build_model(args, vocab, 2 if config.get("binary") else 5), weights,
+                        where)
