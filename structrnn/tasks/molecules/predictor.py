@@ -43,16 +43,9 @@ from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
+from structrnn.tasks import predictor as base
 from structrnn.tasks.molecules.model import MoleculeModel
-from structrnn.tasks.predictor import (
-    Deployable,
-    Predictor,
-    check_graph,
-    is_networkx,
-    load_weights,
-    split_part,
-    write_output,
-)
+from structrnn.tasks.predictor import Deployable, Predictor, load_weights, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
@@ -358,10 +351,10 @@ class MoleculePredictor(Predictor):
             except ValueError as err:
                 raise ValueError(smiles_error(item)) from err
         if isinstance(item, Data):
-            return check_graph(item, node_in, edge_in, what)
-        if is_networkx(item):
-            return check_graph(from_networkx_graph(item, node_in, edge_in), node_in, edge_in,
-                               what)
+            return base.check_graph(item, node_in, edge_in, what)
+        if base.is_networkx(item):
+            graph = from_networkx_graph(item, node_in, edge_in)
+            return base.check_graph(graph, node_in, edge_in, what)
         kinds = "a networkx graph or a PyG Data"
         raise ValueError(f"expected {'a SMILES string, ' if self.task == 'molecules' else ''}"
                          f"{kinds}, got {type(item).__name__}")
@@ -553,7 +546,7 @@ class MoleculePredictor(Predictor):
         ``"units"``: each unit's figures."""
         from structrnn.tasks.molecules import task as molecule_task
 
-        part = split_part(split)
+        part = base.split_part(split)
         args = self.task_args(data)
         prep = molecule_task.prepare(args)
         units = molecule_task.units(args, prep)

@@ -29,13 +29,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import (
-    Predictor,
-    check_graph,
-    is_networkx,
-    load_weights,
-    split_part,
-)
+from structrnn.tasks.predictor import Predictor, check_graph, is_networkx, load_weights, split_part
 
 __all__ = ["ShortestPathPredictor", "PREDICTOR", "from_networkx_graph"]
 
