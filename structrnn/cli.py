@@ -59,6 +59,7 @@ PREDICT_EXAMPLES = """examples:
 EXPORT_EXAMPLES = """examples:
   structrnn export runs/esol esol.pt                       # structrnn.load("esol.pt") reads it
   structrnn export runs/esol esol.onnx --format onnx       # for onnxruntime (molecule runs)
+  structrnn export runs/sst sst.onnx --format onnx --max-height 40   # tree runs: unrolled
 """
 
 
@@ -164,6 +165,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     ex.add_argument("--check", action="store_true",
                     help="run the written file on the export's example and compare with "
                          "PyTorch")
+    ex.add_argument("--max-height", type=int, default=None,
+                    help="tree runs, torch/onnx: the deepest tree the file computes (its level "
+                         "loop is unrolled that far; default 32)")
 
     sh = sub.add_parser("show", help="draw a PTB tree or a SMILES molecule to an image")
     sh.add_argument("text", help="'(3 (2 It) (4 works))' or a SMILES such as CCO")
@@ -177,7 +181,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
     bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict",
-                                        "dags", "sst", "parse", "serve"])
+                                        "dags", "sst", "parse", "serve", "export"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -320,7 +324,8 @@ def cmd_parse(args) -> int:
 def cmd_export(args) -> int:
     from structrnn.tasks.predictor import load
 
-    path = load(args.run).export(args.file, format=args.format, check=args.check)
+    options = {} if args.max_height is None else {"max_height": args.max_height}
+    path = load(args.run).export(args.file, format=args.format, check=args.check, **options)
     print(f"exported {args.run} -> {path}", file=sys.stderr)
     return 0
 

@@ -70,9 +70,9 @@ class Unrolled(nn.Module):
         super().__init__()
         if not isinstance(max_height, int) or max_height < 0:
             raise InputError(f"max_height: expected an integer >= 0, got {max_height!r}")
-        if isinstance(model, DAGRecurrent) and model.aggregation != "sum":
-            raise InputError(f"model: DAGRecurrent(aggregation={model.aggregation!r}) has no "
-                             "unrolled form; only aggregation='sum' exports")
+        if isinstance(model, DAGRecurrent) and model.aggr != "sum":
+            raise InputError(f"model: DAGRecurrent(aggr={model.aggr!r}) has no "
+                             "unrolled form; only aggr='sum' exports")
         if not isinstance(model, TreeLSTM | TreeGRU | BiTreeLSTM | DAGRecurrent):
             raise InputError(f"model: expected TreeLSTM, TreeGRU, BiTreeLSTM or DAGRecurrent, "
                              f"got {type(model).__name__} (its cell does not treat a node "
@@ -100,10 +100,10 @@ class Unrolled(nn.Module):
             state = state_from_tuple([torch.cat(p, 1) for p in
                                       zip(*map(state_tuple, passes), strict=True)])
         elif isinstance(m, BiTreeLSTM):
-            (h_up, _), too_deep = run_unrolled(m.up.cell, x, edge_index, k)
+            (h_up, c_up), too_deep = run_unrolled(m.up.cell, x, edge_index, k)
             # top-down: a node's one predecessor is its parent; no depth exceeds the height
-            (h_down, _), _ = run_unrolled(m.down_cell, h_up, edge_index.flip(0), k)
-            state = torch.cat([h_up, h_down], 1)
+            (h_down, c_down), _ = run_unrolled(m.down_cell, h_up, edge_index.flip(0), k)
+            state = (torch.cat([h_up, h_down], 1), torch.cat([c_up, c_down], 1))
         else:
             slot = child_index.index_select(0, edge_index[0]) if self.nary else None
             state, too_deep = run_unrolled(m.cell, x, edge_index, k, slot=slot)

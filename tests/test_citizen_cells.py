@@ -197,6 +197,35 @@ def test_recursive_cells_take_torchs_call_forms(cls):
     assert_close(cell(x1, h[0]), cell.compose(children[:1])[0], atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("cls", [RecursiveCell, RNTNCell])
+def test_recursive_cells_take_child_index_like_the_nary_cell(cls, fresh_warnings):
+    """The many-children call names each child's slot ``child_index=``, as NaryLSTMCell's; the
+    reference is Socher et al.'s composition written per parent here."""
+    torch.manual_seed(0)
+    cell = cls(H).double()
+    x, h = torch.randn(3, H, dtype=D64), torch.randn(4, H, dtype=D64)
+    index, slot = torch.tensor([0, 0, 2, 1]), torch.tensor([1, 0, 1, 0])
+    got = cell(x, h, index=index, size=3, child_index=slot)
+    for parent in range(3):
+        kids = [torch.zeros(H, dtype=D64), torch.zeros(H, dtype=D64)]  # a missing slot: zero
+        for j in (index == parent).nonzero().flatten().tolist():
+            kids[int(slot[j])] = h[j]
+        c = torch.cat(kids)
+        pre = cell.weight_hh @ c + cell.bias_hh
+        if cls is RNTNCell:
+            pre = pre + torch.stack([c @ v @ c for v in cell.tensor])
+        assert_close(got[parent], torch.tanh(pre), atol=1e-12, rtol=0)
+    # one child per row, in the slot child_index names
+    one = cell(x, h[:3], child_index=torch.tensor([1, 0, 1]))
+    assert_close(one, cell(x, h[:3], index=torch.arange(3), size=3,
+                           child_index=torch.tensor([1, 0, 1])), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="pass child_index"):
+        cell(x, h, index=index, size=3)
+    with pytest.warns(FutureWarning, match="'pos' is deprecated, use 'child_index'"):
+        old = cell(x, h, index=index, size=3, pos=slot)
+    assert torch.equal(old, got)
+
+
 # -- keywords -----------------------------------------------------------------------------------
 ALL_CELLS = [lambda: sr.RNNCell(I, H), lambda: sr.GRUCell(I, H), lambda: sr.LSTMCell(I, H),
              lambda: sr.NaryLSTMCell(I, H), lambda: sr.PeepholeLSTMCell(I, H),

@@ -45,6 +45,32 @@ def test_tutorial_runs(path, tmp_path, monkeypatch):
         torch.set_num_threads(threads)
 
 
+NOT_RUN = "# not run:"  # a README block whose first line starts so needs a data set or a run
+
+
+def test_readme_runs(tmp_path, monkeypatch):
+    """The README's ```python blocks (sequences, trees, graphs, export) run in order, in one
+    namespace, like a tutorial. A block whose first line is ``# not run: needs ...`` is skipped:
+    it needs a data set or a trained run that a test cannot have (its reason is that line)."""
+    blocks = python_blocks(REPO / "README.md")
+    ran = [(line, code) for line, code in blocks if not code.startswith(NOT_RUN)]
+    skipped = [code.splitlines()[0] for _, code in blocks if code.startswith(NOT_RUN)]
+    assert len(ran) >= 3, "the README's sequence, tree and graph examples"
+    assert all(len(reason) > len(NOT_RUN) + 5 for reason in skipped), skipped
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)  # files the examples write land here
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    namespace = {"__name__": "readme"}
+    try:
+        for line, code in ran:
+            exec(compile("\n" * (line - 1) + code, str(REPO / "README.md"), "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "tree.pt2").is_file() and (tmp_path / "dmpnn.pt2").is_file()
+
+
 # ------------------------------------------------------------------ docs/architecture.md
 TREE_LINE = re.compile(r"^( *)(\S+)")
 

@@ -70,10 +70,6 @@ def random_dag(n: int, seed: int, p: float = 0.3) -> torch.Tensor:
     return torch.stack([u[keep], v[keep]])
 
 
-def h_of(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
 # ------------------------------------------------------------------ export_model
 class Small(nn.Module):
     def __init__(self) -> None:
@@ -145,9 +141,9 @@ def tree_models():
 
 
 def eager(model, x, edge_index, slots, nary):
-    """The model's own level loop (a positional slot argument: its name changes in issue 23)."""
+    """The model's own level loop (its ``h``)."""
     with torch.no_grad():
-        return h_of(model(x, edge_index, None, slots) if nary else model(x, edge_index))
+        return model(x, edge_index, child_index=slots) if nary else model(x, edge_index)
 
 
 @pytest.mark.parametrize("name", ["child-sum", "n-ary", "tree-gru", "bi-tree-lstm"])
@@ -163,13 +159,14 @@ def test_unrolled_trees_equal_the_level_loop(name):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_return_state_gives_the_memory_too():
-    model = sr.TreeLSTM(5, 6).eval()
+@pytest.mark.parametrize("name", ["child-sum", "bi-tree-lstm"])
+def test_return_state_gives_the_memory_too(name):
+    model = tree_models()[name][0].eval()
     edge_index, _, height = random_forest([9], seed=2)
     x = torch.randn(9, 5)
     with torch.no_grad():
         h, c = Unrolled(model, height, return_state=True)(x, edge_index)
-        want_h, want_c = model(x, edge_index, return_cell=True)
+        want_h, want_c = model(x, edge_index, return_state=True)
     torch.testing.assert_close((h, c), (want_h, want_c), rtol=1e-5, atol=1e-6)
 
 
@@ -183,8 +180,9 @@ def test_unrolled_dags_equal_the_level_loop(direction, cell):
     x = torch.randn(15, 4)
     height = max(graph_height(edge_index, 15), graph_height(edge_index.flip(0), 15))
     with torch.no_grad():
-        want = model(x, edge_index)
+        want = model(x, edge_index, return_state=True)
         got = Unrolled(model, height, return_state=True)(x, edge_index)
+        assert type(got) is type(want)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -275,13 +273,13 @@ def test_dag_recurrent_in_onnxruntime_on_other_dags(tmp_path):
     x = torch.randn(18, 4)
     (got,) = ort_run(path, x, edge_index)
     with torch.no_grad():
-        want = h_of(model(x, edge_index))
+        want = model(x, edge_index)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_and_recursive_models_are_refused_by_name():
-    with pytest.raises(sr.InputError, match="aggregation='attention'"):
-        Unrolled(sr.DAGRecurrent(sr.GRUCell(3, 4), aggregation="attention"), 4)
+    with pytest.raises(sr.InputError, match="aggr='attention'"):
+        Unrolled(sr.DAGRecurrent(sr.GRUCell(3, 4), aggr="attention"), 4)
     with pytest.raises(sr.InputError, match="got RecursiveNN"):
         Unrolled(sr.RecursiveNN(4), 4)
 
@@ -304,17 +302,39 @@ def test_dense_cdf_normalisation_equals_the_searchsorted_one():
                                cdf_normalise(values, reference), rtol=0, atol=0)
 
 
-@pytest.fixture
-def molecule_run(tmp_path_factory, monkeypatch):
+# Each body of `structrnn train molecules --model`, with the readout it trains with by default
+# on the built-in data (atom-sum; GIN's own sum over layers), and MPNN with set2set (PyG's
+# Set2Set, an LSTM over the molecule's atoms, inside the file).
+BODIES = {"gn-gru": [], "dmpnn": [], "mpnn": ["--readout", "set2set"], "gin": []}
+
+
+@pytest.fixture(scope="module")
+def molecule_runs(tmp_path_factory):
+    """``molecule_runs(body)``: a tiny two-seed run of ``body`` on the built-in molecules
+    (trained once per module)."""
     pytest.importorskip("rdkit")
     from structrnn.tasks.molecules import task
+    from structrnn.training.task import train
 
-    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path_factory.mktemp("cache")))
-    run = tmp_path_factory.mktemp("molecules") / "run"
-    # GIN: the molecule body whose scatter ops export today (see docs/architecture.md, Export)
-    task.main(["--max-molecules", "60", "--epochs", "2", "--hidden", "8", "--steps", "2",
-               "--no-progress", "--model", "gin", "--seeds", "0,1", "--out", str(run)])
+    runs: dict = {}
+
+    def run(body: str):
+        if body not in runs:
+            out = tmp_path_factory.mktemp(f"molecules-{body}") / "run"
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("STRUCTRNN_CACHE", str(tmp_path_factory.mktemp("cache")))
+                train(task.TASK, ["--max-molecules", "60", "--epochs", "2", "--hidden", "8",
+                                  "--steps", "2", "--no-progress", "--model", body,
+                                  *BODIES[body], "--seeds", "0,1", "--out", str(out)])
+            runs[body] = out
+        return runs[body]
+
     return run
+
+
+@pytest.fixture
+def molecule_run(molecule_runs):
+    return molecule_runs("gn-gru")  # the default body
 
 
 OTHER_MOLECULES = ["CCCCCCN", "O=C(O)c1ccccc1C(=O)O", "C", "CC", "N#N", "c1ccc2ccccc2c1",
@@ -322,11 +342,16 @@ OTHER_MOLECULES = ["CCCCCCN", "O=C(O)c1ccccc1C(=O)O", "C", "CC", "N#N", "c1ccc2c
 
 
 @needs_onnx
-def test_a_molecule_runs_onnx_file_predicts_what_the_predictor_does(molecule_run, tmp_path):
+@pytest.mark.parametrize("body", list(BODIES))
+def test_each_molecule_body_exports_to_onnx_and_predicts_what_the_predictor_does(
+        molecule_runs, tmp_path, body):
+    """The run's file in onnxruntime on molecules of other sizes than the export's examples
+    (one atom, two, a diatomic, fused rings ...) equals the predictor (eager PyTorch)."""
     from structrnn.datasets.molecules import from_smiles
     from structrnn.tasks.molecules.deployed import graph_inputs
 
-    predictor = sr.load(molecule_run)
+    predictor = sr.load(molecule_runs(body))
+    assert predictor.config["model"] == body
     path = predictor.export(tmp_path / "mol.onnx", format="onnx", check=True)
     rows = predictor.predict(OTHER_MOLECULES)
     prediction, members = ort_run(path, *graph_inputs([from_smiles(s) for s in
@@ -338,10 +363,21 @@ def test_a_molecule_runs_onnx_file_predicts_what_the_predictor_does(molecule_run
     torch.testing.assert_close(members[:, :, 0].std(1, unbiased=False),
                                torch.tensor([r[f"{name}_std"] for r in rows]),
                                rtol=1e-4, atol=1e-5)
-    # and the torch.export program of the same run
+
+
+@needs_onnx
+def test_a_molecule_run_exports_to_torch_and_to_its_own_format(molecule_run, tmp_path):
+    from structrnn.datasets.molecules import from_smiles
+    from structrnn.tasks.molecules.deployed import graph_inputs
+
+    predictor = sr.load(molecule_run)
+    path = predictor.export(tmp_path / "mol.onnx", format="onnx")
+    inputs = graph_inputs([from_smiles(s) for s in OTHER_MOLECULES[:3]])
+    prediction, _ = ort_run(path, *inputs)
+    # the torch.export program of the same run
     program = torch.export.load(predictor.export(tmp_path / "mol.pt2", format="torch"))
-    got, _ = program.module()(*graph_inputs([from_smiles(s) for s in OTHER_MOLECULES[:3]]))
-    torch.testing.assert_close(got, prediction[:3], rtol=1e-5, atol=1e-5)
+    got, _ = program.module()(*inputs)
+    torch.testing.assert_close(got, prediction, rtol=1e-5, atol=1e-5)
     # the default format is still structrnn's own file
     again = sr.load(predictor.export(tmp_path / "mol.pt"))
     assert again.predict(OTHER_MOLECULES[:2]) == predictor.predict(OTHER_MOLECULES[:2])
@@ -379,7 +415,7 @@ def test_molecule_descriptors_enter_the_onnx_file_raw(tmp_path):
     raw = rdkit_descriptors(OTHER_MOLECULES)[0]
     d = raw.size(1)
     models = [MoleculeModel(graphs[0].x.size(1), graphs[0].edge_attr.size(1), 2, hidden=8,
-                            steps=2, model="gin", readout="mean", global_in=d).eval()
+                            steps=2, model="gn-gru", readout="set2set", global_in=d).eval()
               for _ in range(2)]
     means, stds = [torch.tensor([1.0, -2.0])] * 2, [torch.tensor([3.0, 0.5])] * 2
     refs = [reference, reference[:5]]
@@ -399,3 +435,98 @@ def test_molecule_descriptors_enter_the_onnx_file_raw(tmp_path):
             batch.u = cdf_normalise(raw, ref)
             want.append(model(batch) * std + mean)
     torch.testing.assert_close(prediction, torch.stack(want).mean(0), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ a tree sentiment run
+@pytest.fixture(scope="module")
+def sentiment_runs(tmp_path_factory):
+    """``sentiment_runs(model)``: a tiny run of ``structrnn train sst --model MODEL`` on the
+    synthetic treebank (trained once per module)."""
+    from structrnn.tasks.sentiment import task
+    from structrnn.training.task import train
+
+    runs: dict = {}
+
+    def run(model: str):
+        if model not in runs:
+            out = tmp_path_factory.mktemp(f"sentiment-{model}") / "run"
+            train(task.TASK, ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden",
+                              "8", "--embed-dim", "8", "--epochs", "1", "--no-progress",
+                              "--model", model, "--out", str(out)])
+            runs[model] = out
+        return runs[model]
+
+    return run
+
+
+OTHER_SENTENCES = ["good", "a thoroughly bad , boring film .", "not really good at all",
+                   "(4 (2 (2 The) (2 cast)) (4 (3 is) (4 (4 (4 wonderful) (2 and)) (3 warm))))"]
+
+
+def sentiment_trees(sentences):
+    from structrnn.trees.tokenize import balanced_tree, tokenize
+
+    return [sr.Tree.from_ptb(s) if s.startswith("(") else balanced_tree(tokenize(s))
+            for s in sentences]
+
+
+@needs_onnx
+@pytest.mark.parametrize("model", ["tree-lstm", "child-sum-tree-lstm", "bi-tree-lstm"])
+def test_a_sentiment_runs_file_equals_the_level_loop_on_other_trees(sentiment_runs, tmp_path,
+                                                                    model):
+    from structrnn.tasks.sentiment.deployed import check_trees, tree_inputs
+    from structrnn.trees.loader import collate_trees
+
+    predictor = sr.load(sentiment_runs(model))
+    path = predictor.export(tmp_path / "s.onnx", format="onnx", max_height=8, check=True)
+    trees = sentiment_trees(OTHER_SENTENCES)
+    check_trees(trees, predictor.vocab, 8)  # what a caller does before onnxruntime
+    logits, probs = ort_run(path, *tree_inputs(trees, predictor.vocab))
+    with torch.no_grad():  # the model's own level loop, as predict runs it
+        want = predictor.model(collate_trees([t.to_data(predictor.vocab) for t in trees]))
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(probs, want.softmax(-1), rtol=1e-5, atol=1e-5)
+    # the torch.export program of the same run, and a tree deeper than max_height
+    program = torch.export.load(predictor.export(tmp_path / "s.pt2", format="torch",
+                                                 max_height=8)).module()
+    got, _ = program(*tree_inputs(trees, predictor.vocab))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    deep = [sr.Tree.from_ptb("(2 (2 a) " * 10 + "(2 b)" + ")" * 10)]  # height 10
+    with pytest.raises(sr.InputError, match=r"has height 10, but the model was exported with "
+                                            r"max_height=8"):
+        check_trees(deep, predictor.vocab, 8)
+    with pytest.raises(RuntimeError, match="deeper than the max_height"):
+        program(*tree_inputs(deep, predictor.vocab))
+
+
+def test_sentiment_export_options_and_refusals(sentiment_runs, tmp_path):
+    from structrnn import cli
+    from structrnn.tasks.sentiment.deployed import DeployedSentiment
+    from structrnn.tasks.sentiment.model import TreeSentiment
+
+    run = sentiment_runs("tree-lstm")
+    path = tmp_path / "s.pt2"
+    assert cli.main(["export", str(run), str(path), "--format", "torch", "--max-height",
+                     "5"]) == 0
+    program = torch.export.load(path).module()
+    chain = torch.stack([torch.arange(1, 7), torch.arange(0, 6)])  # height 6
+    with pytest.raises(RuntimeError, match="deeper than the max_height"):
+        program(torch.zeros(7, dtype=torch.long), chain, torch.zeros(7, dtype=torch.long))
+    with pytest.raises(sr.InputError, match="unknown option"):
+        sr.load(run).export(tmp_path / "x.onnx", format="onnx", depth=3)
+    with pytest.raises(sr.InputError, match="'rntn' sentiment run has no torch.export"):
+        DeployedSentiment(TreeSentiment(20, model="rntn", embed_dim=4, hidden=4), 8)
+
+
+@needs_onnx
+def test_the_export_benchmark_runs_at_its_smallest_settings(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("rdkit")
+    from structrnn.benchmarks import export as bench
+
+    monkeypatch.setenv("STRUCTRNN_CACHE", str(tmp_path / "cache"))
+    figures = bench.main(["--molecules", "4", "--rounds", "1", "--train-molecules", "40",
+                          "--epochs", "1", "--hidden", "8", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert "command: structrnn bench export" in out and "machine before:" in out
+    assert figures["model"] == "gn-gru" and figures["onnx_bytes"] > 0
+    assert figures["max_abs_diff"] < 1e-3 and figures["eager_over_onnx"] > 0

@@ -8,10 +8,10 @@ pass are its in-neighbours (in the ``"backward"`` pass, its out-neighbours). The
 from a source) hold every node whose predecessors are done, across all graphs of the batch, and
 :func:`structrnn.levels.run.run_schedule` makes each level one batched cell call: the Python loop
 is over levels, never over nodes. A node with several predecessors goes through the cell's
-many-predecessor call (``cell(x, prev, index, size)``): the Child-Sum Tree-LSTM of Tai et al.
-(2015) for :class:`~structrnn.LSTMCell`, the summed state for GRU and Elman cells, so a tree
-given as a DAG (edges child -> parent) is exactly the Child-Sum tree model and a chain is exactly
-the sequence model.
+many-predecessor call (``cell(input, hx, index=index, size=size)``): the Child-Sum Tree-LSTM of
+Tai et al. (2015) for :class:`~structrnn.LSTMCell`, the summed state for GRU and Elman cells, so
+a tree given as a DAG (edges child -> parent) is exactly the Child-Sum tree model and a chain is
+exactly the sequence model.
 """
 
 from __future__ import annotations
@@ -101,18 +101,18 @@ class _AttendingCell(nn.Module):
         self.cell, self.attention, self.width = cell, attention, width
         self.fast = isinstance(cell, RNNCellBase)
 
-    def forward(self, x: Tensor, prev=None, index: Tensor | None = None,
+    def forward(self, input: Tensor, hx=None, *, index: Tensor | None = None,
                 size: int | None = None):
         inp = node = None
         if self.width is not None:
-            inp, node = x[:, :self.width], x[:, self.width]
-        if prev is not None:
-            alpha = self.attention(None if node is None else node[index], state_h(prev), index,
+            inp, node = input[:, :self.width], input[:, self.width]
+        if hx is not None:
+            alpha = self.attention(None if node is None else node[index], state_h(hx), index,
                                    size)
-            prev = map_state(prev, lambda t: t * alpha.unsqueeze(1))
+            hx = map_state(hx, lambda t: t * alpha.unsqueeze(1))
         if self.fast:
-            return self.cell.combine(inp, prev, index, size)
-        return self.cell(inp, prev, index=index, size=size)
+            return self.cell.combine(inp, hx, index, size)
+        return self.cell(inp, hx, index=index, size=size)
 
 
 def _fresh_copy(cell: nn.Module) -> nn.Module:
@@ -170,7 +170,7 @@ class DAGRecurrent(nn.Module):
     Args:
         cell: a structrnn cell (:class:`~structrnn.GRUCell`, :class:`~structrnn.LSTMCell`,
             :class:`~structrnn.RNNCell`, ...) or any module called as
-            ``cell(x, prev, index=..., size=...)``; attention needs its ``input_size`` and
+            ``cell(input, hx, index=..., size=...)``; attention needs its ``input_size`` and
             ``hidden_size`` attributes.
         direction: ``"forward"``, ``"backward"`` or ``"both"``.
         aggr: ``"sum"`` (the cell's own many-predecessor call) or ``"attention"``

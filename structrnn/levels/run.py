@@ -214,7 +214,7 @@ def run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_node
     Args:
         cell: a structrnn cell (uses its ``project_input`` / ``combine`` split: one input matmul
             for all nodes, then one recurrent matmul per level) or any module called as
-            ``cell(x, prev, index=..., size=...)``.
+            ``cell(input, hx, index=..., size=...)``.
         x: (N, input_size) node inputs, or None.
         schedule: the pass's :class:`~structrnn.levels.schedule.Schedule`.
         num_nodes: N.

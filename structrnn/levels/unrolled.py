@@ -94,7 +94,7 @@ def run_unrolled(cell: nn.Module, x: Tensor | None, edge_index: Tensor, max_heig
     Args:
         cell: a structrnn cell (its ``project_input`` once, then ``combine`` over all nodes per
             round; a :class:`~structrnn.NaryLSTMCell` runs :func:`_nary_step` on its
-            parameters) or any module called as ``cell(x, prev, index=..., size=...)``.
+            parameters) or any module called as ``cell(input, hx, index=..., size=...)``.
         x: (N, input_size) node inputs, or None (then ``num_nodes``).
         edge_index: (2, E) long, predecessor -> node (a tree's child -> parent).
         max_height: the deepest graph the result is exact for (longest path, in edges).

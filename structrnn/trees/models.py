@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structrnn._checks import check_shape
+from structrnn._checks import IndexSpec, check_shape
 from structrnn._deprecation import renamed, warn_once
 from structrnn.cells import GRUCell, LSTMCell, NaryLSTMCell, RNNCellBase, scatter_sum
 from structrnn.levels.run import run_down, run_up
@@ -147,9 +147,16 @@ def _slots(prev: Tensor, index: Tensor | None, child_index: Tensor | None, size:
 
 class RecursiveCell(RNNCellBase):
     """Composition of Socher et al. (2011): ``p = tanh(W [c_1; ...; c_arity] + b)``; a node
-    without children takes its input as its vector (``input_size == hidden_size``)."""
+    without children takes its input as its vector (``input_size == hidden_size``).
+
+    Call: ``cell(input)`` (a leaf: its input), ``cell(input, hx)`` (row ``j`` of ``hx`` is row
+    ``j``'s one child, in slot 0, or in slot ``child_index[j]``), and the many-children call
+    ``cell(input, hx, index=index, size=size, child_index=child_index)`` as
+    :class:`~structrnn.NaryLSTMCell` takes it: ``child_index[j]`` is child ``j``'s slot in
+    ``[0, arity)``, required with ``index``; missing slots are zero."""
 
     num_chunks = 1
+    _DEPRECATED_KEYWORDS = {**RNNCellBase._DEPRECATED_KEYWORDS, "pos": "child_index"}
 
     def __init__(self, hidden_size: int, arity: int = 2, bias: bool = True) -> None:
         self.arity = arity
@@ -162,6 +169,28 @@ class RecursiveCell(RNNCellBase):
 
     def extra_repr(self) -> str:
         return f"{self.hidden_size}, arity={self.arity}" + ("" if self.bias else ", bias=False")
+
+    def forward(self, input: Tensor | None = None, hx: Tensor | None = None, *,
+                index: Tensor | None = None, size: int | None = None,
+                child_index: Tensor | None = None, **deprecated) -> Tensor:
+        """As :meth:`RNNCellBase.forward`, plus ``child_index`` (M,) long: each child's slot
+        in ``[0, arity)``, required with ``index`` (``pos=`` is its deprecated spelling).
+
+        Returns:
+            (N, hidden_size) (``(hidden_size,)`` unbatched).
+        """
+        input, hx, extra = self._resolve_keywords(input, hx, deprecated, child_index=child_index)
+        if index is not None and extra["child_index"] is None and self.arity > 1:
+            raise ValueError(f"{type(self).__name__}: pass child_index (each child's slot in "
+                             f"[0, {self.arity})) with index")
+        return self._call(input, hx, index, size, **extra)
+
+    def _index_specs(self, hx: Tensor | None, index: Tensor | None, size: int,
+                     child_index: Tensor | None = None) -> list[IndexSpec]:
+        specs = [] if index is None else super()._index_specs(hx, index, size)
+        if child_index is not None and hx is not None:
+            specs.append(IndexSpec(child_index, "child_index", hx.size(0), self.arity))
+        return specs
 
     def combine(self, x_proj: Tensor | None, prev: Tensor | None, index: Tensor | None,
                 size: int, child_index: Tensor | None = None) -> Tensor:

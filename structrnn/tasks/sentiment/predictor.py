@@ -33,6 +33,7 @@ and, with ``nodes=True``, ``nodes``: one ``{"span", "label", "probs"}`` per node
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,7 +44,14 @@ from torch import Tensor
 
 from structrnn._errors import InputError
 from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_root
-from structrnn.tasks.predictor import PROGRESS_FROM, Predictor, best_state, load, load_weights
+from structrnn.tasks.predictor import (
+    PROGRESS_FROM,
+    Deployable,
+    Predictor,
+    best_state,
+    load,
+    load_weights,
+)
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
 from structrnn.trees.loader import TreeLoader, collate_trees
@@ -56,6 +64,10 @@ __all__ = ["SentimentPredictor", "PREDICTOR", "CLASS_NAMES", "PROGRESS_THRESHOLD
 CLASS_NAMES = {5: ("very negative", "negative", "neutral", "positive", "very positive"),
                2: ("negative", "positive")}
 PROGRESS_THRESHOLD = PROGRESS_FROM  # progress=None shows a bar for more inputs than this
+# The exported file's default bound on a tree's height (SST's deepest gold tree is about 30
+# edges deep; a balanced tree of 2**32 tokens is 32), and the trees it is traced on.
+EXPORT_MAX_HEIGHT = 32
+EXPORT_EXAMPLES = ("(3 (2 It) (4 (3 works) (2 .)))", "a gorgeous , witty , seductive movie .")
 SPLITS = {"train": "train", "dev": "dev", "val": "dev", "test": "test"}
 _FIELDS = ("label", "label_name", "probs", "tokens", "unknown_words", "unknown_share", "tree",
            "ptb")
@@ -122,6 +134,40 @@ class SentimentPredictor(Predictor):
         whether it lower-cases."""
         return {"vocab": list(self.vocab), "vocab_unk": self.vocab.unk,
                 "vocab_lower": self.vocab.lower}
+
+    def deployable(self, max_height: int = EXPORT_MAX_HEIGHT,
+                   examples: Sequence[str] = EXPORT_EXAMPLES, **options: Any) -> Deployable:
+        """The tree model with its level loop unrolled to ``max_height`` as one module
+        (:class:`~structrnn.tasks.sentiment.deployed.DeployedSentiment`; its docstring lists
+        the inputs and outputs), traced on ``examples`` (sentences or PTB text) with dynamic
+        numbers of nodes and edges. A deeper tree is an error, never a wrong answer
+        (:func:`~structrnn.tasks.sentiment.deployed.check_trees` before onnxruntime)."""
+        from torch.export import Dim
+
+        from structrnn.tasks.sentiment.deployed import (
+            INPUT_NAMES,
+            OUTPUT_NAMES,
+            DeployedSentiment,
+            tree_inputs,
+        )
+
+        if options:
+            raise InputError(f"export: unknown option(s) {', '.join(options)} for a sentiment "
+                             "run (max_height, examples)")
+        if not isinstance(self.model, TreeSentiment):
+            raise InputError(f"format: a sequence sentiment run ({self.config.get('model')!r}) "
+                             "exports only format='structrnn' so far")
+        module = DeployedSentiment(copy.deepcopy(self.model).cpu(), max_height).eval()
+        trees = [_read_input(e)[0] for e in examples]
+        inputs = tree_inputs(trees, self.vocab)
+        nodes, edges = Dim("nodes", min=2), Dim("edges", min=1)
+        shapes = ({0: nodes}, {1: edges}, {0: nodes})
+        meta = {"structrnn.task": self.task, "structrnn.model": self.config.get("model"),
+                "structrnn.max_height": max_height, "structrnn.classes": list(self.class_names),
+                "structrnn.inputs": list(INPUT_NAMES), "structrnn.outputs": list(OUTPUT_NAMES),
+                "structrnn.vocab": list(self.vocab), "structrnn.vocab_lower": self.vocab.lower,
+                "structrnn.docs": "structrnn.tasks.sentiment.deployed"}
+        return Deployable(module, inputs, shapes, list(INPUT_NAMES), list(OUTPUT_NAMES), meta)
 
     # -- predicting -----------------------------------------------------------------------------
     predict_options: ClassVar[dict[str, Any]] = {"nodes": False, "png": None, "parser": None}
