@@ -1,10 +1,11 @@
-"""``reset_parameters`` of modules built from other modules, the user's included."""
+"""``reset_parameters`` of modules built from other modules, the user's included, and the
+sizes their ``repr`` shows."""
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["reset"]
+__all__ = ["reset", "reset_children", "channels_repr"]
 
 
 def reset(module: nn.Module | object | None, name: str = "module") -> None:
@@ -30,3 +31,22 @@ def reset(module: nn.Module | object | None, name: str = "module") -> None:
                         f"values for them")
     for child_name, child in module.named_children():
         reset(child, f"{name}.{child_name}")
+
+
+def reset_children(module: nn.Module) -> None:
+    """:func:`reset` every child of ``module`` (its ``reset_parameters``)."""
+    for name, child in module.named_children():
+        reset(child, name)
+
+
+def channels_repr(module: nn.Module, *optional: str) -> str:
+    """The sizes of a model with PyG's argument names, as its ``extra_repr``:
+    ``in_channels, hidden_channels, num_layers=, out_channels=``, then each attribute named in
+    ``optional`` that is set (not None, 0 or False)."""
+    text = (f"{module.in_channels}, {module.hidden_channels}, num_layers={module.num_layers}, "
+            f"out_channels={module.out_channels}")
+    for name in optional:
+        value = getattr(module, name)
+        if value is not None and value is not False and value != 0:
+            text += f", {name}={value!r}"
+    return text

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from structrnn._checks import check_shape
 from structrnn.graphs._renamed import renamed
-from structrnn.graphs._reset import reset
+from structrnn.graphs._reset import channels_repr, reset_children
 from structrnn.graphs.network import aggregate, check_readout, pool
 
 __all__ = ["DMPNN", "reverse_edges"]
@@ -88,15 +88,10 @@ class DMPNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
-        for name, child in self.named_children():
-            reset(child, name)
+        reset_children(self)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.hidden_channels}, num_layers={self.num_layers}, "
-             f"out_channels={self.out_channels}")
-        if self.edge_dim:
-            s += f", edge_dim={self.edge_dim}"
-        return s + ("" if self.readout is None else f", readout={self.readout!r}")
+        return channels_repr(self, "edge_dim", "readout")
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None, num_graphs: int | None = None) -> Tensor:

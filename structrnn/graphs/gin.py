@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from structrnn._checks import check_shape
 from structrnn.graphs._renamed import renamed
-from structrnn.graphs._reset import reset
+from structrnn.graphs._reset import channels_repr, reset_children
 from structrnn.graphs.network import aggregate, check_readout, count_graphs, pool
 
 __all__ = ["GIN"]
@@ -86,19 +86,13 @@ class GIN(nn.Module):
             self.lin = nn.Linear(hidden_channels, out_channels)
 
     def reset_parameters(self) -> None:
-        for name, child in self.named_children():
-            reset(child, name)
+        reset_children(self)
         with torch.no_grad():
             self.eps.zero_()
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.hidden_channels}, num_layers={self.num_layers}, "
-             f"out_channels={self.out_channels}")
-        if self.edge_dim:
-            s += f", edge_dim={self.edge_dim}"
-        if self.readout is not None:
-            s += f", readout={self.readout!r}"
-        return s + ("" if self.train_eps else ", train_eps=False")
+        text = channels_repr(self, "edge_dim", "readout")
+        return text + ("" if self.train_eps else ", train_eps=False")
 
     def layer_states(self, x: Tensor, edge_index: Tensor,
                      edge_attr: Tensor | None = None) -> list[Tensor]:

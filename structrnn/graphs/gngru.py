@@ -11,7 +11,7 @@ from torch_geometric.nn.aggr import Aggregation
 from structrnn._checks import check_shape
 from structrnn.cells import GRUCell
 from structrnn.graphs._renamed import renamed
-from structrnn.graphs._reset import reset
+from structrnn.graphs._reset import channels_repr, reset_children
 from structrnn.graphs.models import mlp
 from structrnn.graphs.network import GraphNetwork, check_readout, pool
 
@@ -63,15 +63,10 @@ class GNGRU(nn.Module):
         self.lin = None if out_channels is None else nn.Linear(h, out_channels)
 
     def reset_parameters(self) -> None:
-        for name, child in self.named_children():
-            reset(child, name)
+        reset_children(self)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.hidden_channels}, num_layers={self.num_layers}, "
-             f"out_channels={self.out_channels}")
-        if self.edge_dim:
-            s += f", edge_dim={self.edge_dim}"
-        return s + ("" if self.readout is None else f", readout={self.readout!r}")
+        return channels_repr(self, "edge_dim", "readout")
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None, num_graphs: int | None = None) -> Tensor:

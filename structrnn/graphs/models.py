@@ -30,7 +30,7 @@ from torch_geometric.utils import scatter, softmax
 
 from structrnn.cells import GRUCell, LSTMCell, state_h
 from structrnn.graphs._renamed import renamed
-from structrnn.graphs._reset import reset
+from structrnn.graphs._reset import channels_repr, reset_children
 from structrnn.graphs.network import (
     GraphNetwork,
     aggregate,
@@ -176,13 +176,10 @@ class MPNN(nn.Module):
         return self.num_layers
 
     def reset_parameters(self) -> None:
-        for name, child in self.named_children():
-            reset(child, name)
+        reset_children(self)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.hidden_channels}, num_layers={self.num_layers}, "
-                f"out_channels={self.out_channels}, edge_dim={self.edge_dim}, "
-                f"readout={self.readout!r}")
+        return channels_repr(self, "edge_dim", "readout")
 
     def forward(self, x: Tensor | BaseData, edge_index: Tensor | None = None,
                 edge_attr: Tensor | None = None, batch: Tensor | None = None,
@@ -402,16 +399,11 @@ class EncodeProcessDecode(nn.Module):
         return self.num_layers
 
     def reset_parameters(self) -> None:
-        for name, child in self.named_children():
-            reset(child, name)
+        reset_children(self)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.hidden_channels}, num_layers={self.num_layers}, "
-             f"out_channels={self.out_channels}, edge_dim={self.edge_dim}")
-        for name in ("global_dim", "edge_out_channels", "global_out_channels"):
-            if getattr(self, name) is not None:
-                s += f", {name}={getattr(self, name)}"
-        return s + f", core_update={self.core_update!r}"
+        return channels_repr(self, "edge_dim", "global_dim", "edge_out_channels",
+                             "global_out_channels", "core_update")
 
     def _gate(self, latents: tuple[Tensor, Tensor, Tensor], states: tuple | None) -> tuple:
         """The cells' update of the core's MLP outputs ``(x (N, H), e (E, H), u (G, H))`` from

@@ -30,7 +30,8 @@ from structrnn.training import distributed, logging
 
 __all__ = ["RunFolder", "open_run", "VOLATILE_KEYS"]
 
-RUN_FILES = ("config.json", "metrics.json", "metrics.jsonl", "checkpoint.pt", "best.pt")
+RUN_FILES = ("config.json", "metrics.json", "metrics.jsonl", "checkpoint.pt", "best.pt",
+             "tune.db", "conformal.json")
 # what a run leaves that is worth keeping: a folder with only config.json (a run stopped before
 # its first checkpoint, perhaps with a best.pt of that epoch) may be started again
 KEPT_FILES = ("metrics.json", "checkpoint.pt")

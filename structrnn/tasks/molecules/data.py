@@ -1,6 +1,7 @@
 """The data of ``structrnn train molecules`` and ``structrnn train tu``: the data set the flags
 name (SMILES sets through RDKit, TU graph sets), the kind of its targets, and the units of a
-run (one per seed, or per seed, fold and fold model of a TU set) with their index arrays."""
+run (one per seed and ensemble member, or per seed, fold and fold model of a TU set) with their
+index arrays, and the names of a run's units from its config (:func:`unit_names`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from structrnn._errors import InputError
 from structrnn._paths import data_root
 from structrnn.training.logging import notice
 
-__all__ = ["Prepared", "prepare", "units", "subset", "DATASETS", "ESOL_TARGET",
-           "QM9_TARGETS"]
+__all__ = ["Prepared", "prepare", "units", "unit_names", "split_units", "subset", "DATASETS",
+           "ESOL_TARGET", "QM9_TARGETS"]
 
 DATASETS = ("builtin", "esol", "qm9", "csv")
 ESOL_TARGET = "measured log solubility in mols per litre"
@@ -162,41 +163,85 @@ def prepare(args) -> Prepared:
 
 
 def _fold_units(args, labels: np.ndarray, seed: int) -> list[dict]:
-    """The units of one seed of a TU set: per outer fold ``--fold-models`` models, each with
-    another stratified ninth of the fold's training part held out to select its epoch (and
-    settings); the test fold is predicted by their mean probabilities."""
+    """The units of one seed of a TU set: per outer fold ``--fold-models`` models (or
+    ``--fair-repeats`` repeats under ``--protocol fair``), each with another stratified ninth
+    of the fold's training part held out to select its epoch (and settings); the test fold is
+    predicted by their mean probabilities (the mean of the repeats' accuracies, fair)."""
     from structrnn.datasets.splits import stratified_kfold
 
+    fair = getattr(args, "protocol", "cv") == "fair"  # repeats of the chosen setting
+    count = args.fair_repeats if fair else args.fold_models
     out = []
     for fold, (train, test) in enumerate(stratified_kfold(labels, args.folds, seed)):
         inner = stratified_kfold(labels[train], 9, seed)
-        for member in range(args.fold_models):
+        for member in range(count):
             inner_tr, inner_val = inner[member]
-            name = f"seed{seed}-fold{fold}" + (f"-val{member}" if args.fold_models > 1 else "")
+            tail = f"-rep{member}" if fair else f"-val{member}" if count > 1 else ""
+            name = f"seed{seed}-fold{fold}{tail}"
             out.append({"name": name, "seed": seed, "fold": fold, "member": member,
                         "train": train[inner_tr], "val": train[inner_val], "test": test,
                         "init_seed": seed * 1000 + fold + 1_000_000 * member})
     return out
 
 
+def _member_name(seed: int, member: int, ensemble: int) -> str:
+    return f"seed{seed}" + (f"-ens{member}" if ensemble > 1 else "")
+
+
 def units(args, prep: Prepared) -> list[dict]:
     """One training run per seed (and per fold, and fold member, for TU sets), with its index
-    arrays and ``init_seed``, the seed of its weights and batch order."""
+    arrays and ``init_seed``, the seed of its weights and batch order.
+
+    With ``--ensemble K`` each seed's split trains K members (chemprop's ensembles): the same
+    split, members ``seedS-ens0`` ... ``seedS-ens{K-1}`` with their own weights and batch order
+    (``init_seed`` ``1000 S + m``)."""
     from structrnn.datasets.splits import random_split, scaffold_split
 
     out = []
     n = len(prep.graphs)
+    ensemble = getattr(args, "ensemble", 1)
     for seed in args.seeds:
         if args.dataset == "mutag":
             out += _fold_units(args, prep.labels, seed)
+            continue
+        if (args.split or "random") == "scaffold":
+            train, val, test = scaffold_split(prep.smiles, (0.8, 0.1, 0.1), seed)
         else:
-            if (args.split or "random") == "scaffold":
-                train, val, test = scaffold_split(prep.smiles, (0.8, 0.1, 0.1), seed)
-            else:
-                train, val, test = random_split(n, (0.8, 0.1, 0.1), seed)
-            out.append({"name": f"seed{seed}", "seed": seed, "train": train, "val": val,
-                        "test": test, "init_seed": seed * 1000})
+            train, val, test = random_split(n, (0.8, 0.1, 0.1), seed)
+        for member in range(ensemble):
+            out.append({"name": _member_name(seed, member, ensemble), "seed": seed,
+                        "member": member, "train": train, "val": val, "test": test,
+                        "init_seed": seed * 1000 + member})
     return out
+
+
+def split_units(names: list[str]) -> dict[str, list[int]]:
+    """The positions of ``names`` grouped by the split they share: ``seedS`` for molecules
+    (its ensemble members ``seedS-ensM``), ``seedS-foldF`` for TU sets (its fold models
+    ``-valK`` or repeats ``-repR``), in order."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        for tail in ("-ens", "-val", "-rep"):
+            name = name.split(tail, 1)[0]
+        groups.setdefault(name, []).append(i)
+    return groups
+
+
+def unit_names(config: dict) -> list[str]:
+    """The units of a run, in training order, from its config.json: ``seedS`` (``seedS-ensM``
+    with ``--ensemble``), for TU sets ``seedS-foldF`` (``seedS-foldF-valK`` with several models
+    per fold, ``seedS-foldF-repR`` under ``--protocol fair``). What :func:`units` names."""
+    seeds = config.get("seeds") or ([config["seed"]] if config.get("seed") is not None else [])
+    if config.get("dataset") == "mutag":
+        if config.get("protocol") == "fair":
+            members = [f"-rep{r}" for r in range(int(config.get("fair_repeats") or 3))]
+        else:
+            k = int(config.get("fold_models") or 1)
+            members = [""] if k == 1 else [f"-val{m}" for m in range(k)]
+        return [f"seed{s}-fold{f}{m}" for s in seeds for f in range(int(config.get("folds", 10)))
+                for m in members]
+    ensemble = int(config.get("ensemble") or 1)
+    return [_member_name(s, m, ensemble) for s in seeds for m in range(ensemble)]
 
 
 def subset(graphs, idx: np.ndarray, u: Tensor | None = None) -> list:

@@ -44,7 +44,9 @@ from torch_geometric.data import Batch, Data
 from structrnn._errors import InputError
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
 from structrnn.tasks import predictor as base
+from structrnn.tasks.molecules.data import unit_names
 from structrnn.tasks.molecules.model import MoleculeModel
+from structrnn.tasks.molecules.uncertainty import interval_columns, read_calibration
 from structrnn.tasks.predictor import Deployable, Predictor, load_weights, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
@@ -91,18 +93,6 @@ class Member:
         mean, std, reference = (None if state.get(k) is None else state[k].cpu() for k in
                                 ("target_mean", "target_std", "descriptor_reference"))
         return cls(name, mean, std, reference, state.get("model_args"))
-
-
-def unit_names(config: dict) -> list[str]:
-    """The units of a run, in training order: ``seedS`` (``seedS-foldF`` for TU sets,
-    ``seedS-foldF-valK`` with several models per fold)."""
-    seeds = config.get("seeds") or ([config["seed"]] if config.get("seed") is not None else [])
-    if config.get("dataset") == "mutag":
-        k = int(config.get("fold_models") or 1)
-        members = [""] if k == 1 else [f"-val{m}" for m in range(k)]
-        return [f"seed{s}-fold{f}{m}" for s in seeds for f in range(int(config.get("folds", 10)))
-                for m in members]
-    return [f"seed{s}" for s in seeds]
 
 
 def infer_model_args(config: dict, state: dict) -> dict[str, Any]:
@@ -200,8 +190,10 @@ class MoleculePredictor(Predictor):
     def __init__(self, task: str, config: dict, models: Sequence[torch.nn.Module],
                  device: torch.device, *, members: Sequence[Member], target_names: list[str],
                  kind: str, model_args: dict[str, Any], featuriser: str | None,
-                 classes: list[int] | None = None) -> None:
+                 classes: list[int] | None = None, calibration: dict | None = None) -> None:
         super().__init__(task, config, models, device)
+        # --conformal: the quantiles calibrated on the validation split (read_calibration)
+        self.calibration = calibration
         self.members = list(members)
         self.target_names, self.kind = list(target_names), kind
         if kind == "classification" and classes is None:
@@ -243,7 +235,7 @@ class MoleculePredictor(Predictor):
         return cls(task, config, models, device, members=members, target_names=names,
                    kind=kind, model_args=members[0].model_args or shared,
                    featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None),
-                   classes=common.get("classes"))
+                   classes=common.get("classes"), calibration=common.get("calibration"))
 
     @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> MoleculePredictor:
@@ -262,7 +254,8 @@ class MoleculePredictor(Predictor):
             states.append(state)
             members.append(Member.from_state(name, state))
         task = config.get("task") or ("tu" if config.get("dataset") == "mutag" else "molecules")
-        return cls._build(task, config, device, states, members, states[0],
+        common = {**states[0], "calibration": read_calibration(folder)}
+        return cls._build(task, config, device, states, members, common,
                           f"{folder}/units/{names[0]}/best.pt")
 
     @classmethod
@@ -290,6 +283,8 @@ class MoleculePredictor(Predictor):
             state["classes"] = self.classes
         if self.featuriser is not None:
             state["featuriser"] = self.featuriser
+        if self.calibration is not None:
+            state["calibration"] = self.calibration
         return state
 
     def deployable(self, examples: Sequence[str] = EXPORT_EXAMPLES, **options: Any
@@ -418,10 +413,11 @@ class MoleculePredictor(Predictor):
         """The dict of one input; ``out`` (M, T) its members' outputs, None after an error.
 
         ``{"input": the SMILES or the input's index, "<target>": float in the data's units,
-        "<target>_std": the ensemble's spread (several models only), "error"}`` per regression
-        input; ``{"input", "label": int, "probs": [C floats summing to 1], "error"}`` per graph
-        of a TU run; for a molecule classification per binary task ``"<task>"``: the
-        probability of class 1 (``"<task>_std"`` its spread), per multi-class task
+        "<target>_std": the ensemble's spread (several models only), "<target>_low" and
+        "<target>_high": the conformal interval (runs trained with ``--conformal``), "error"}``
+        per regression input; ``{"input", "label": int, "probs": [C floats summing to 1],
+        "error"}`` per graph of a TU run; for a molecule classification per binary task
+        ``"<task>"``: the probability of class 1 (``"<task>_std"`` its spread), per multi-class task
         ``"<task>"``: the class and ``"<task>_p<k>"``: the probabilities."""
         row: dict[str, Any] = {"input": item if isinstance(item, str) else index}
         ensemble = len(self.models) > 1
@@ -434,9 +430,11 @@ class MoleculePredictor(Predictor):
         else:
             for t, name in enumerate(self.target_names):
                 row[name] = None if out is None else float(out[:, t].mean())
+                std = None if out is None else float(out[:, t].std(unbiased=False))
                 if ensemble:
-                    row[f"{name}_std"] = (None if out is None
-                                          else float(out[:, t].std(unbiased=False)))
+                    row[f"{name}_std"] = std
+                if self.calibration is not None:  # --conformal: "<name>_low", "<name>_high"
+                    row.update(interval_columns(name, row[name], std, self.calibration))
         row["error"] = None
         return row
 

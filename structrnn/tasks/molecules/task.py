@@ -67,10 +67,12 @@ from typing import Any
 from structrnn._errors import InputError
 from structrnn.tasks.molecules import data
 from structrnn.tasks.molecules.data import ESOL_TARGET, QM9_TARGETS, Prepared, prepare, units
+from structrnn.tasks.molecules.fair import DEFAULT_GRID, fair_units, parse_grid
 from structrnn.tasks.molecules.model import MODELS, READOUTS
 from structrnn.tasks.molecules.report import finish, fold_figures, summarise
 from structrnn.tasks.molecules.report import mean_std as _mean_std
 from structrnn.tasks.molecules.tune import TUNED_KEYS
+from structrnn.tasks.molecules.uncertainty import SCALES
 from structrnn.tasks.molecules.unit import Unit, build
 from structrnn.training import distributed
 from structrnn.training.options import add_run_arguments, run_config
@@ -83,9 +85,11 @@ __all__ = ["TASK", "TU", "add_arguments", "add_tu_arguments", "prepare", "units"
 
 MODEL_KEYS = ("seeds", "model", "readout", "hidden", "steps", "lr", "weight_decay", "dropout",
               "batch_size", "max_molecules", "kind", "class_weights", "no_edge_features", "tune",
-              "tune_timeout", "tuned", "data", "dataset")
-CONFIG_KEYS = (*MODEL_KEYS, "target", "csv", "smiles_col", "split", "global_features")
-TU_KEYS = (*MODEL_KEYS, "tu_name", "folds", "fold_models")
+              "tune_timeout", "tuned", "study", "data", "dataset")
+CONFIG_KEYS = (*MODEL_KEYS, "target", "csv", "smiles_col", "split", "global_features",
+               "ensemble", "conformal", "conformal_scale")
+TU_KEYS = (*MODEL_KEYS, "tu_name", "folds", "fold_models", "protocol", "grid", "fair_repeats",
+           "fair")
 EPOCHS = {"builtin": 30, "esol": 100, "qm9": 60, "csv": 100, "mutag": 100}
 
 
@@ -133,6 +137,12 @@ def _model_arguments(p: argparse.ArgumentParser, *, sets: str, epochs: str) -> N
                         "unit on its validation split (pip install 'structrnn[tune]')")
     p.add_argument("--tune-timeout", type=float, default=None, metavar="SECONDS",
                    help="--tune: stop each unit's search after this long")
+    p.add_argument("--tune-storage", default=None, metavar="URL",
+                   help="--tune: Optuna's database storage (default sqlite:///RUN/tune.db; a "
+                        "postgresql:// URL spreads a study over machines)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="--tune: the study name (one study per unit, NAME.UNIT); processes "
+                        "given the same --tune-storage and --study share the trials")
     p.add_argument("--tuned", type=_json, default=None, help=argparse.SUPPRESS)
     add_run_arguments(p, out="runs/molecules", epochs=None, seed=None)
     p.set_defaults(clip_grad=10.0)
@@ -160,6 +170,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--global-features", choices=("none", "rdkit"), default="none",
                    help="rdkit: RDKit's 2-D descriptors of each molecule, CDF-normalised on the "
                         "training set, join the readout (Chemprop's rdkit_2d_normalized)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="K models per split (seed), each with its own initial weights and "
+                        "batch order; the split's prediction is their mean (chemprop's "
+                        "ensembles), its spread their standard deviation")
+    p.add_argument("--conformal", type=float, default=None, metavar="LEVEL",
+                   help="regression: split-conformal intervals of coverage LEVEL (e.g. 0.9) "
+                        "calibrated on each split's validation molecules")
+    p.add_argument("--conformal-scale", choices=SCALES, default="none",
+                   help="--conformal scores: absolute residuals (none) or residuals divided by "
+                        "the ensemble's spread (spread; needs --ensemble >= 2)")
     _model_arguments(p, sets="esol/, qm9/ ...",
                      epochs="30 (builtin), 100 (esol), 60 (qm9), 100 (csv)")
     return p
@@ -182,10 +202,21 @@ def add_tu_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--fold-models", type=int, default=1, metavar="K",
                    help="K models per fold, each selected on another ninth of the fold's "
                         "training part; the fold is tested on their mean probabilities")
+    p.add_argument("--protocol", choices=("cv", "fair"), default="cv",
+                   help="fair: Errica et al. (2020)'s model selection: per outer fold the --grid "
+                        "setting best on an inner hold-out, retrained --fair-repeats times; "
+                        "the fold's score is their mean test accuracy")
+    p.add_argument("--grid", type=parse_grid, default=None, metavar="JSON",
+                   help="--protocol fair: the settings tried, a JSON object of flag -> values "
+                        f"(default {json.dumps(DEFAULT_GRID)})")
+    p.add_argument("--fair-repeats", type=int, default=3, metavar="R",
+                   help="--protocol fair: trainings of the chosen setting per fold")
+    p.add_argument("--fair", type=_json, default=None, help=argparse.SUPPRESS)
     _model_arguments(p, sets="MUTAG/, PROTEINS/ ...", epochs="100")
     # what the molecule code reads of a TU run: graph labels are classes
     p.set_defaults(dataset="mutag", kind=None, split=None, global_features="none",
-                   target=None, csv=None, smiles_col="smiles")
+                   target=None, csv=None, smiles_col="smiles", ensemble=1, conformal=None,
+                   conformal_scale="none")
     return p
 
 
@@ -209,8 +240,10 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     if not 1 <= getattr(args, "fold_models", 1) <= 9:
         raise InputError(f"--fold-models: expected 1..9 (one per ninth of the training part), "
                          f"got {args.fold_models}")
+    _check_results_options(args)
     if args.seeds is None:
-        args.seeds = [args.seed] if args.seed is not None else [0, 1, 2]
+        one = getattr(args, "protocol", "cv") == "fair"  # a fair run is costly: one k-fold
+        args.seeds = ([args.seed] if args.seed is not None else [0] if one else [0, 1, 2])
     if not args.seeds:
         raise InputError("--seeds: expected at least one seed")
     args.seed = args.seeds[0]
@@ -218,13 +251,42 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         args.out = f"runs/molecules-{args.dataset}"
 
 
+def _check_results_options(args: argparse.Namespace) -> None:
+    """``--ensemble``, ``--conformal`` and ``--protocol fair``: values and combinations."""
+    if args.ensemble < 1:
+        raise InputError(f"--ensemble: expected >= 1 models per split, got {args.ensemble}")
+    if args.conformal is not None and not 0 < args.conformal < 1:
+        raise InputError(f"--conformal: expected a coverage level in (0, 1), e.g. 0.9, got "
+                         f"{args.conformal}")
+    if args.conformal_scale == "spread" and (args.conformal is None or args.ensemble < 2):
+        raise InputError(f"--conformal-scale spread: needs --conformal LEVEL and --ensemble "
+                         f">= 2 (a spread), got --conformal {args.conformal} --ensemble "
+                         f"{args.ensemble}")
+    if getattr(args, "protocol", "cv") != "fair":
+        return
+    if args.tune or args.fold_models > 1:
+        raise InputError(f"--protocol fair chooses the settings itself: drop --tune "
+                         f"{args.tune} / --fold-models {args.fold_models}")
+    if not 1 <= args.fair_repeats <= 9:
+        raise InputError(f"--fair-repeats: expected 1..9 (one per ninth of the training part), "
+                         f"got {args.fair_repeats}")
+    if args.grid is None:
+        args.grid = DEFAULT_GRID
+
+
 def prepare_run(args: argparse.Namespace) -> Prepared:
     """Settle the defaults, load the data (settling ``--task`` and ``--split``); a resumed run
-    keeps the settings its units were tuned with."""
+    keeps the settings its units were tuned (or fairly chosen) with."""
     resolve_defaults(args)
     if args.tuned is None:
         args.tuned = previous_config(args).get("tuned")
-    return prepare(args)
+    if getattr(args, "fair", None) is None and getattr(args, "protocol", "cv") == "fair":
+        args.fair = previous_config(args).get("fair")
+    prep = prepare(args)
+    if args.conformal is not None and prep.kind != "regression":
+        raise InputError(f"--conformal {args.conformal}: intervals are for regression "
+                         f"targets; this run is a {prep.kind}")
+    return prep
 
 
 def tuned_units(task: Task, args: argparse.Namespace, prep: Prepared) -> list[dict]:
@@ -233,7 +295,9 @@ def tuned_units(task: Task, args: argparse.Namespace, prep: Prepared) -> list[di
     out, device = [], distributed.device_for_rank(args.device)
     config = run_config(args, task.config_keys, task.name)
     for unit in units(args, prep):
-        tuned = (args.tuned or {}).get(unit["name"])
+        # an ensemble's members share their split's search
+        split = {**unit, "name": unit["name"].split("-ens", 1)[0]}
+        tuned = (args.tuned or {}).get(split["name"])
         began = time.perf_counter()
         if tuned is None and args.tune:
             from structrnn.tasks.molecules.tune import search
@@ -241,9 +305,9 @@ def tuned_units(task: Task, args: argparse.Namespace, prep: Prepared) -> list[di
             if distributed.is_distributed():  # each process would search on its own clock
                 raise InputError("--tune runs in one process: tune without torchrun, then "
                                  "replay the run with --config RUN/config.json under torchrun")
-            tuned = search(args, unit, lambda settings, seen, folder, report: fit_unit(
+            tuned = search(args, split, lambda settings, seen, folder, report: fit_unit(
                 task, settings, prep, seen, folder, device, config, report).result)
-            args.tuned = {**(args.tuned or {}), unit["name"]: tuned}
+            args.tuned = {**(args.tuned or {}), split["name"]: tuned}
             RunFolder(args.out).write_config(run_config(args, task.config_keys, task.name))
         settings = {k: tuned[k] for k in TUNED_KEYS if k in (tuned or {})}
         out.append({**unit, "settings": settings, "tune_seconds": time.perf_counter() - began})
@@ -254,6 +318,23 @@ TASK = Task("molecules", "graph networks on molecules (SMILES)",
             "structrnn.tasks.molecules.predictor", add_arguments, CONFIG_KEYS, prepare_run,
             build, finish, select="val_score", mode="min", prefix="",
             units=lambda args, prep: tuned_units(TASK, args, prep))
+
+
+def tu_units(args: argparse.Namespace, prep: Prepared) -> list[dict]:
+    """A TU run's units: those of :func:`tuned_units`, or under ``--protocol fair`` each fold's
+    repeats with the setting :mod:`~structrnn.tasks.molecules.fair` chose on its inner
+    hold-out."""
+    if args.protocol != "fair":
+        return tuned_units(TU, args, prep)
+    device = distributed.device_for_rank(args.device)
+    config = run_config(args, TU.config_keys, TU.name)
+    return fair_units(
+        args, units(args, prep),
+        lambda settings, seen, folder: fit_unit(TU, settings, prep, seen, folder, device,
+                                                config).result,
+        lambda: RunFolder(args.out).write_config(run_config(args, TU.config_keys, TU.name)))
+
+
 TU = Task("tu", "graph classification on a TU data set", "structrnn.tasks.molecules.predictor",
           add_tu_arguments, TU_KEYS, prepare_run, build, finish, select="val_score", mode="min",
-          prefix="", units=lambda args, prep: tuned_units(TU, args, prep))
+          prefix="", units=tu_units)

@@ -20,6 +20,14 @@ The first trial is the command line's own settings (clipped into the space), so 
 never returns something that validated worse than them. TPE samples the rest (seeded by the
 unit's seed); a trial whose validation score lags the median of the earlier trials at the same
 epoch is stopped early (Optuna's median pruner). Optuna is imported only here, when asked for.
+
+The trials are recorded in Optuna's database storage (``--tune-storage URL``: by default the
+SQLite file ``RUN/tune.db``; a ``postgresql://`` URL spreads a study over machines), one study
+per unit named ``STUDY.UNIT`` (``--study STUDY``, default the run folder's name). Several
+``structrnn train ... --tune N --study STUDY`` processes given one storage share the studies:
+each adds its N trials, and each then trains with the best trial finished so far. A shared
+study's sampler is seeded per process (two processes would otherwise propose the same
+settings), so only a study of one process is reproducible.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +48,7 @@ from structrnn.training.logging import notice
 from structrnn.training.loop import NonFiniteError
 from structrnn.training.run_folder import RunFolder
 
-__all__ = ["search", "space", "HIDDEN", "TUNED_KEYS"]
+__all__ = ["search", "space", "open_study", "storage_url", "HIDDEN", "TUNED_KEYS"]
 
 # the settings --tune may change, per unit
 TUNED_KEYS = ("steps", "hidden", "dropout", "lr", "epochs")
@@ -62,6 +71,76 @@ def space(epochs: int) -> dict[str, tuple]:
     """The bounds of every tuned setting for a run of at most ``epochs`` epochs."""
     return {"steps": STEPS, "hidden": HIDDEN, "dropout": (0.0, 0.5), "lr": LR,
             "epochs": (max(1, epochs // 5), epochs)}
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    """``--tune-storage``, else the SQLite file ``RUN/tune.db`` of the run folder."""
+    if args.tune_storage:
+        return args.tune_storage
+    from pathlib import Path
+
+    return f"sqlite:///{(Path(args.out) / 'tune.db').resolve()}"
+
+
+def _storage(optuna, url: str, attempts: int = 8):
+    """Optuna's ``RDBStorage`` at ``url``; SQLite waits up to 60 s for a lock (several
+    processes write one file) and a creation that collides with another process's (both
+    creating the tables) is retried."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as err:  # sqlalchemy's OperationalError, IntegrityError ...
+            if attempt == attempts - 1:
+                raise InputError(f"--tune-storage {_shown(url)}: cannot open the Optuna "
+                                 f"storage ({err})") from err
+            time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password (it may go to a log)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def open_study(args: argparse.Namespace, unit: dict, start: dict[str, Any] | None = None):
+    """The unit's study ``STUDY.UNIT`` in ``--tune-storage``, created or joined: the process
+    that creates it enqueues ``start`` (the command line's settings) as its first trial."""
+    optuna = _optuna()
+    storage = _storage(optuna, storage_url(args))
+    name = f"{args.study or _default_study(args)}.{unit['name']}"
+    seed = unit["seed"] * 1000 + unit.get("fold", 0)
+    if args.study:  # shared: another process's sampler must not propose the same settings
+        seed = seed * 100_003 + os.getpid()
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    for attempt in range(8):
+        try:  # the study's creator alone enqueues the start trial (no duplicate)
+            study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                        sampler=sampler, pruner=pruner)
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                     pruner=pruner)
+        except Exception:  # a lock held too long by another process's creation
+            if attempt == 7:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
+            continue
+        if start is not None:
+            study.enqueue_trial(start)
+        return study
+    raise AssertionError("unreachable")
+
+
+def _default_study(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    return Path(args.out).resolve().name
 
 
 def _suggest(trial, bounds: dict[str, tuple]) -> dict[str, Any]:
@@ -110,7 +189,8 @@ def search(args: argparse.Namespace, unit: dict, fit_trial: Callable[..., Any]
 
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in params.items())
-        where = f"{unit['name']}: trial {trial.number + 1}/{args.tune}"
+        trial.set_user_attr("process", f"{os.uname().nodename}:{os.getpid()}")
+        where = f"{unit['name']}: trial {trial.number + 1} ({args.tune} in this process)"
         try:
             # a trial's per-epoch lines would drown the run's: one line per trial instead
             with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
@@ -121,10 +201,7 @@ def search(args: argparse.Namespace, unit: dict, fit_trial: Callable[..., Any]
         notice(f"{where}: validation score {fitted.best_score:.4f} ({shown})")
         return fitted.best_score
 
-    sampler = optuna.samplers.TPESampler(seed=unit["seed"] * 1000 + unit.get("fold", 0))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
-    study.enqueue_trial(_start(args, bounds))
+    study = open_study(args, unit, _start(args, bounds))
     study.optimize(objective, n_trials=args.tune, timeout=args.tune_timeout,
                    catch=(NonFiniteError,))
     seconds = time.perf_counter() - began
@@ -138,4 +215,5 @@ def search(args: argparse.Namespace, unit: dict, fit_trial: Callable[..., Any]
     notice(f"{unit['name']}: best of {len(study.trials)} trials ({len(done)} finished) in "
            f"{seconds:.0f} s: validation score {best.value:.4f}, {best.params}")
     return {**best.params, "dropout": round(best.params["dropout"], 2),
-            "trials": len(study.trials), "best_val_score": best.value, "seconds": seconds}
+            "trials": len(study.trials), "best_val_score": best.value, "seconds": seconds,
+            "study": study.study_name, "trial": best.number}

@@ -194,6 +194,9 @@ class Unit:
         result["test_pred"] = test["pred"].tolist()
         result["test_true"] = test["true"].tolist()
         result["test_index"] = [int(i) for i in self.unit["test"]]
+        if getattr(self.args, "conformal", None) is not None:  # the calibration set
+            val = self.evaluate(fitted.model, self.val_set)
+            result["val_pred"], result["val_true"] = val["pred"].tolist(), val["true"].tolist()
         return result
 
 
