@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 
 from structrnn._errors import InputError
 from structrnn._io import atomic_write
@@ -89,9 +90,11 @@ class Predictor:
             folds); :attr:`model` is the first.
         device: where they run.
 
-    Subclasses implement :meth:`from_run`, :meth:`export_state` and :meth:`from_export`, the
-    three steps of :meth:`predict` (:meth:`read_input`, :meth:`forward_batch`,
-    :meth:`make_row`), and :meth:`predict_file` and :meth:`evaluate` for the command line.
+    Subclasses implement :meth:`build_model` (or :meth:`from_run` and :meth:`from_export`),
+    :meth:`export_state` when they keep more than weights and config, the three steps of
+    :meth:`predict` (:meth:`read_input`, :meth:`forward_batch`, :meth:`make_row`), and
+    :meth:`evaluate` (and :meth:`predict_file` when its input is not JSON lines) for the
+    command line.
     """
 
     tasks: ClassVar[tuple[str, ...]] = ()
@@ -118,19 +121,26 @@ class Predictor:
 
     # -- what a task implements -----------------------------------------------------------------
     @classmethod
+    def build_model(cls, config: dict, weights: dict, where: str) -> nn.Module:
+        """The run's model with ``weights`` loaded (``where``: the file, for errors)."""
+        raise NotImplementedError
+
+    @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> Predictor:
         """The predictor of the run in ``folder`` (its best weights)."""
-        raise NotImplementedError
+        weights = best_state(folder)["model"]
+        return cls(cls.tasks[0], config, [cls.build_model(config, weights, f"{folder}")], device)
 
     @classmethod
     def from_export(cls, state: dict, device: torch.device) -> Predictor:
         """The predictor saved by :meth:`save` (``state`` as ``torch.load`` read it)."""
-        raise NotImplementedError
+        model = cls.build_model(state["config"], state["models"][0], "the model file")
+        return cls(state["task"], state["config"], [model], device)
 
     def export_state(self) -> dict[str, Any]:
         """The task's part of the exported file (vocabulary, scalers ...): plain values and
         tensors only, so that ``weights_only=True`` reads it."""
-        raise NotImplementedError
+        return {}
 
     def read_input(self, item: Any, options: dict[str, Any]) -> Any:
         """One raw input as the model reads it (a tree, a graph ...). Raises (an
@@ -152,9 +162,17 @@ class Predictor:
 
     def predict_file(self, source: str | Path, destination: str | Path | None,
                      **options: Any) -> int:
-        """Predict every record of ``source`` into ``destination`` (stdout when None);
-        returns the number of records."""
-        raise InputError(f"predict --input: task {self.task!r} reads no input files")
+        """Predict a text file, one input a line, into JSON lines.
+
+        Blank lines are skipped; every row carries its 1-based ``"line"`` in ``source``, in the
+        file's order. ``destination`` is written atomically (stdout when None). ``options``
+        are those of :meth:`predict`. Returns the number of predictions.
+        """
+        lines = [(n, line) for n, line in enumerate(read_lines(source), 1) if line.strip()]
+        rows = self.predict([text for _, text in lines], **options)
+        write_output(destination, "".join(json.dumps({"line": n, **r}) + "\n"
+                                          for (n, _), r in zip(lines, rows, strict=True)))
+        return len(rows)
 
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:
         """The run's figures on ``split`` of its data set (``data``: another root)."""
@@ -332,6 +350,65 @@ def write_output(destination: str | Path | None, text: str) -> None:
     else:
         data = text.encode("utf-8")
         atomic_write(destination, lambda f: f.write(data))
+
+
+def best_state(folder: str | Path) -> dict:
+    """``folder/best.pt``, the run's selected weights; InputError when it is not there."""
+    path = Path(folder) / "best.pt"
+    if not path.is_file():
+        raise InputError(f"{folder}: no best.pt (the trained weights); is the run's first "
+                         "epoch finished?")
+    return load_checkpoint(path, map_location="cpu")
+
+
+def load_weights(model: nn.Module, weights: dict, where: str) -> nn.Module:
+    """``model`` with ``weights`` loaded, in eval mode; InputError when they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (ValueError, RuntimeError) as err:
+        raise InputError(f"{where}: the weights do not fit the model its config describes "
+                         f"({err})") from err
+    return model.eval()
+
+
+def split_part(split: str) -> str:
+    """``--split`` as the data's part: test, val (also for dev) or train."""
+    part = {"test": "test", "val": "val", "dev": "val", "train": "train"}.get(split)
+    if part is None:
+        raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
+    return part
+
+
+def is_networkx(obj: Any) -> bool:
+    """A networkx graph, without importing networkx when it was never used."""
+    return type(obj).__module__.startswith("networkx.")
+
+
+def check_graph(data: Data, node_in: int | None, edge_in: int, what: str) -> Data:
+    """A clean copy of ``data`` (``x``, ``edge_index``, ``edge_attr``, ``smiles``) after
+    checking its shapes against the model's; ValueError naming the mismatch. ``node_in`` None:
+    the model computes its node inputs (one-hot degrees), ``x`` is not read; ``edge_in`` 0: the
+    model uses no edge features, ``edge_attr`` is not read."""
+    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
+    if node_in is not None and (x is None or x.dim() != 2 or x.size(1) != node_in):
+        shape = None if x is None else tuple(x.shape)
+        raise ValueError(f"x: expected (num_nodes, {node_in}) node features {what}, got {shape}")
+    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError("edge_index: expected (2, num_edges)")
+    if edge_in and (edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in
+                    or edge_attr.size(0) != edge_index.size(1)):
+        shape = None if edge_attr is None else tuple(edge_attr.shape)
+        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, {edge_in}) edge features "
+                         f"{what}, got {shape}")
+    num_nodes = int(data.num_nodes) if x is None or node_in is None else x.size(0)
+    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) \
+            < num_nodes:
+        raise ValueError(f"edge_index: node ids outside 0..{num_nodes - 1}")
+    clean = Data(x=None if node_in is None else x.float(), edge_index=edge_index.long(),
+                 edge_attr=edge_attr.float() if edge_in else None, num_nodes=num_nodes)
+    if isinstance(getattr(data, "smiles", None), str):
+        clean.smiles = data.smiles
+    return clean
 
 
 def row_error(err: Exception, prefix: str = "") -> InputError:

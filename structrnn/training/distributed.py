@@ -8,9 +8,9 @@
 
 Each process trains on its shard of every global batch; DDP averages the gradients. The pieces:
 :func:`init_from_env` (reads torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; gloo on the
-CPU, nccl on CUDA), :func:`wrap`, :func:`distributed_loader` (a ``DistributedSampler`` under the
-loader class the task names), :func:`global_mean_loss` (the loss whose averaged gradient is
-exactly the single-process gradient of the global batch) and :func:`cleanup`. Without torchrun
+CPU, nccl on CUDA), :func:`wrap`, :func:`global_mean_loss` (the loss whose averaged gradient is
+exactly the single-process gradient of the global batch) and :func:`cleanup`; the sharded
+loader is :func:`structrnn.training.task.train_loader`. Without torchrun
 (or with ``WORLD_SIZE=1``) every function falls back to the single-process behaviour.
 """
 
@@ -24,10 +24,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "device_for_rank",
-           "wrap", "unwrap", "distributed_loader", "global_mean_loss", "broadcast_object",
+           "wrap", "unwrap", "global_mean_loss", "broadcast_object",
            "all_gather_object", "barrier", "cleanup", "process_group"]
 
 
@@ -118,56 +117,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def distributed_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                       epoch: int = 0, loader_class: type[DataLoader] = DataLoader,
-                       drop_last: bool = False, **loader_kwargs: Any) -> DataLoader:
-    """This process's loader over its shard of ``dataset``.
-
-    Args:
-        dataset: the examples; what batches them is the task's to say, through
-            ``loader_class`` (and ``loader_kwargs`` such as ``collate_fn``), e.g.
-            :class:`~structrnn.trees.loader.TreeLoader` for trees or
-            ``torch_geometric.loader.DataLoader`` for graphs; the default is torch's
-            ``DataLoader``. The training core knows no structure.
-        batch_size: the GLOBAL batch size; each of the ``W`` processes gets ``batch_size / W``
-            (a ValueError if it does not divide).
-        shuffle, seed, epoch: the ``DistributedSampler``'s order is ``torch.randperm(n)`` drawn
-            from a generator seeded with ``seed + epoch``, the same permutation as a
-            single-process ``DataLoader(shuffle=True)`` with that generator. Global batch ``k``
-            is positions ``k*batch_size .. (k+1)*batch_size`` of it, whatever ``W``.
-        drop_last: as ``DistributedSampler``: without it the sampler repeats the first
-            indices so that every process gets the same number of samples.
-    """
-    world = world_size()
-    if batch_size < 1 or batch_size % world:
-        raise ValueError(f"batch_size: the global batch size must be a positive multiple of the "
-                         f"number of processes ({world}), got {batch_size}")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank(), shuffle=shuffle,
-                                 seed=seed, drop_last=drop_last)
-    sampler.set_epoch(epoch)
-    return loader_class(dataset, batch_size=batch_size // world, sampler=sampler,
-                        **loader_kwargs)
-
-
 def global_mean_loss(loss_sum: Tensor, count: Tensor | int) -> tuple[Tensor, Tensor]:
-    """Turn this process's summed loss into the loss to back-propagate under DDP.
+    """The loss to back-propagate and its detached global mean, from this process's summed
+    loss and its number of terms ``count`` (a count of 0 counts as 1).
 
-    DDP averages gradients over the ``W`` processes, so back-propagating
-    ``loss_sum * W / global_count`` on each gives the gradient of ``sum over the global batch /
-    global_count``: exactly the single-process mean over the same global batch, however unevenly
-    the labelled elements fall between the processes. ``count`` is this process's number of
-    terms in ``loss_sum``; one ``all_reduce`` of two numbers gets the global count and sum.
-
-    Returns ``(loss_to_backward, global_mean)``; ``global_mean`` is detached (for logging), the
-    same value on every process (so a non-finite check stops every process together).
+    One process: ``loss_sum / count``. Under DDP, which averages gradients over the ``W``
+    processes, ``loss_sum * W / global_count``: exactly the single-process gradient of the
+    global batch, however unevenly the terms fall between the processes (one ``all_reduce`` of
+    two numbers). The mean is the same on every process (a non-finite check stops all).
     """
-    count = torch.as_tensor(count, device=loss_sum.device)
+    count = torch.as_tensor(count, device=loss_sum.device).clamp(min=1)
+    if not is_distributed():
+        mean = loss_sum / count
+        return mean, mean.detach()
     stats = torch.stack([loss_sum.detach().double(), count.double()])
-    if is_distributed():
-        dist.all_reduce(stats)
-    world = world_size()
-    total = stats[1].to(loss_sum.dtype)
-    return loss_sum * world / total, (stats[0] / stats[1]).to(loss_sum.dtype)
+    dist.all_reduce(stats)
+    return (loss_sum * world_size() / stats[1].to(loss_sum.dtype),
+            (stats[0] / stats[1]).to(loss_sum.dtype))
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -58,14 +58,11 @@ class FitOptions:
     tensorboard: bool = False
 
     @classmethod
-    def from_args(cls, args: Any, **overrides: Any) -> FitOptions:
+    def from_args(cls, args: Any) -> FitOptions:
         """From the parsed run flags (``structrnn.training.options.add_run_arguments``)."""
-        values = {"epochs": args.epochs, "seed": args.seed, "amp": args.amp, "ema": args.ema,
-                  "clip_grad": args.clip_grad, "clip_grad_value": args.clip_grad_value,
-                  "check_every": args.check_every, "progress": not args.no_progress,
-                  "tensorboard": args.tensorboard}
-        values.update(overrides)
-        return cls(**values)
+        return cls(args.epochs, args.seed, args.amp, args.ema, args.clip_grad,
+                   args.clip_grad_value, args.check_every, not args.no_progress,
+                   args.tensorboard)
 
 
 @dataclass
@@ -77,6 +74,16 @@ class FitResult:
     best_epoch: int
     best_score: float | None
     history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What every task's metrics.json holds of the training: ``epoch_seconds`` (one per
+        epoch), ``best_epoch``, ``epochs``."""
+        return {"epoch_seconds": [h["epoch_seconds"] for h in self.history],
+                "best_epoch": self.best_epoch, "epochs": len(self.history)}
+
+    def best_record(self) -> dict:
+        """The best epoch's log record (``{}`` before one)."""
+        return next((h for h in self.history if h["epoch"] == self.best_epoch), {})
 
 
 def amp_enabled(requested: bool, device: torch.device) -> bool:
@@ -276,7 +283,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *,
     Args:
         model: on ``device``; wrapped in DDP here when ``torchrun`` started several processes.
         train_batches: ``epoch -> iterable`` of this process's batches (seed the order by the
-            epoch, e.g. :func:`structrnn.training.distributed.distributed_loader`, so a resumed
+            epoch, e.g. :func:`structrnn.training.task.train_loader`, so a resumed
             run draws the same batches).
         loss: ``(model, batch) -> (loss to back-propagate, detached mean loss for the log)``;
             run under autocast with ``amp``.

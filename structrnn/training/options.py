@@ -16,16 +16,20 @@ import torch
 
 from structrnn._errors import InputError
 
-__all__ = ["add_run_arguments", "apply_config", "run_config", "set_threads", "default_workers"]
+__all__ = ["add_run_arguments", "apply_config", "run_config", "set_threads", "default_workers",
+           "check_flags"]
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, out: str, epochs: int | None,
-                      seed: int | None = 0) -> None:
-    """Add the shared run flags to a task's parser (``out``, ``epochs``, ``seed``: the task's
-    defaults)."""
+                      seed: int | None = 0, batch_size: int | None = None) -> None:
+    """Add the shared run flags to a task's parser (``out``, ``epochs``, ``seed``,
+    ``batch_size``: the task's defaults; no ``--batch-size`` flag when None)."""
     g = p.add_argument_group("run (shared by every task)")
     g.add_argument("--out", default=out, help="run folder")
     g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    if batch_size is not None:
+        g.add_argument("--batch-size", type=int, default=batch_size, help="global batch size "
+                       "(under torchrun split evenly between the processes)")
     g.add_argument("--seed", type=int, default=seed, help="random seed")
     g.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
@@ -108,6 +112,23 @@ def run_config(args: argparse.Namespace, keys: tuple[str, ...], task: str) -> di
         value = getattr(args, key, None)
         config[key] = str(value) if isinstance(value, os.PathLike) else value
     return config
+
+
+def check_flags(args: argparse.Namespace, least: dict[str, int],
+                ranges: dict[str, int] | None = None) -> None:
+    """InputError naming the flag for a count below its ``least`` value, or a ``MIN MAX`` pair
+    outside ``low <= MIN <= MAX`` (``ranges``: flag -> low); the pairs become lists, as
+    config.json reads them back (a tuple would differ from it on --resume)."""
+    for flag, low in least.items():
+        if getattr(args, flag) < low:
+            raise InputError(f"--{flag.replace('_', '-')}: expected >= {low}, got "
+                             f"{getattr(args, flag)}")
+    for flag, low in (ranges or {}).items():
+        first, last = getattr(args, flag)
+        if not low <= first <= last:
+            raise InputError(f"--{flag.replace('_', '-')}: expected {low} <= MIN <= MAX, got "
+                             f"{first} {last}")
+        setattr(args, flag, [first, last])
 
 
 def set_threads(threads: int | None) -> None:

@@ -25,7 +25,8 @@ A circuit is given in one of these forms:
 
 A circuit that cannot be read (an unknown kind, a wrong number of operands, an operand that
 names nothing, a cycle, an input without a bit) has its reason under ``"error"``; the others are
-predicted as usual. ``predict`` takes ``batch_size`` (default 64) and ``progress``.
+predicted as usual. ``predict`` takes ``batch_size`` (default 64) and ``progress``;
+``predict_file`` one circuit a line as JSON.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 from graphlib import CycleError, TopologicalSorter
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -50,8 +50,7 @@ from structrnn.datasets.circuits import (
     make_circuits,
     to_data,
 )
-from structrnn.tasks.predictor import Predictor, read_lines, write_output
-from structrnn.training.checkpoint import load_checkpoint
+from structrnn.tasks.predictor import Predictor, is_networkx, load_weights, split_part
 
 __all__ = ["CircuitsPredictor", "PREDICTOR", "read_circuit"]
 
@@ -148,7 +147,7 @@ def read_circuit(item: Any) -> tuple[Data, list, list[int] | None]:
         circuit, names = item, list(range(len(item.kind)))
     elif isinstance(item, dict):
         circuit, names = _from_gates(item)
-    elif type(item).__module__.startswith("networkx."):
+    elif is_networkx(item):
         circuit, names = _from_networkx(item)
     else:
         raise ValueError("expected a circuit as a dict of gates (or its JSON), a networkx "
@@ -162,34 +161,15 @@ class CircuitsPredictor(Predictor):
 
     tasks = ("circuits",)
 
-    @staticmethod
-    def build_model(config: dict, weights: dict) -> nn.Module:
+    @classmethod
+    def build_model(cls, config: dict, weights: dict, where: str) -> nn.Module:
+        """The ``--model`` of the config (``dag``, ``gn``, ``gn-depth``) with ``weights``."""
         from structrnn.tasks.circuits.task import build_model
 
         # --aggregation was renamed --aggr: the model reads either spelling of the config
         aggregation = config.get("aggr", config.get("aggregation", "sum"))
         args = argparse.Namespace(**{**config, "aggr": aggregation, "aggregation": aggregation})
-        model = build_model(args)
-        model.load_state_dict(weights)
-        return model
-
-    @classmethod
-    def from_run(cls, folder: Path, config: dict, device: torch.device) -> CircuitsPredictor:
-        """The run's ``best.pt`` (the epoch of the lowest validation loss)."""
-        path = Path(folder) / "best.pt"
-        if not path.is_file():
-            raise InputError(f"{path}: missing; the run has not finished an epoch")
-        weights = load_checkpoint(path, map_location="cpu")["model"]
-        return cls("circuits", config, [cls.build_model(config, weights)], device)
-
-    @classmethod
-    def from_export(cls, state: dict, device: torch.device) -> CircuitsPredictor:
-        return cls("circuits", state["config"],
-                   [cls.build_model(state["config"], state["models"][0])], device)
-
-    def export_state(self) -> dict[str, Any]:
-        """Nothing beyond the weights and the config."""
-        return {}
+        return load_weights(build_model(args), weights, where)
 
     default_batch_size: ClassVar[int] = 64
     single_input_types: ClassVar[tuple[type, ...]] = (Data, Circuit)
@@ -229,16 +209,6 @@ class CircuitsPredictor(Predictor):
                                                          for i in gates))
         return row
 
-    def predict_file(self, source: str | Path, destination: str | Path | None,
-                     **options: Any) -> int:
-        """``source``: one circuit a line as JSON (the dict form; blank lines skipped) ->
-        ``destination`` (stdout when None): one JSON row a line, in order. Returns the number
-        of circuits."""
-        lines = [line for line in read_lines(source) if line.strip()]
-        write_output(destination, "".join(json.dumps(r) + "\n"
-                                          for r in self.predict(lines, **options)))
-        return len(lines)
-
     def evaluate(self, split: str = "test", data: str | None = None) -> dict:
         """The run's figures on its generated circuits, re-created from the config's seed and
         shapes: ``test`` gives metrics.json's ``"test"`` (per test depth), ``val``/``dev`` and
@@ -249,15 +219,12 @@ class CircuitsPredictor(Predictor):
         if data is not None:
             raise InputError("eval --data: the circuits are generated from the run's seed; "
                              "there is no data folder to give")
-        c = self.config
+        c, part = self.config, split_part(split)
         shape = {"width": tuple(c["width"]), "inputs": tuple(c["inputs"])}
-        if split == "test":
+        if part == "test":
             return {"test": {str(d): evaluate_model(self.model, make_circuits(
                 c["seed"], c["test_circuits"], d, "test", **shape), self.device)
                 for d in c["test_depths"]}}
-        part = {"val": "val", "dev": "val", "train": "train"}.get(split)
-        if part is None:
-            raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
         circuits = make_circuits(c["seed"], c[f"{part}_circuits"], tuple(c["train_depth"]),
                                  part, **shape)
         return {part: evaluate_model(self.model, circuits, self.device)}

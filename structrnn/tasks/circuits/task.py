@@ -43,7 +43,7 @@ from structrnn.graphs.dag import DAGRecurrent
 from structrnn.graphs.models import EncodeProcessDecode, mlp
 from structrnn.training import distributed
 from structrnn.training.logging import notice
-from structrnn.training.options import add_run_arguments
+from structrnn.training.options import add_run_arguments, check_flags
 from structrnn.training.task import Fitted, Plan, Task
 
 __all__ = ["TASK", "add_arguments", "build_model", "CircuitDAG", "CircuitGN",
@@ -57,7 +57,7 @@ CONFIG_KEYS = ("model", "cell", "aggr", "hidden", "rounds", "train_circuits",
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The task's flags and the shared run flags."""
-    add_run_arguments(p, out="runs/circuits", epochs=30)
+    add_run_arguments(p, out="runs/circuits", epochs=30, batch_size=32)
     # as the other graph tasks: an occasional large gradient must not undo an epoch
     p.set_defaults(clip_grad=1.0)
     p.add_argument("--model", choices=MODELS, default="dag",
@@ -72,8 +72,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(--aggregation: the old spelling, going in the next release)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--rounds", type=int, default=8, help="the gn model's rounds")
     p.add_argument("--train-circuits", type=int, default=4000)
     p.add_argument("--val-circuits", type=int, default=200,
@@ -145,10 +143,7 @@ def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     (:func:`structrnn.training.distributed.global_mean_loss`)."""
     gate = (batch.x[:, INPUT] == 0).to(batch.x.dtype)
     total = (F.cross_entropy(model(batch).float(), batch.y, reduction="none") * gate).sum()
-    if distributed.is_distributed():
-        return distributed.global_mean_loss(total, gate.sum())
-    loss = total / gate.sum().clamp(min=1)
-    return loss, loss.detach()
+    return distributed.global_mean_loss(total, gate.sum())
 
 
 @torch.no_grad()
@@ -183,23 +178,12 @@ def evaluate(model: nn.Module, circuits: list[Data], device: torch.device | str,
 # -- the run -------------------------------------------------------------------------------------
 def prepare(args: argparse.Namespace) -> tuple[list[Data], list[Data]]:
     """Check every count and range flag; the training and validation circuits."""
-    least = {"train_circuits": 1, "val_circuits": 1, "test_circuits": 1, "hidden": 1,
-             "rounds": 1}
-    for flag, low in least.items():
-        if getattr(args, flag) < low:
-            raise InputError(f"--{flag.replace('_', '-')}: expected >= {low}, got "
-                             f"{getattr(args, flag)}")
-    ranges = {"train_depth": 1, "width": 1, "inputs": 2}
-    for flag, low in ranges.items():
-        first, last = getattr(args, flag)
-        if not low <= first <= last:
-            raise InputError(f"--{flag.replace('_', '-')}: expected {low} <= MIN <= MAX, got "
-                             f"{first} {last}")
+    check_flags(args, dict.fromkeys(("train_circuits", "val_circuits", "test_circuits",
+                                     "hidden", "rounds"), 1),
+                {"train_depth": 1, "width": 1, "inputs": 2})
     if min(args.test_depths) < 1:
         raise InputError(f"--test-depths: expected depths >= 1, got {args.test_depths}")
-    # lists, as config.json reads them back (a tuple would differ from it on --resume)
-    for key in ("train_depth", "test_depths", "width", "inputs"):
-        setattr(args, key, list(getattr(args, key)))
+    args.test_depths = list(args.test_depths)
     depths = tuple(args.train_depth)
     return tuple(make_circuits(args.seed, n, depths, split, **_shape(args))
                  for n, split in ((args.train_circuits, "train"), (args.val_circuits, "val")))
@@ -223,19 +207,17 @@ def finish(args: argparse.Namespace, data, fitted: list[Fitted], device: torch.d
                                                           "test", **_shape(args)), device)
              for d in args.test_depths}
     seconds = [h["epoch_seconds"] for h in result.history]
-    chosen = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     metrics = {
         "model": args.model, "cell": args.cell if args.model == "dag" else None,
         "rounds": args.rounds if args.model == "gn" else
         ("depth" if args.model == "gn-depth" else None),
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "train_depth": list(args.train_depth), "test": tests,
-        "val_loss": result.best_score, "best_epoch": result.best_epoch,
-        "val_circuit_accuracy": chosen.get("val_circuit_accuracy"),
-        "epochs": len(result.history), "train_seconds": round(sum(seconds), 1),
+        "val_loss": result.best_score,
+        "val_circuit_accuracy": result.best_record().get("val_circuit_accuracy"),
+        "train_seconds": round(sum(seconds), 1),
         "final_loss": result.history[-1]["train_loss"] if result.history else None,
-        "epoch_seconds": seconds,
-    }
+        **result.summary()}
     shown = ", ".join(f"depth {d}: gates {t['gate_accuracy']:.3f}, circuits "
                       f"{t['circuit_accuracy']:.3f}" for d, t in tests.items())
     notice(f"{args.model}: {shown} | best epoch {result.best_epoch} of "

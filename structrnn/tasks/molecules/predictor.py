@@ -43,10 +43,11 @@ from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
 from structrnn.datasets.molecules.graphs import FEATURISER_VERSION
+from structrnn.tasks import predictor as base
 from structrnn.tasks.molecules.data import unit_names
 from structrnn.tasks.molecules.model import MoleculeModel
 from structrnn.tasks.molecules.uncertainty import interval_columns, read_calibration
-from structrnn.tasks.predictor import Deployable, Predictor, write_output
+from structrnn.tasks.predictor import Deployable, Predictor, load_weights, write_output
 from structrnn.training.checkpoint import load_checkpoint
 
 __all__ = ["MoleculePredictor", "PREDICTOR", "Member"]
@@ -171,38 +172,6 @@ def from_networkx_graph(g, node_in: int | None, edge_in: int) -> Data:
     return data
 
 
-def check_graph(data: Data, node_in: int | None, edge_in: int, what: str) -> Data:
-    """A clean copy of ``data`` (``x``, ``edge_index``, ``edge_attr``, ``smiles``) after
-    checking its shapes against the model's; ValueError naming the mismatch. ``node_in`` None:
-    the model computes its node inputs (one-hot degrees), ``x`` is not read; ``edge_in`` 0: the
-    model uses no edge features, ``edge_attr`` is not read."""
-    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
-    if node_in is not None and (x is None or x.dim() != 2 or x.size(1) != node_in):
-        shape = None if x is None else tuple(x.shape)
-        raise ValueError(f"x: expected (num_nodes, {node_in}) node features {what}, got {shape}")
-    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError("edge_index: expected (2, num_edges)")
-    if edge_in and (edge_attr is None or edge_attr.dim() != 2 or edge_attr.size(1) != edge_in
-                    or edge_attr.size(0) != edge_index.size(1)):
-        shape = None if edge_attr is None else tuple(edge_attr.shape)
-        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, {edge_in}) edge features "
-                         f"{what}, got {shape}")
-    num_nodes = int(data.num_nodes) if x is None or node_in is None else x.size(0)
-    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) \
-            < num_nodes:
-        raise ValueError(f"edge_index: node ids outside 0..{num_nodes - 1}")
-    clean = Data(x=None if node_in is None else x.float(), edge_index=edge_index.long(),
-                 edge_attr=edge_attr.float() if edge_in else None, num_nodes=num_nodes)
-    if isinstance(getattr(data, "smiles", None), str):
-        clean.smiles = data.smiles
-    return clean
-
-
-def is_networkx(obj: Any) -> bool:
-    """A networkx graph, without importing networkx when it was never used."""
-    return type(obj).__module__.startswith("networkx.")
-
-
 class MoleculePredictor(Predictor):
     """The predictor of ``structrnn train molecules`` and ``structrnn train tu`` runs.
 
@@ -260,15 +229,9 @@ class MoleculePredictor(Predictor):
                                  "--global-features rdkit: it was trained before best.pt held "
                                  "it; retrain the run with this structrnn")
         shared = common.get("model_args") or infer_model_args(config, states[0])
-        models = []
-        for state, member in zip(states, members, strict=True):
-            model = MoleculeModel(**(member.model_args or shared))
-            try:
-                model.load_state_dict(state["model"])
-            except RuntimeError as err:
-                raise InputError(f"{where} ({member.name}): the weights do not fit the model of "
-                                 f"its config ({err})") from err
-            models.append(model)
+        models = [load_weights(MoleculeModel(**(m.model_args or shared)), state["model"],
+                               f"{where} ({m.name})")
+                  for state, m in zip(states, members, strict=True)]
         return cls(task, config, models, device, members=members, target_names=names,
                    kind=kind, model_args=members[0].model_args or shared,
                    featuriser=featuriser or (FEATURISER_VERSION if task == "molecules" else None),
@@ -383,10 +346,10 @@ class MoleculePredictor(Predictor):
             except ValueError as err:
                 raise ValueError(smiles_error(item)) from err
         if isinstance(item, Data):
-            return check_graph(item, node_in, edge_in, what)
-        if is_networkx(item):
-            return check_graph(from_networkx_graph(item, node_in, edge_in), node_in, edge_in,
-                               what)
+            return base.check_graph(item, node_in, edge_in, what)
+        if base.is_networkx(item):
+            graph = from_networkx_graph(item, node_in, edge_in)
+            return base.check_graph(graph, node_in, edge_in, what)
         kinds = "a networkx graph or a PyG Data"
         raise ValueError(f"expected {'a SMILES string, ' if self.task == 'molecules' else ''}"
                          f"{kinds}, got {type(item).__name__}")
@@ -581,9 +544,7 @@ class MoleculePredictor(Predictor):
         ``"units"``: each unit's figures."""
         from structrnn.tasks.molecules import task as molecule_task
 
-        part = {"test": "test", "val": "val", "dev": "val", "train": "train"}.get(split)
-        if part is None:
-            raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
+        part = base.split_part(split)
         args = self.task_args(data)
         prep = molecule_task.prepare(args)
         units = molecule_task.units(args, prep)

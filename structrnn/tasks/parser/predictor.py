@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +34,13 @@ __all__ = ["ParserPredictor", "PREDICTOR"]
 
 
 class ParserPredictor(Predictor):
-    """A trained :class:`~structrnn.trees.parser.Parser` with the ``Predictor`` interface."""
+    """A trained :class:`~structrnn.trees.parser.Parser` with the ``Predictor`` interface.
+
+    :meth:`predict` parses each sentence (a string, or a list of tokens); besides
+    ``batch_size`` and ``progress`` it takes ``png`` (draw the first tree there). One dict per
+    sentence, in order: ``input``, ``tokens`` (the leaves), ``tree`` (PTB bracket text, every
+    node labelled ``X``) and ``error`` (None, or why this sentence has no tree).
+    """
 
     tasks = ("parser",)
 
@@ -53,17 +58,6 @@ class ParserPredictor(Predictor):
 
     # ------------------------------------------------------------------------------ predict
     predict_options: ClassVar[dict[str, Any]] = {"png": None}
-
-    def predict(self, sentences: Sequence[str | Sequence[str]], **options: Any) -> list[dict]:
-        """Parse each sentence (a string, or a list of tokens); options: ``batch_size``,
-        ``progress`` and ``png`` (draw the first tree there).
-
-        Returns:
-            one dict per sentence, in order: ``input``, ``tokens`` (the leaves), ``tree`` (PTB
-            bracket text, every node labelled ``X``) and ``error`` (None, or why this sentence
-            has no tree: e.g. it is empty; the others are parsed as usual).
-        """
-        return super().predict(sentences, **options)
 
     def check_inputs(self, inputs: Any) -> list:
         """A single string is one sentence."""

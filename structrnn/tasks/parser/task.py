@@ -79,11 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--lr-decay", type=float, default=1.0, metavar="G",
                    help="multiply the learning rate by G after every epoch")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--max-trees", type=int, default=None,
                    help="use only the first N trees of each split (quick runs)")
-    add_run_arguments(p, out="runs/parser", epochs=10)
+    add_run_arguments(p, out="runs/parser", epochs=10, batch_size=32)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -135,9 +133,6 @@ def batch_loss(model, batch: ParserBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean hinge loss per sentence (under DDP: this process's sum scaled so that DDP's
     gradient average is the single-process gradient of the global batch)."""
     losses = hinge_loss(model(batch).float(), batch.lengths, batch.gold)
-    if not distributed.is_distributed():
-        loss = losses.mean()
-        return loss, loss.detach()
     return distributed.global_mean_loss(losses.sum(), len(batch))
 
 
@@ -228,8 +223,7 @@ def finish(args, data, fitted: list, device) -> tuple[dict, dict]:
         "test_precision": test_scores["precision"], "test_recall": test_scores["recall"],
         "test_exact": test_scores["exact"],
         "baselines_test_f1": baselines(test), "baselines_dev_f1": baselines(dev),
-        "epoch_seconds": [h["epoch_seconds"] for h in history],
-        "best_epoch": fitted[0].result.best_epoch, "epochs": len(history),
+        **fitted[0].result.summary(),
         "train_trees": len(train), "dev_trees": len(dev), "test_trees": len(test),
     }
     return metrics, pictures(parser, history, test)

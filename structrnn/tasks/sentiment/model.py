@@ -30,21 +30,19 @@ class Dropout(nn.Dropout):
         return x.mul_(scale) if self.inplace else x * scale
 
 
+_ENCODERS = {  # name -> (embed_dim, hidden) -> the encoder
+    # the constituency (binary N-ary) Tree-LSTM of Tai et al. 2015
+    "tree-lstm": lambda e, h: TreeLSTM(e, h, variant="n-ary", arity=2),
+    "child-sum-tree-lstm": lambda e, h: TreeLSTM(e, h, variant="child-sum"),
+    "tree-gru": TreeGRU, "rntn": lambda e, h: RNTN(h),
+    "recursive-nn": lambda e, h: RecursiveNN(h), "bi-tree-lstm": BiTreeLSTM}
+
+
 def build_encoder(name: str, embed_dim: int, hidden: int) -> tuple[nn.Module, int]:
     """The tree encoder for ``name`` and the width of its node states."""
-    if name == "tree-lstm":  # constituency (binary N-ary) Tree-LSTM, Tai et al. 2015
-        return TreeLSTM(embed_dim, hidden, variant="n-ary", arity=2), hidden
-    if name == "child-sum-tree-lstm":
-        return TreeLSTM(embed_dim, hidden, variant="child-sum"), hidden
-    if name == "tree-gru":
-        return TreeGRU(embed_dim, hidden), hidden
-    if name == "rntn":
-        return RNTN(hidden), hidden
-    if name == "recursive-nn":
-        return RecursiveNN(hidden), hidden
-    if name == "bi-tree-lstm":
-        return BiTreeLSTM(embed_dim, hidden), 2 * hidden
-    raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+    if name not in _ENCODERS:
+        raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+    return _ENCODERS[name](embed_dim, hidden), hidden * (2 if name == "bi-tree-lstm" else 1)
 
 
 class TreeSentiment(nn.Module):

@@ -34,7 +34,6 @@ and, with ``nodes=True``, ``nodes``: one ``{"span", "label", "probs"}`` per node
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,14 +48,12 @@ from structrnn.tasks.predictor import (
     PROGRESS_FROM,
     Deployable,
     Predictor,
+    best_state,
     load,
-    read_lines,
-    write_output,
+    load_weights,
 )
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
-from structrnn.tasks.sentiment.sequence_model import SequenceSentiment, is_sequence_model
-from structrnn.training.checkpoint import load_checkpoint
 from structrnn.trees.loader import TreeLoader, collate_trees
 from structrnn.trees.tokenize import balanced_tree, tokenize
 from structrnn.trees.tree import Tree
@@ -84,7 +81,12 @@ class SentimentPredictor(Predictor):
         class_names: a name per class (5 fine-grained classes, or 2 for a binary run).
 
     Build one with :func:`structrnn.load` (a run folder of ``structrnn train sst`` or an
-    exported file), not directly.
+    exported file), not directly. :meth:`predict` takes raw sentences, PTB bracket strings or
+    :class:`~structrnn.Tree` s, and the options ``nodes`` (a prediction for every node, in
+    pre-order, under ``"nodes"``), ``png`` (draw the first predicted tree, coloured by class,
+    to this file) and ``parser`` (a run folder, model file or loaded predictor of ``structrnn
+    train parser``: raw sentences get its tree instead of the balanced one). A tree whose
+    nodes have more children than the model takes is an error of its own row.
     """
 
     tasks: ClassVar[tuple[str, ...]] = ("sst",)
@@ -104,11 +106,7 @@ class SentimentPredictor(Predictor):
         """The run's best model (``best.pt``) with its vocabulary (``vocab.json``, else the
         token list ``best.pt`` keeps)."""
         folder = Path(folder)
-        best = folder / "best.pt"
-        if not best.is_file():
-            raise InputError(f"{folder}: no best.pt (the trained weights); is the run's first "
-                             "epoch finished?")
-        state = load_checkpoint(best, map_location="cpu")
+        state = best_state(folder)
         if (folder / "vocab.json").is_file():
             try:
                 vocab = Vocab.load(folder / "vocab.json")
@@ -174,30 +172,6 @@ class SentimentPredictor(Predictor):
     # -- predicting -----------------------------------------------------------------------------
     predict_options: ClassVar[dict[str, Any]] = {"nodes": False, "png": None, "parser": None}
     single_input_types: ClassVar[tuple[type, ...]] = (Tree,)
-
-    def predict(self, inputs: Sequence[str | Tree], **options: Any) -> list[dict]:
-        """The sentiment of each input: one plain dict per input, in order (see the module
-        docstring for its keys).
-
-        Args:
-            inputs: raw sentences, PTB bracket strings or :class:`~structrnn.Tree` s.
-            nodes: also a prediction for every node (phrase), pre-order, under ``"nodes"``.
-            batch_size: trees per forward pass (default 256).
-            progress: a progress bar on stderr: None shows one for more than
-                :data:`PROGRESS_THRESHOLD` inputs, True always, False never.
-            png: draw the first predicted tree (every node coloured by its class) to this file.
-            parser: a constituency parser that gives raw sentences their tree instead of the
-                balanced one: a run folder or model file of ``structrnn train parser``, or its
-                loaded predictor (any :class:`~structrnn.tasks.predictor.Predictor` of task
-                ``"parser"`` whose results carry a PTB ``"tree"``).
-
-        Raises:
-            InputError: an unknown option, ``parser`` not a parser, ``batch_size`` < 1, or
-                ``inputs`` is a single string or tree instead of a list. An input that cannot be
-                predicted does not raise (a tree whose nodes have more children than the model
-                takes included): its dict says why under ``"error"``.
-        """
-        return super().predict(inputs, **options)
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options with ``parser`` loaded (a path) and checked to be a parser."""
@@ -298,20 +272,6 @@ class SentimentPredictor(Predictor):
         except ImportError as err:
             raise InputError(f"png: {err}") from err
 
-    def predict_file(self, source: str | Path, destination: str | Path | None,
-                     **options: Any) -> int:
-        """Predict a text file, one sentence or PTB tree a line, into JSON lines.
-
-        Blank lines are skipped; every result carries its 1-based ``"line"`` in ``source``, and
-        the results keep the file's order. ``destination`` is written atomically (stdout when
-        None). ``options`` are those of :meth:`predict`. Returns the number of predictions.
-        """
-        lines = [(n, line) for n, line in enumerate(read_lines(source), 1) if line.strip()]
-        results = self.predict([text for _, text in lines], **options)
-        write_output(destination, "".join(json.dumps({"line": n, **r}) + "\n"
-                                          for (n, _), r in zip(lines, results, strict=True)))
-        return len(results)
-
     # -- evaluating -----------------------------------------------------------------------------
     def evaluate(self, split: str = "test", data: str | Path | None = None) -> dict:
         """The run's figures on ``split`` of its data, as training reported them.
@@ -340,10 +300,8 @@ class SentimentPredictor(Predictor):
         if data is None and config.get("dataset") == "synthetic":
             from structrnn.tasks.sentiment.task import load_splits
 
-            args = SimpleNamespace(dataset="synthetic", binary=binary, data=None, download=False,
-                                   model=config.get("model", "tree-lstm"),
-                                   synthetic_trees=config.get("synthetic_trees", 2000),
-                                   seed=config.get("seed", 0), max_trees=config.get("max_trees"))
+            args = SimpleNamespace(**{"model": "tree-lstm", "synthetic_trees": 2000, "seed": 0,
+                                      "max_trees": None, **config, "binary": binary})
             trees = dict(zip(("train", "dev", "test"), load_splits(args), strict=True))[split].trees
             return TreeDataset(trees, vocab=self.vocab, binary=binary)
         root = Path(data or config.get("data") or default_data_root() / "sst")
@@ -362,17 +320,7 @@ PREDICTOR = SentimentPredictor
 
 def node_spans(tree: Tree) -> list[str]:
     """The words under each node of ``tree``, joined by spaces, in pre-order (root first)."""
-    nodes, parents, _ = tree.flatten()
-    tokens = [node.token for node in nodes if node.token is not None]
-    # a subtree's tokens are contiguous in pre-order: [start, end) of the leaf counter
-    start, end, count = [0] * len(nodes), [0] * len(nodes), 0
-    for i, node in enumerate(nodes):
-        start[i] = count
-        count += node.token is not None
-        end[i] = count
-    for i in range(len(nodes) - 1, 0, -1):  # children come after their parent
-        end[parents[i]] = max(end[parents[i]], end[i])
-    return [" ".join(tokens[a:b]) for a, b in zip(start, end, strict=True)]
+    return [" ".join(node.leaves()) for node in tree.subtrees()]
 
 
 def _read_input(item: Any) -> tuple[Tree, str]:
@@ -439,19 +387,10 @@ def _build_model(config: dict, vocab: Vocab, weights: dict, where: str) -> TreeS
     if rows is not None and rows.size(0) != len(vocab):
         raise InputError(f"{where}: the vocabulary has {len(vocab)} tokens but the weights "
                          f"{rows.size(0)} embedding rows")
-    try:
-        classes = 2 if config.get("binary") else 5
-        if is_sequence_model(config["model"]):  # lstm, bilstm ...: read the words in order
-            model = SequenceSentiment(len(vocab), classes, config["model"], config["embed_dim"],
-                                      config["hidden"], config.get("dropout", 0.0),
-                                      unk_id=vocab.unk_id, layers=config.get("layers") or 1,
-                                      pool=config.get("pool") or "last")
-        else:
-            model = TreeSentiment(len(vocab), classes, config["model"], config["embed_dim"],
-                                  config["hidden"], config.get("dropout", 0.0),
-                                  unk_id=vocab.unk_id)
-        model.load_state_dict(weights)
-    except (ValueError, RuntimeError) as err:
-        raise InputError(f"{where}: the weights do not fit the model its config describes "
-                         f"({err})") from err
-    return model.eval()
+    from structrnn.tasks.sentiment.task import build_model
+
+    # the weights replace the initial embedding: no vectors file is read
+    args = SimpleNamespace(**{"dropout": 0.0, **config, "vectors": None, "embed_init": None,
+                              "word_dropout": 0.0})
+    return load_weights(build_model(args, vocab, 2 if config.get("binary") else 5), weights,
+                        where)

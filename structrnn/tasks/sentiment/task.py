@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from structrnn import viz
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
-from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate, node_loss
+from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate
 from structrnn.tasks.sentiment.sequence_model import (
     POOLS,
     SEQUENCE_MODELS,
@@ -65,8 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", choices=POOLS, default=None,
                    help="sequence models: the sentence vector is the last state (default) or "
                         "the mean or max over the words")
-    p.add_argument("--batch-size", type=int, default=25,
-                   help="global batch size (under torchrun split evenly between the processes)")
     p.add_argument("--lr", type=float, default=0.05, help="Adagrad learning rate")
     p.add_argument("--embed-lr", type=float, default=0.1, help="learning rate of the embeddings")
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -93,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use only the first N trees of each split (quick runs)")
     p.add_argument("--synthetic-trees", type=int, default=2000,
                    help="training trees of the synthetic treebank")
-    add_run_arguments(p, out="runs/sst", epochs=10)
+    add_run_arguments(p, out="runs/sst", epochs=10, batch_size=25)
 
 
 def load_splits(args) -> tuple[SST, SST, SST]:
@@ -168,17 +166,9 @@ def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
 
 
 def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss to back-propagate and the global batch's mean node loss (for logging).
-
-    One process: the mean cross-entropy over labelled nodes. Many: this process's sum divided
-    by the global number of labelled nodes, times the number of processes, so that DDP's
-    gradient average is the single-process gradient of the global batch.
-    """
-    logits = model(batch)
-    if not distributed.is_distributed():
-        loss = node_loss(logits.float(), batch.y)
-        return loss, loss.detach()
-    loss_sum = F.cross_entropy(logits.float(), batch.y, ignore_index=-1, reduction="sum")
+    """The mean cross-entropy over labelled nodes, to back-propagate and for the log (under
+    DDP: :func:`~structrnn.training.distributed.global_mean_loss`)."""
+    loss_sum = F.cross_entropy(model(batch).float(), batch.y, ignore_index=-1, reduction="sum")
     return distributed.global_mean_loss(loss_sum, (batch.y >= 0).sum())
 
 
@@ -233,9 +223,7 @@ def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
         "test_fine_all_nodes": None if binary else test_result["all_nodes_acc"],
         "dev_root": dev_result["root_acc"],
         "test_root": test_result["root_acc"],
-        "epoch_seconds": [h["epoch_seconds"] for h in history],
-        "best_epoch": fitted[0].result.best_epoch,
-        "epochs": len(history),
+        **fitted[0].result.summary(),
     }
     pictures = {
         "learning_curves.png": lambda path: viz.plot_learning_curves(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,8 +29,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from structrnn._errors import InputError
-from structrnn.tasks.predictor import Predictor
-from structrnn.training.checkpoint import load_checkpoint
+from structrnn.tasks.predictor import Predictor, check_graph, is_networkx, load_weights, split_part
 
 __all__ = ["ShortestPathPredictor", "PREDICTOR", "from_networkx_graph"]
 
@@ -93,24 +91,6 @@ def from_networkx_graph(g) -> tuple[Data, list]:
     return graph_features(h, index[start], index[end]), nodes
 
 
-def check_data(data: Data) -> Data:
-    """A ``Data`` built like the task's (``x`` (N, 2) start/end flags, ``edge_index`` (2, E),
-    ``edge_attr`` (E, 1) lengths): a clean copy, or ValueError naming the mismatch."""
-    x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
-    if x is None or x.dim() != 2 or x.size(1) != 2:
-        raise ValueError(f"x: expected (num_nodes, 2) [is_start, is_end] flags, got "
-                         f"{None if x is None else tuple(x.shape)}")
-    if edge_index is None or edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError("edge_index: expected (2, num_edges)")
-    if edge_attr is None or tuple(edge_attr.shape) != (edge_index.size(1), 1):
-        raise ValueError(f"edge_attr: expected ({edge_index.size(1)}, 1) edge lengths, got "
-                         f"{None if edge_attr is None else tuple(edge_attr.shape)}")
-    if edge_index.numel() and not 0 <= int(edge_index.min()) <= int(edge_index.max()) < len(x):
-        raise ValueError(f"edge_index: node ids outside 0..{len(x) - 1}")
-    return Data(x=x.float(), edge_index=edge_index.long(), edge_attr=edge_attr.float(),
-                num_nodes=x.size(0))
-
-
 def path_edges(edge_index: Tensor, edge_prob: Tensor, nodes: list) -> list[list]:
     """The undirected edges on the path, each once as ``[u, v]`` (node ids) in the order of
     their first direction: an edge is on the path when the mean probability of its directions
@@ -140,8 +120,8 @@ class ShortestPathPredictor(Predictor):
         # None: a run from before test_steps was recorded, whose default was 2 x steps
         self.steps = int(config.get("test_steps") or 2 * config["steps"])
 
-    @staticmethod
-    def build_model(config: dict, weights: dict, where: str) -> torch.nn.Module:
+    @classmethod
+    def build_model(cls, config: dict, weights: dict, where: str) -> torch.nn.Module:
         """The run's model (:class:`~structrnn.tasks.shortest_path.task.PathModel`) with
         ``weights``; a config from before an option existed builds the model runs had then."""
         from argparse import Namespace
@@ -153,33 +133,7 @@ class ShortestPathPredictor(Predictor):
             raise InputError(f"{where}: the config lacks {', '.join(missing)}")
         model = build_model(Namespace(**{k: config[k] for k in ("hidden", "steps", *LEGACY_MODEL)
                                          if k in config}))
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as err:
-            raise InputError(f"{where}: the weights do not fit the model of its config "
-                             f"({err})") from err
-        return model
-
-    @classmethod
-    def from_run(cls, folder: Path, config: dict, device: torch.device) -> ShortestPathPredictor:
-        """The run's ``best.pt`` (the epoch that solved the most validation graphs)."""
-        path = folder / "best.pt"
-        if not path.is_file():
-            raise InputError(f"{path}: missing; the run has not finished an epoch")
-        weights = load_checkpoint(path, map_location="cpu")["model"]
-        return cls("shortest-path", config, [cls.build_model(config, weights, str(path))],
-                   device)
-
-    @classmethod
-    def from_export(cls, state: dict, device: torch.device) -> ShortestPathPredictor:
-        """The file :meth:`save` wrote."""
-        return cls("shortest-path", state["config"],
-                   [cls.build_model(state["config"], state["models"][0], "the model file")],
-                   device)
-
-    def export_state(self) -> dict[str, Any]:
-        """Nothing beyond the weights and the config."""
-        return {}
+        return load_weights(model, weights, where)
 
     default_batch_size: ClassVar[int] = 64
 
@@ -199,9 +153,9 @@ class ShortestPathPredictor(Predictor):
         ``end=True``), or a PyG ``Data`` built like the task's
         (:func:`structrnn.tasks.shortest_path.data.to_data`)."""
         if isinstance(item, Data):
-            data = check_data(item)
+            data = check_graph(item, 2, 1, "([is_start, is_end] flags, lengths)")
             return data, list(range(data.num_nodes))
-        if type(item).__module__.startswith("networkx."):
+        if is_networkx(item):
             return from_networkx_graph(item)
         raise ValueError(f"expected a networkx graph or a PyG Data, got {type(item).__name__}")
 
@@ -250,10 +204,8 @@ class ShortestPathPredictor(Predictor):
         if data is not None:
             raise InputError("eval --data: the shortest-path graphs are generated from the "
                              "run's seed; there is no data folder to give")
-        names = {"test": ["test", "same_size"], "val": ["val"], "dev": ["val"],
-                 "train": ["train"]}.get(split)
-        if names is None:
-            raise InputError(f"--split: expected test, val, dev or train, got {split!r}")
+        part = split_part(split)
+        names = ["test", "same_size"] if part == "test" else [part]
         c = self.config
         count = {"test_large": "test_graphs", "test_same": "test_graphs", "val": "val_graphs",
                  "train": "train_graphs"}

@@ -45,7 +45,6 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 
 from structrnn import viz
-from structrnn._errors import InputError
 from structrnn.graphs._renamed import renamed
 from structrnn.graphs.models import CORE_UPDATES, EncodeProcessDecode
 from structrnn.graphs.network import batch_of, count_graphs
@@ -58,7 +57,7 @@ from structrnn.tasks.shortest_path.data import (
 )
 from structrnn.training import distributed
 from structrnn.training.logging import notice
-from structrnn.training.options import add_run_arguments
+from structrnn.training.options import add_run_arguments, check_flags
 from structrnn.training.task import Fitted, Plan, Task, train_loader
 
 __all__ = ["TASK", "add_arguments", "build_model", "PathModel", "scale_edges",
@@ -120,11 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine",
                    help="the learning rate per epoch: constant, or a cosine decay to zero over "
                         "--epochs")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="global batch size (under torchrun split evenly between the processes)")
     # 10 epochs of 16000 graphs in batches of 32: 5000 steps (the demo's own run: 10000 steps
     # of fresh graphs); the larger model solves 90% of the validation graphs after one epoch
-    add_run_arguments(p, out="runs/shortest_path", epochs=10)
+    add_run_arguments(p, out="runs/shortest_path", epochs=10, batch_size=32)
     # gradient norms run at 10-40 and a run without clipping can blow up mid-way (seed 0: the
     # train loss went 0.39 -> 0.82 at epoch 12, 34% of the large graphs solved; clipped: 52%);
     # --clip-grad 0 turns it off
@@ -191,16 +188,9 @@ def per_step_loss(outputs: list[tuple], batch: Batch) -> Tensor:
 
 
 def batch_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-    """The loss to back-propagate and the global batch's per-step loss (for logging).
-
-    One process: :func:`per_step_loss`. Many: node and edge terms each become this process's
-    sum over the global count (:func:`structrnn.training.distributed.global_mean_loss`), so
-    that DDP's gradient average is the single-process gradient of the global batch.
-    """
+    """:func:`per_step_loss`, to back-propagate and for the log; its node and edge terms each
+    a :func:`~structrnn.training.distributed.global_mean_loss` under DDP."""
     outputs = model(batch)
-    if not distributed.is_distributed():
-        loss = per_step_loss(outputs, batch)
-        return loss, loss.detach()
     rounds = len(outputs)
     node_sum = sum(F.cross_entropy(x.float(), batch.y, reduction="sum")
                    for x, _, _ in outputs) / rounds
@@ -259,17 +249,9 @@ def _figures(result: dict) -> dict:
 # -- the run -------------------------------------------------------------------------------------
 def prepare(args: argparse.Namespace) -> Splits:
     """Check the counts and sizes, settle the flags config.json records; the graphs."""
-    for flag in ("train_graphs", "val_graphs", "test_graphs", "steps"):
-        if getattr(args, flag) < 1:
-            raise InputError(f"--{flag.replace('_', '-')}: expected >= 1, got "
-                             f"{getattr(args, flag)}")
-    for flag in ("train_nodes", "test_nodes"):
-        low, high = getattr(args, flag)
-        if not 2 <= low <= high:  # a start and a distinct end node
-            raise InputError(f"--{flag.replace('_', '-')}: expected 2 <= MIN <= MAX, got "
-                             f"{low} {high}")
-    # lists, as config.json reads them back (a tuple would differ from it on --resume)
-    args.train_nodes, args.test_nodes = list(args.train_nodes), list(args.test_nodes)
+    # at least a start and a distinct end node
+    check_flags(args, dict.fromkeys(("train_graphs", "val_graphs", "test_graphs", "steps"), 1),
+                {"train_nodes": 2, "test_nodes": 2})
     # the number, not None, in config.json: a predictor reads None as the old default, 2 x steps
     args.test_steps = args.test_steps or args.steps
     return make_splits(args.seed, args.train_graphs, args.val_graphs, args.test_graphs,
@@ -305,7 +287,6 @@ def finish(args: argparse.Namespace, splits: Splits, fitted: list[Fitted], devic
     same = evaluate(model, splits.test_same, test_steps, device)
     large = evaluate(model, splits.test_large, test_steps, device)
     seconds = [h["epoch_seconds"] for h in history]
-    selected = next((h for h in history if h["epoch"] == result.best_epoch), {})
     metrics = {
         "train_iters": math.ceil(len(splits.train) / args.batch_size) * len(history),
         "train_seconds": round(sum(seconds), 1),
@@ -316,9 +297,7 @@ def finish(args: argparse.Namespace, splits: Splits, fitted: list[Fitted], devic
         "test_edge_accuracy": large["edge_accuracy"], "test_solved": large["solved"],
         "same_size_node_accuracy": same["node_accuracy"],
         "same_size_edge_accuracy": same["edge_accuracy"], "same_size_solved": same["solved"],
-        "val_solved": selected.get("val_solved"), "best_epoch": result.best_epoch,
-        "epochs": len(history), "epoch_seconds": seconds,
-    }
+        "val_solved": result.best_record().get("val_solved"), **result.summary()}
     notice(f"test on {args.test_nodes[0]}-{args.test_nodes[1]} nodes: node acc "
            f"{metrics['test_node_accuracy']:.3f}, edge acc {metrics['test_edge_accuracy']:.3f}, "
            f"solved {metrics['test_solved']:.3f} | same size: solved "
