@@ -60,13 +60,13 @@ def sentences(count: int, words: int, seed: int = 1) -> list[str]:
 
 def train_run(folder: Path) -> Path:
     """A sentiment run on the synthetic treebank with the task's default model sizes."""
-    from structrnn.tasks.sentiment import task
+    from structrnn import cli
 
     out = folder / "sentiment"
-    parser = argparse.ArgumentParser()
-    task.add_arguments(parser)
-    task.run(parser.parse_args(["--dataset", "synthetic", "--synthetic-trees", "200",
-                                "--epochs", "1", "--no-progress", "--out", str(out)]))
+    code = cli.main(["train", "sst", "--dataset", "synthetic", "--synthetic-trees", "200",
+                     "--epochs", "1", "--no-progress", "--out", str(out)])
+    if code != 0:
+        raise RuntimeError(f"training the benchmark's run failed (exit status {code})")
     return out
 
 

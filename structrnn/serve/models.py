@@ -66,8 +66,12 @@ def named_runs(runs: Sequence[str | Path] | Mapping[str, str | Path | Predictor]
     return named
 
 
-def _words(item: str) -> int:
-    """The words of a sentence as the predictor counts them (the leaves of PTB text)."""
+def _words(item: str, limit: int) -> int:
+    """The words of a sentence as the predictor counts them (the leaves of PTB text), or 0 when
+    there can be no more than ``limit``: every token comes from at least one character, so a
+    text of at most ``limit`` characters needs no tokenising here (predict tokenises it)."""
+    if len(item) <= limit:
+        return 0
     text = item.strip()
     if text.startswith("("):
         return text.count("(")  # an upper bound on the leaves, without parsing
@@ -158,7 +162,7 @@ class ServedModel:
             if self.task not in SENTIMENT_TASKS:
                 return predict(items, **options)
             long = {k: n for k, item in enumerate(items) if isinstance(item, str)
-                    and (n := _words(item)) > limit}
+                    and (n := _words(item, limit)) > limit}
             if not long:
                 return predict(items, **options)
             rest = [item for k, item in enumerate(items) if k not in long]

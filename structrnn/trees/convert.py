@@ -12,7 +12,7 @@ import array
 import copy
 import gc
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["tree_to_data", "tree_to_networkx", "networkx_to_tree", "tree_to_nltk",
            "nltk_to_tree", "token_ids", "FlatTrees", "flatten_trees", "flat_to_data",
-           "batch_trees", "gc_paused", "node_heights", "LEGACY_SLOT_KEY"]
+           "batch_trees", "trees_to_batch", "flat_to_batch", "gc_paused", "node_heights",
+           "LEGACY_SLOT_KEY"]
 
 # A structrnn.trees.Tree, read by its attributes (tree.py imports this module, not the reverse).
 Tree = Any
@@ -420,6 +421,53 @@ def batch_trees(data_list: list[Data]) -> Batch:
     zeros = torch.zeros(len(sizes), dtype=torch.long)
     out._store.__dict__.update(
         _num_nodes=sizes, _num_graphs=len(sizes),
+        _slice_dict={"x": ptr, "edge_index": edge_ptr, "y": ptr, "child_index": ptr,
+                     "height": ptr},
+        _inc_dict={"x": zeros, "edge_index": ptr[:-1], "y": zeros, "child_index": zeros,
+                   "height": zeros})
+    return out
+
+
+def trees_to_batch(trees: Sequence[Tree], vocab: Mapping[str, int] | Any,
+                   label_vocab: Mapping[str, int] | None = None) -> Batch:
+    """``Batch.from_data_list([tree_to_data(t, vocab, label_vocab) for t in trees])``, the same
+    batch (fields, order, slices) without a ``Data`` per tree: one pass over the nodes
+    (:func:`flatten_trees`) and whole-array operations (:func:`flat_to_batch`). What a
+    predictor needs for a request's few trees, where a ``Data`` per tree costs more than the
+    tree's share of the forward pass."""
+    if not trees:
+        raise ValueError("trees: expected at least one tree, got none")
+    return flat_to_batch(flatten_trees(trees, label_vocab), vocab)
+
+
+def flat_to_batch(flat: FlatTrees, vocab: Mapping[str, int] | Any) -> Batch:
+    """``Batch.from_data_list(flat_to_data(flat, vocab))`` built directly from the flat rows
+    (falls back to that when this PyG lays a batch out otherwise than :func:`batch_trees`
+    assumes)."""
+    template = _batch_template()
+    if template is None:
+        from torch_geometric.data import Batch
+
+        return Batch.from_data_list(flat_to_data(flat, vocab))
+    counts = flat.num_nodes
+    count, total = counts.numel(), flat.y.numel()
+    ptr = torch.zeros(count + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    edge_ptr = torch.zeros_like(ptr)
+    torch.cumsum(counts - 1, 0, out=edge_ptr[1:])  # a tree of n nodes has n - 1 edges
+    x = torch.full((total,), -1, dtype=torch.long)
+    x[flat.token_rows] = torch.tensor(token_ids(flat.tokens, vocab), dtype=torch.long)
+    batch = torch.repeat_interleave(counts, output_size=total)
+    # every node but the roots (parent -1) has an edge, in row order as each tree lists them
+    child = torch.nonzero(flat.parent >= 0).squeeze(1)
+    edge_index = torch.stack([child, flat.parent[child] + ptr[batch[child]]])
+    out = copy.copy(template)
+    out._store._mapping.update(
+        x=x, edge_index=edge_index, y=flat.y, child_index=flat.child_index, height=flat.height,
+        num_nodes=total, batch=batch, ptr=ptr)
+    zeros = torch.zeros(count, dtype=torch.long)
+    out._store.__dict__.update(
+        _num_nodes=counts.tolist(), _num_graphs=count,
         _slice_dict={"x": ptr, "edge_index": edge_ptr, "y": ptr, "child_index": ptr,
                      "height": ptr},
         _inc_dict={"x": zeros, "edge_index": ptr[:-1], "y": zeros, "child_index": zeros,

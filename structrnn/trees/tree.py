@@ -33,7 +33,8 @@ converts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ __all__ = ["Tree", "gc_paused", "node_heights", "new_node", "WHITESPACE"]
 
 _WS = WHITESPACE
 _REPR_LIMIT = 200
+_BAD_LABEL = re.compile("[" + re.escape(_WS) + "()]")
 
 
 def new_node(label: str, token: str | None) -> Tree:
@@ -103,27 +105,57 @@ class Tree:
         with gc_paused():
             return parse(text, cls)
 
-    def to_ptb(self) -> str:
+    def to_ptb(self, labels: Sequence[str | int] | None = None) -> str:
         """The tree as one line of PTB bracket text; ``from_ptb(t.to_ptb()) == t`` and SST lines
-        print back byte-for-byte."""
-        return "".join(self._ptb_pieces())
+        print back byte-for-byte.
 
-    def _ptb_pieces(self) -> Iterator[str]:
+        Args:
+            labels: one label per node in pre-order (as :meth:`subtrees` lists them), printed
+                instead of the nodes' own (a prediction per node); the tree is not changed.
+        """
+        if labels is None:
+            return "".join(self._ptb_pieces())
+        names = [str(label) if isinstance(label, int) else label for label in labels]
+        bad = [x for x in names if not isinstance(x, str) or not x]
+        if bad or _BAD_LABEL.search("".join(names)):
+            bad = bad or [x for x in names if _BAD_LABEL.search(x)]
+            raise ValueError(f"labels: expected non-empty strings without whitespace or "
+                             f"brackets, got {bad[0]!r}")
+        used = [0]
+        try:
+            text = "".join(self._ptb_pieces(names, used))
+        except IndexError:
+            text = None
+        if text is None or used[0] != len(names):
+            raise ValueError(f"labels: expected one label per node ({len(self)}), got "
+                             f"{len(names)}")
+        return text
+
+    def _ptb_pieces(self, labels: list[str] | None = None,
+                    used: list[int] | None = None) -> Iterator[str]:
+        """The pieces of :meth:`to_ptb`; with ``labels``, the k-th node visited (pre-order)
+        prints ``labels[k]``, and ``used[0]`` counts the nodes."""
         stack: list[Any] = [self]
+        k = 0
         while stack:
             item = stack.pop()
             if type(item) is str:
                 yield item
-            elif item.children:
-                yield "(" + item.label
+                continue
+            label = item.label if labels is None else labels[k]
+            k += 1
+            if item.children:
+                yield "(" + label
                 stack.append(")")
                 for child in reversed(item.children):
                     stack.append(child)
                     stack.append(" ")
             elif item.token is None:
-                yield "(" + item.label + ")"
+                yield "(" + label + ")"
             else:
-                yield "(" + item.label + " " + item.token + ")"
+                yield "(" + label + " " + item.token + ")"
+        if used is not None:
+            used[0] = k
 
     def pretty(self, width: int = 80, indent: int = 2) -> str:
         """Indented multi-line PTB text: a subtree that fits in ``width`` stays on one line."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ from torch import Tensor
 
 from structrnn._errors import InputError
 from structrnn.datasets.sst import CLASS_LABELS, SST, TreeDataset, default_data_root
+from structrnn.levels.schedule import tree_schedule
 from structrnn.tasks.predictor import (
     PROGRESS_FROM,
     Deployable,
@@ -54,7 +56,8 @@ from structrnn.tasks.predictor import (
 )
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
-from structrnn.trees.loader import TreeLoader, collate_trees
+from structrnn.trees.convert import trees_to_batch
+from structrnn.trees.loader import TreeLoader
 from structrnn.trees.tokenize import balanced_tree, tokenize
 from structrnn.trees.tree import Tree
 from structrnn.trees.vocab import Vocab
@@ -190,7 +193,8 @@ class SentimentPredictor(Predictor):
         ParseError for bad PTB text) when there is none, or when a node has more children than
         the model's cell takes."""
         tree, kind = _read_input(item)
-        self._check_children(tree)
+        if kind != "balanced" or (self.arity is not None and self.arity < 2):
+            self._check_children(tree)  # (a balanced tree's nodes have at most 2 children)
         return tree, kind
 
     def read_chunk(self, items: Sequence[Any], options: dict[str, Any]) -> list[Any]:
@@ -218,7 +222,7 @@ class SentimentPredictor(Predictor):
                       options: dict[str, Any]) -> list[tuple[Tree, str, Tensor, Tensor]]:
         """Per tree: the tree, its kind, the predicted class (N,) and the probabilities (N, C)
         of its nodes, in pre-order, on the CPU."""
-        batch = collate_trees([tree.to_data(self.vocab) for tree, _ in inputs]).to(self.device)
+        batch = _tree_batch([tree for tree, _ in inputs], self.vocab, self.device)
         logits = self.model(batch).float()
         # argmax of the logits, as the evaluation takes it (softmax could tie rounded values)
         pred, probs = logits.argmax(-1).cpu(), logits.softmax(-1).cpu()
@@ -236,18 +240,16 @@ class SentimentPredictor(Predictor):
         tree, kind, pred, probs = output
         tokens = tree.leaves()
         unknown = [t for t in tokens if t not in self.vocab]
-        labelled = tree.copy()
-        for node, label in zip(labelled.subtrees(), pred.tolist(), strict=True):
-            node.label = str(label)
-        label = int(pred[0])
+        labels = pred.tolist()
+        label = labels[0]
         result = {"input": _input_text(item), "label": label,
                   "label_name": self.class_names[label], "probs": probs[0].tolist(),
                   "tokens": tokens, "unknown_words": list(dict.fromkeys(unknown)),
                   "unknown_share": len(unknown) / len(tokens), "tree": kind,
-                  "ptb": labelled.to_ptb(), "error": None}
+                  "ptb": tree.to_ptb(labels), "error": None}
         if options["nodes"]:
-            result["nodes"] = [{"span": span, "label": int(p), "probs": row}
-                               for span, p, row in zip(node_spans(tree), pred.tolist(),
+            result["nodes"] = [{"span": span, "label": p, "probs": row}
+                               for span, p, row in zip(node_spans(tree), labels,
                                                        probs.tolist(), strict=True)]
         return result
 
@@ -320,7 +322,24 @@ PREDICTOR = SentimentPredictor
 
 def node_spans(tree: Tree) -> list[str]:
     """The words under each node of ``tree``, joined by spaces, in pre-order (root first)."""
-    return [" ".join(node.leaves()) for node in tree.subtrees()]
+    nodes, parents, _ = tree.flatten()
+    # a subtree is a run of the pre-order, so its words are a run of the leaves: the words
+    # before each node, and each node's count summed up from its children
+    words = [node.token for node in nodes if node.token is not None]
+    starts = list(accumulate((node.token is not None for node in nodes), initial=0))
+    counts = [int(node.token is not None) for node in nodes]
+    for i in range(len(nodes) - 1, 0, -1):
+        counts[parents[i]] += counts[i]
+    return [" ".join(words[a:a + n]) for a, n in zip(starts, counts)]
+
+
+def _tree_batch(trees: list[Tree], vocab: Vocab, device: torch.device) -> Any:
+    """``collate_trees([t.to_data(vocab) for t in trees]).to(device)``, the same batch and
+    schedule, built without a ``Data`` per tree (:func:`~structrnn.trees.convert.trees_to_batch`;
+    a request's few trees cost more to convert one by one than to run)."""
+    batch = trees_to_batch(trees, vocab)
+    batch.schedule = tree_schedule(batch.edge_index, batch.num_nodes, batch.height)
+    return batch if device.type == "cpu" else batch.to(device)
 
 
 def _read_input(item: Any) -> tuple[Tree, str]:
