@@ -215,6 +215,48 @@ def test_a_batch_waits_only_while_other_requests_are_on_their_way():
     assert asyncio.run(main()) == [2, 1]
 
 
+def test_after_a_batch_the_queue_waits_for_its_callers_to_come_back():
+    """Closed-loop callers (each sends again once answered) keep sharing one batch: the request
+    queued behind a batch waits for that batch's callers rather than go alone, and they
+    alternate no more; a caller that does not come back costs at most ``max_wait_ms``."""
+    gate = threading.Event()
+    calls: list[list] = []
+
+    def predict(items: list) -> list[dict]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            gate.wait(PATIENCE_S)  # hold the first batch, so that "c" queues behind it
+        return echo(items)
+
+    async def main(come_back: bool) -> list[int]:
+        calls.clear()
+        gate.clear()
+        with ThreadPoolExecutor(1) as pool:
+            # nothing counted on its way: a batch waits only for the callers it answered
+            batcher = Batcher(predict, 64, 1000 * PATIENCE_S if come_back else 20, pool,
+                              incoming=lambda: 0)
+
+            async def caller(item: str) -> list[list[dict]]:
+                first = await batcher.submit([item])
+                return [first, await batcher.submit([item + "2"])] if come_back else [first]
+
+            callers = [asyncio.create_task(caller(x)) for x in "ab"]
+            for _ in range(5):
+                await asyncio.sleep(0)  # "a" and "b" form the first batch, held by the gate
+            late = asyncio.create_task(batcher.submit(["c"]))
+            await asyncio.sleep(0)
+            gate.set()
+            got = await asyncio.wait_for(asyncio.gather(late, *callers), PATIENCE_S)
+            assert got[0] == echo(["c"]) and got[1][0] == echo(["a"])
+            if come_back:
+                assert got[2][1] == echo(["b2"])
+            return batcher.sizes
+
+    assert asyncio.run(main(True)) == [2, 3]  # "c" waited for "a2" and "b2"
+    assert calls[1] == ["c", "a2", "b2"]
+    assert asyncio.run(main(False)) == [2, 1]  # nobody came back: "c" went alone
+
+
 def test_a_batch_that_raises_is_predicted_item_by_item_and_marks_the_bad_items():
     def predict(items: list) -> list[dict]:
         if "bad" in items:

@@ -12,8 +12,11 @@ A batch starts with the oldest waiting request and takes the next ones while the
 runs, new requests queue, so under load each batch picks up everything that arrived meanwhile;
 when the queue is short the batcher waits up to ``max_wait_ms`` for more, but only while other
 requests are on their way (``incoming``: the server counts those it is still reading), so that
-a lone client pays no wait. ``max_batch=1`` turns batching off: one request, one ``predict``
-call.
+a lone client pays no wait. Right after a batch, the requests queued behind it also wait (up to
+``max_wait_ms``) for as many requests as that batch answered: callers that send again once
+answered keep sharing one batch instead of settling into two halves that alternate, each
+waiting for the other's batch as well as its own. ``max_batch=1`` turns batching off: one
+request, one ``predict`` call.
 
 When a batched ``predict`` raises (one bad item should not, but may), every item of the batch is
 predicted alone, and an item that still raises gets its own error row; the others are unharmed.
@@ -129,6 +132,20 @@ class Batcher:
     def _queued(self) -> int:
         return sum(len(r.items) for r in self._queue)
 
+    async def _regroup(self, answered: int) -> None:
+        """Right after a batch of ``answered`` items: wait up to ``max_wait`` for as many more
+        requests (their callers, answered, send again within a round trip), so that callers
+        who wait on each other keep sharing one batch rather than settle into halves that
+        alternate, each waiting for the other's batch as well as its own."""
+        want = min(self.max_batch, self._queued() + answered)
+        deadline = time.perf_counter() + self.max_wait
+        while self._queued() < want and (left := deadline - time.perf_counter()) > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10's is another class
+                pass
+
     async def _wait_for_more(self) -> None:
         """Wait until the batch is full, ``max_wait`` has passed since its oldest request
         arrived, or (with ``incoming``) no other request is on its way."""
@@ -148,8 +165,11 @@ class Batcher:
     async def _run(self) -> None:
         """Form and run batches while requests wait; ends when the queue is empty."""
         loop = asyncio.get_running_loop()
+        answered = 0  # the items of the batch that has just run
         while self._queue:
             if self.max_batch > 1 and self._queued() < self.max_batch and self.max_wait > 0:
+                if answered:
+                    await self._regroup(answered)
                 await self._wait_for_more()
             batch = self._take()
             items = [item for r in batch for item in r.items]
@@ -169,3 +189,4 @@ class Batcher:
                 if not r.future.done():
                     r.future.set_result(rows[start:start + len(r.items)])
                 start += len(r.items)
+            answered = len(items)
