@@ -6,6 +6,8 @@ The recipe follows Tai et al. (2015): 300-d embeddings, a Tree-LSTM of hidden si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -141,6 +143,18 @@ def root_index(batch) -> Tensor:
     return batch.ptr[:-1]
 
 
+def ensemble_logits(models: nn.Module | Sequence[nn.Module], batch) -> Tensor:
+    """(N, C) logits of one model, or of an ensemble: the log of its members' mean class
+    probabilities (their softmax is that mean, so argmax, cross-entropy and
+    :func:`binary_from_fine` read the ensemble's probabilities)."""
+    if isinstance(models, nn.Module):
+        return models(batch)
+    if len(models) == 1:
+        return models[0](batch)
+    probs = torch.stack([m(batch).float().softmax(-1) for m in models]).mean(0)
+    return probs.log()
+
+
 def binary_from_fine(logits: Tensor) -> Tensor:
     """Binary prediction from 5-class logits: P(0) + P(1) against P(3) + P(4)."""
     p = logits.softmax(-1)
@@ -148,19 +162,25 @@ def binary_from_fine(logits: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: TreeSentiment, loader, device: torch.device) -> dict:
+def evaluate(model: TreeSentiment | Sequence[TreeSentiment], loader,
+             device: torch.device) -> dict:
     """Root and all-node accuracies, the mean node loss, and the root predictions.
+
+    ``model``: one model, or several whose class probabilities are averaged (an ensemble of
+    seeds: :func:`ensemble_logits`).
 
     For a 5-class model also the binary root accuracy on trees with a non-neutral root
     (the fine-grained model's P(negative) vs P(positive), as Socher et al. 2013 report).
     """
-    model.eval()
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    for m in models:
+        m.eval()
     totals = {"root_correct": 0, "roots": 0, "node_correct": 0, "nodes": 0, "loss": 0.0,
               "bin_correct": 0, "bin_roots": 0}
     root_true, root_pred = [], []
     for batch in loader:
         batch = batch.to(device)
-        logits = model(batch)
+        logits = ensemble_logits(models, batch)
         labelled = batch.y >= 0
         pred = logits.argmax(-1)
         roots = root_index(batch)
