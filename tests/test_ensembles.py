@@ -136,3 +136,95 @@ def test_seeds_flag_is_checked(tmp_path):
             from structrnn.training.task import train
 
             train(sst.TASK, [*TINY, "--seeds", bad, "--out", str(tmp_path / "x")])
+
+
+# ----------------------------------------------------------------------------------- parser
+def all_trees(i: int, j: int):
+    """Every binary tree over words i..j-1 as its spans in pre-order (the reference)."""
+    if j - i == 1:
+        yield [(i, j)]
+        return
+    for k in range(i + 1, j):
+        for left in all_trees(i, k):
+            for right in all_trees(k, j):
+                yield [(i, j), *left, *right]
+
+
+PARSER_TINY = ["--hidden", "8", "--char-hidden", "4", "--char-dim", "4", "--embed-dim", "8",
+               "--mlp-hidden", "8", "--layers", "1", "--batch-size", "10", "--epochs", "1",
+               "--no-progress", "--threads", "1"]
+SENTENCES = [["the", "dog", "likes", "a", "film", "."], ["a", "cast", "sees"], ["odd"],
+             ["the", "witty", "plot", "hates", "the", "story"]]
+
+
+@pytest.fixture(scope="module")
+def parser_run(tmp_path_factory) -> Path:
+    from tests.test_parser import toy_treebank
+
+    base = tmp_path_factory.mktemp("ensemble")
+    data = toy_treebank(base / "toy", sizes=(40, 10, 10))
+    out = base / "parser"
+    assert cli.main(["train", "parser", "--data", str(data), *PARSER_TINY, "--seeds", "0,1,2",
+                     "--out", str(out)]) == 0
+    return out
+
+
+def parser_members(folder: Path) -> list:
+    """Each seed's parser rebuilt from its own best.pt."""
+    from structrnn.trees.parser import Parser
+
+    out = []
+    for s in (0, 1, 2):
+        state = torch.load(folder / "units" / f"seed{s}" / "best.pt", weights_only=True)
+        out.append(Parser.from_spec(state["parser"], state["model"]).eval())
+    return out
+
+
+def test_parser_ensemble_averages_span_scores_and_decodes_their_mean(parser_run, tmp_path):
+    from structrnn.tasks.parser.ensemble import mean_span_scores
+    from structrnn.trees.spans import tree_spans
+
+    predictor = structrnn.load(parser_run)
+    assert len(predictor.models) == 3 and not (parser_run / "best.pt").exists()
+    members = parser_members(parser_run)
+    with torch.no_grad():
+        charts = [m(m.encode(SENTENCES)) for m in members]
+    assert not torch.equal(charts[0], charts[1])
+    reference = torch.stack(charts).mean(0)
+    scores, lengths = mean_span_scores(predictor.models, SENTENCES)
+    torch.testing.assert_close(scores, reference)
+    assert lengths.tolist() == [len(s) for s in SENTENCES]
+
+    def brute_force(chart: torch.Tensor, b: int) -> set:
+        """The best tree of sentence b under ``chart``: the most total score of its spans."""
+        return set(max(all_trees(0, len(SENTENCES[b])),
+                       key=lambda spans: sum(float(chart[b, i, j]) for i, j in spans)))
+
+    rows = predictor.predict(SENTENCES)
+    for b, row in enumerate(rows):
+        assert row["error"] is None
+        assert set(tree_spans(structrnn.Tree.from_ptb(row["tree"]))) == brute_force(reference, b)
+    # the members alone disagree with the mean somewhere (else this test could not tell)
+    assert any(brute_force(c, b) != brute_force(reference, b)
+               for c in charts for b in range(len(SENTENCES)))
+
+    # the model file keeps every member, and parses the same
+    again = structrnn.load(predictor.save(tmp_path / "parsers.pt"))
+    assert len(again.models) == 3
+    assert [r["tree"] for r in again.predict(SENTENCES)] == [r["tree"] for r in rows]
+
+
+def test_parser_ensemble_metrics(parser_run):
+    from structrnn.tasks.parser.task import read_split, score
+
+    metrics = json.loads((parser_run / "metrics.json").read_text())
+    config = json.loads((parser_run / "config.json").read_text())
+    assert metrics["seeds"] == [0, 1, 2]
+    test = read_split(config["data"], "test")
+    members = parser_members(parser_run)
+    for unit, parser in zip(metrics["units"], members, strict=True):
+        assert unit["test_f1"] == pytest.approx(score(parser, test)["f1"])
+    values = [u["test_f1"] for u in metrics["units"]]
+    assert metrics["test_f1"]["mean"] == pytest.approx(statistics.mean(values))
+    assert metrics["test_f1"]["std"] == pytest.approx(statistics.stdev(values))
+    assert metrics["ensemble"]["test_f1"] == pytest.approx(score(members, test)["f1"])
