@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from structrnn import viz
+from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, ensemble_logits, evaluate
@@ -53,7 +54,8 @@ warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitl
 
 CONFIG_KEYS = ("dataset", "data", "model", "batch_size", "lr", "embed_lr", "weight_decay",
                "dropout", "hidden", "embed_dim", "embed_init", "binary", "vectors", "init_from",
-               "word_dropout", "max_trees", "synthetic_trees", "layers", "pool", "seeds")
+               "word_dropout", "max_trees", "synthetic_trees", "layers", "pool", "seeds",
+               "recurrent_dropout")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="in training, replace each word by the unknown word with probability P, "
                         "so that the unknown word's vector (read by every dev/test word outside "
                         "the training vocabulary) is trained")
+    p.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
+                   help="tree-lstm: in training, drop each unit of the cell's candidate update "
+                        "with probability P before it enters the memory (recurrent dropout "
+                        "without memory loss, Semeniuta et al. 2016, as Looks et al. 2017; a "
+                        "fresh mask per node)")
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--embed-dim", type=int, default=None,
                    help="embedding size (default: the --vectors file's, else 300)")
@@ -151,7 +158,8 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
                                  getattr(args, "pool", None) or "last")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None), sparse,
-                         getattr(args, "word_dropout", 0.0), vocab.unk_id)
+                         getattr(args, "word_dropout", 0.0), vocab.unk_id,
+                         getattr(args, "recurrent_dropout", None) or 0.0)
 
 
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
@@ -185,6 +193,10 @@ def prepare(args) -> tuple[SST, SST, SST]:
     """Settle ``--seeds`` (the data come from the first), fill in the embedding size, load the
     splits."""
     settle_seeds(args)
+    rate = getattr(args, "recurrent_dropout", 0.0) or 0.0
+    if not 0.0 <= rate < 1.0 or (rate and args.model != "tree-lstm"):
+        raise InputError(f"--recurrent-dropout: expected a probability in [0, 1) with --model "
+                         f"tree-lstm, got {rate} with --model {args.model}")
     if args.embed_dim is None:
         from structrnn.datasets.vectors import file_dim
 
