@@ -494,3 +494,17 @@ def test_recurrent_dropout_flag_trains_and_loads(tmp_path):
     assert predictor.predict(["good"])[0]["error"] is None
     with pytest.raises(structrnn.InputError, match="recurrent-dropout"):
         run_task(sst.TASK, parse([*args, "--model", "tree-gru", "--out", str(tmp_path / "x")]))
+
+
+def test_looks_et_al_options_reach_the_model_and_optimizer():
+    """State 300, a smaller embedding rate and no L2 (Looks et al. 2017) are flags already."""
+    args = parse(["--hidden", "300", "--embed-lr", "0.01", "--weight-decay", "0",
+                  "--embed-dim", "6", "--recurrent-dropout", "0.2"])
+    vocab = SyntheticSentiment(10).vocab
+    model = sst.build_model(args, vocab, 5)
+    assert model.encoder.hidden_size == 300 and model.classifier.in_features == 300
+    rest, embed = sst.make_optimizer(model, args).param_groups
+    assert (rest["lr"], rest["weight_decay"]) == (0.05, 0.0)
+    assert (embed["lr"], embed["weight_decay"]) == (0.01, 0.0)
+    assert embed["params"] == [model.embedding.weight]
+    assert model.encoder.cell.recurrent_dropout.p == 0.2
