@@ -228,3 +228,14 @@ def test_parser_ensemble_metrics(parser_run):
     assert metrics["test_f1"]["mean"] == pytest.approx(statistics.mean(values))
     assert metrics["test_f1"]["std"] == pytest.approx(statistics.stdev(values))
     assert metrics["ensemble"]["test_f1"] == pytest.approx(score(members, test)["f1"])
+
+
+def test_init_from_an_ensemble_run_takes_its_first_seed(sst_run):
+    from structrnn.tasks.sentiment.task import init_from_run
+
+    vocab = Vocab.load(sst_run / "vocab.json")
+    model = TreeSentiment(len(vocab), 5, "tree-lstm", embed_dim=8, hidden=8)
+    assert "initialised from" in init_from_run(model, sst_run, vocab)
+    first = member(sst_run, SEEDS[0], vocab)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  first.state_dict().values(), strict=True))

@@ -18,6 +18,7 @@ probabilities are the members' mean (``"ensemble": {"test_fine_root", "test_bina
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,12 @@ from structrnn.training import distributed
 from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import notice
 from structrnn.training.options import add_run_arguments
-from structrnn.training.seeds import add_seeds_argument, seed_units, settle_seeds
+from structrnn.training.seeds import (
+    add_seeds_argument,
+    seed_folders,
+    seed_units,
+    settle_seeds,
+)
 from structrnn.training.task import Fitted, Plan, Task
 from structrnn.trees.convert import batch_trees
 from structrnn.trees.loader import TreeLoader
@@ -164,9 +170,12 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
 
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
     """Copy a trained run's weights into ``model``: embedding rows by word (the vocabularies
-    of two tasks differ), every other tensor whose name and shape match. Returns a summary."""
+    of two tasks differ), every other tensor whose name and shape match (of an ensemble run,
+    its first seed's model). Returns a summary."""
     run = Path(run)
-    state = dict(load_checkpoint(run / "best.pt")["model"])
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    state = dict(load_checkpoint(seed_folders(run, config)[0] / "best.pt")["model"])
     old_vocab = Vocab.load(run / "vocab.json")
     old_rows = state.pop("embedding.weight")
     pairs = [(i, old_vocab[t]) for i, t in enumerate(vocab) if t in old_vocab]
