@@ -385,3 +385,126 @@ def test_lstm_as_tree_runs_a_sequence_runs_cell_up_the_tree(tmp_path):
     with pytest.raises(ValueError, match="no layers or pooling"):
         sst.build_model(parse(common + ["--model", "lstm-as-tree", "--pool", "max"]),
                         train.vocab, 5)
+
+
+# --------------------------------------------------------------- recurrent dropout (issue 26)
+def nary_reference(cell, x, kids, scale):
+    """Every node's (h, c) by a plain recursion over the tree ``kids`` (node -> its children
+    by slot), the candidate ``g`` multiplied by ``scale`` (node -> (H,)): the reference."""
+    H, A = cell.hidden_size, cell.arity
+    out = {}
+
+    def visit(n):
+        hs, cs = [torch.zeros(H)] * A, [torch.zeros(H)] * A
+        for slot, k in enumerate(kids.get(n, [])):
+            hs[slot], cs[slot] = visit(k)
+        xp = cell.weight_ih @ x[n] + cell.bias_ih
+        gh = cell.weight_hh @ torch.cat(hs) + cell.bias_hh
+        i = torch.sigmoid(xp[:H] + gh[:H])
+        f = [torch.sigmoid(xp[H:2 * H] + gh[(1 + k) * H:(2 + k) * H]) for k in range(A)]
+        g = torch.tanh(xp[2 * H:3 * H] + gh[(1 + A) * H:(2 + A) * H]) * scale[n]
+        o = torch.sigmoid(xp[3 * H:] + gh[(2 + A) * H:])
+        c = i * g + sum(fk * ck for fk, ck in zip(f, cs, strict=True))
+        out[n] = (o * torch.tanh(c), c)
+        return out[n]
+
+    visit(0)
+    return torch.stack([out[n][0] for n in range(len(x))])
+
+
+def small_tree():
+    # 0 -> (1, 2), 2 -> (3, 4), 4 -> (5, 6): pre-order, edges child -> parent
+    kids = {0: [1, 2], 2: [3, 4], 4: [5, 6]}
+    edges = [(k, p) for p, ks in kids.items() for k in ks]
+    edge_index = torch.tensor(edges).t()
+    child_index = torch.zeros(7, dtype=torch.long)
+    for ks in kids.values():
+        for slot, k in enumerate(ks):
+            child_index[k] = slot
+    return kids, edge_index, child_index
+
+
+def test_recurrent_dropout_drops_the_candidate_against_a_per_node_loop():
+    from structrnn.tasks.sentiment.model import RecurrentDropoutNaryLSTMCell, build_encoder
+
+    torch.manual_seed(0)
+    kids, edge_index, child_index = small_tree()
+    x = torch.randn(7, 5)
+    encoder, _ = build_encoder("tree-lstm", 5, 4, recurrent_dropout=0.5)
+    assert isinstance(encoder.cell, RecurrentDropoutNaryLSTMCell)
+    stock, _ = build_encoder("tree-lstm", 5, 4)
+    assert set(stock.state_dict()) == set(encoder.state_dict())  # runs load either way
+    stock.load_state_dict(encoder.state_dict())
+    ones = {n: torch.ones(4) for n in range(7)}
+    with torch.no_grad():
+        # evaluation: no dropout, the stock cell's states (fused kernel) and the reference's
+        encoder.eval()
+        expected = nary_reference(encoder.cell, x, kids, ones)
+        torch.testing.assert_close(encoder(x, edge_index, child_index=child_index), expected)
+        torch.testing.assert_close(stock(x, edge_index, child_index=child_index), expected)
+
+        # training: the mask multiplies g, nothing else; a known mask through a fixed module
+        masks = {n: (torch.arange(4) + n) % 2 * 2.0 for n in range(7)}  # kept units x 1/(1-p)
+
+        class Fixed(torch.nn.Module):  # the mask of each row's node, as the levels see them
+            p = 0.5
+
+            def forward(self, g):
+                return g * torch.stack([masks[int(n)] for n in self.rows.pop(0)])
+
+        fixed = Fixed()
+        # the levels run leaves first: nodes 1 3 5 6 (height 0), then 4, then 2, then 0
+        fixed.rows = [torch.tensor([1, 3, 5, 6]), torch.tensor([4]), torch.tensor([2]),
+                      torch.tensor([0])]
+        encoder.train()
+        encoder.cell.recurrent_dropout = fixed
+        got = encoder(x, edge_index, child_index=child_index)
+        assert not fixed.rows
+        torch.testing.assert_close(got, nary_reference(encoder.cell, x, kids, masks))
+
+
+def test_recurrent_dropout_masks_units_with_probability_p():
+    from structrnn.tasks.sentiment.model import build_encoder
+
+    torch.manual_seed(1)
+    encoder, _ = build_encoder("tree-lstm", 6, 50, recurrent_dropout=0.3)
+    seen = []
+    encoder.cell.recurrent_dropout.register_forward_hook(
+        lambda m, inp, out: seen.append((inp[0].detach().clone(), out.detach())))
+    kids, edge_index, child_index = small_tree()
+    encoder.train()
+    encoder(torch.randn(7, 6), edge_index, child_index=child_index)
+    g = torch.cat([i for i, _ in seen])
+    dropped = torch.cat([o for _, o in seen])
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], g[kept] / 0.7)
+    assert 0.2 < 1 - kept.float().mean() < 0.4  # 350 draws of Bernoulli(0.3)
+
+
+def test_recurrent_dropout_flag_trains_and_loads(tmp_path):
+    import structrnn
+
+    out = tmp_path / "rd"
+    args = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8",
+            "--embed-dim", "8", "--epochs", "1", "--no-progress", "--recurrent-dropout", "0.25"]
+    run_task(sst.TASK, parse([*args, "--out", str(out)]))
+    assert json.loads((out / "config.json").read_text())["recurrent_dropout"] == 0.25
+    predictor = structrnn.load(out)
+    assert predictor.model.encoder.cell.recurrent_dropout.p == 0.25
+    assert predictor.predict(["good"])[0]["error"] is None
+    with pytest.raises(structrnn.InputError, match="recurrent-dropout"):
+        run_task(sst.TASK, parse([*args, "--model", "tree-gru", "--out", str(tmp_path / "x")]))
+
+
+def test_looks_et_al_options_reach_the_model_and_optimizer():
+    """State 300, a smaller embedding rate and no L2 (Looks et al. 2017) are flags already."""
+    args = parse(["--hidden", "300", "--embed-lr", "0.01", "--weight-decay", "0",
+                  "--embed-dim", "6", "--recurrent-dropout", "0.2"])
+    vocab = SyntheticSentiment(10).vocab
+    model = sst.build_model(args, vocab, 5)
+    assert model.encoder.hidden_size == 300 and model.classifier.in_features == 300
+    rest, embed = sst.make_optimizer(model, args).param_groups
+    assert (rest["lr"], rest["weight_decay"]) == (0.05, 0.0)
+    assert (embed["lr"], embed["weight_decay"]) == (0.01, 0.0)
+    assert embed["params"] == [model.embedding.weight]
+    assert model.encoder.cell.recurrent_dropout.p == 0.2

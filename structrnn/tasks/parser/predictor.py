@@ -11,9 +11,11 @@
     parser.evaluate("test")                            # bracket F1 on the treebank's test split
 
 ``parser.model`` is the :class:`~structrnn.trees.parser.Parser` itself (``.parse`` gives
-:class:`~structrnn.Tree` objects). A parser has the model-file format of every task:
-``Parser.save`` and ``structrnn export`` write the same file, and ``Parser.load``,
-``structrnn.load`` and ``structrnn parse`` read it, or the run folder itself.
+:class:`~structrnn.Tree` objects). A run of ``--seeds`` loads one parser per seed
+(``parser.models``), which parse together: CKY of their mean span scores. A parser has the
+model-file format of every task: ``Parser.save`` and ``structrnn export`` write the same file,
+and ``Parser.load``, ``structrnn.load`` and ``structrnn parse`` read it, or the run folder
+itself.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any, ClassVar
 import torch
 
 from structrnn._errors import InputError
+from structrnn.tasks.parser.ensemble import parse_spans
 from structrnn.tasks.predictor import Predictor, read_lines, write_output
 from structrnn.training.logging import notice
+from structrnn.training.seeds import seed_folders
 from structrnn.trees.parser import Parser
 from structrnn.trees.spans import spans_to_tree
 from structrnn.trees.tree import Tree
@@ -46,12 +50,17 @@ class ParserPredictor(Predictor):
 
     @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> ParserPredictor:
-        return cls("parser", config, [Parser.load(folder, map_location=device)], device)
+        """The run's parser (``best.pt``), or for a run of ``--seeds`` every seed's
+        (``units/seedS/best.pt``): an ensemble."""
+        return cls("parser", config, [Parser.load(f, map_location=device)
+                                      for f in seed_folders(folder, config)], device)
 
     @classmethod
     def from_export(cls, state: dict, device: torch.device) -> ParserPredictor:
-        return cls("parser", state["config"], [Parser.from_saved(state, "the model file")],
-                   device)
+        first = Parser.from_saved(state, "the model file")
+        # an ensemble's members share the vocabularies and settings of "parser"
+        rest = [Parser.from_spec(state["parser"], weights) for weights in state["models"][1:]]
+        return cls("parser", state["config"], [first, *rest], device)
 
     def export_state(self) -> dict[str, Any]:
         return {"parser": self.model.spec()}
@@ -71,8 +80,9 @@ class ParserPredictor(Predictor):
         return tokens
 
     def forward_batch(self, inputs: list[list[str]], options: dict[str, Any]) -> list[Tree]:
-        """The best tree of each tokenised sentence."""
-        found = self.model.parse_spans(inputs, len(inputs))
+        """The best tree of each tokenised sentence (an ensemble's: CKY of its members' mean
+        span scores)."""
+        found = parse_spans(self.models, inputs, len(inputs))
         return [spans_to_tree(tokens, spans) for tokens, spans in zip(inputs, found, strict=True)]
 
     def make_row(self, item: Any, index: int, output: Tree | None,
@@ -118,7 +128,7 @@ class ParserPredictor(Predictor):
         from structrnn.tasks.parser.task import baselines, data_folder, read_split, score
 
         trees = read_split(data_folder(data or self.config.get("data")), split)
-        return {**score(self.model, trees), "sentences": len(trees),
+        return {**score(self.models, trees), "sentences": len(trees),
                 "baselines_f1": baselines(trees)}
 
 

@@ -12,19 +12,29 @@ balanced.
 Run layout (``--out RUN``): ``config.json``, ``metrics.jsonl``, ``metrics.json``,
 ``checkpoint.pt``, ``best.pt`` (the selected weights with the vocabularies and settings under
 ``"parser"``: :meth:`Parser.from_spec`), ``learning_curves.png``, ``example_tree.png``.
+
+With ``--seeds S1,S2,...`` the run is an ensemble: one parser per seed in ``units/seedS/``
+(the same vocabularies, their own weights and batch order), parsing together by their mean
+span scores decoded once by CKY (:mod:`structrnn.tasks.parser.ensemble`). ``metrics.json``
+then holds each seed's figures (``"units"``), their mean and standard deviation
+(``"test_f1": {"mean", "std"}`` ...) and the ensemble's (``"ensemble": {"dev_f1", "test_f1"
+...}``).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from structrnn._errors import InputError
+from structrnn.tasks.parser.ensemble import parse_spans
 from structrnn.training import distributed
 from structrnn.training.logging import notice
 from structrnn.training.options import add_run_arguments
+from structrnn.training.seeds import add_seeds_argument, seed_units, settle_seeds
 from structrnn.training.task import Plan, Task
 from structrnn.trees.parser import Parser, ParserBatch, hinge_loss
 from structrnn.trees.ptb import read_ptb_file
@@ -45,7 +55,8 @@ __all__ = ["TASK", "add_arguments", "read_split", "data_folder", "score", "basel
 # the flags that are Parser settings (their values go to Parser(**...))
 PARSER_KEYS = ("embed_dim", "char_dim", "char_hidden", "hidden", "layers", "mlp_hidden",
                "dropout", "word_dropout")
-CONFIG_KEYS = ("data", "vectors", *PARSER_KEYS, "lr", "lr_decay", "batch_size", "max_trees")
+CONFIG_KEYS = ("data", "vectors", *PARSER_KEYS, "lr", "lr_decay", "batch_size", "max_trees",
+               "seeds")
 SPLIT_FILES = {"train": "train.txt", "dev": "dev.txt", "val": "dev.txt", "test": "test.txt"}
 BASELINES = {
     "right_branching": lambda tokens: right_branching_spans(
@@ -81,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiply the learning rate by G after every epoch")
     p.add_argument("--max-trees", type=int, default=None,
                    help="use only the first N trees of each split (quick runs)")
+    add_seeds_argument(p)
     add_run_arguments(p, out="runs/parser", epochs=10, batch_size=32)
 
 
@@ -114,9 +126,12 @@ def _gold_spans(tree: Tree) -> torch.Tensor:
     return torch.tensor(sorted(tree_spans(tree.binarize())), dtype=torch.long)
 
 
-def score(parser: Parser, trees: list[Tree], batch_size: int = 256) -> dict:
-    """Bracket F1 (precision, recall, exact match) of ``parser`` on ``trees``' own words."""
-    found = parser.parse_spans([t.leaves() for t in trees], batch_size)
+def score(parser: Parser | Sequence[Parser], trees: list[Tree], batch_size: int = 256) -> dict:
+    """Bracket F1 (precision, recall, exact match) of ``parser`` (or of several parsers'
+    mean span scores, :func:`~structrnn.tasks.parser.ensemble.parse_spans`) on ``trees``' own
+    words."""
+    parsers = [parser] if isinstance(parser, Parser) else list(parser)
+    found = parse_spans(parsers, [t.leaves() for t in trees], batch_size)
     result = bracket_f1(trees, found)
     return {k: result[k] for k in ("f1", "precision", "recall", "exact")}
 
@@ -189,6 +204,7 @@ def build_parser(args, train: list[Tree]) -> Parser:
 
 def prepare(args) -> tuple[list[Tree], list[Tree], list[Tree]]:
     """Check the flags that could fail late, fill in the embedding size; the three splits."""
+    settle_seeds(args)
     if args.vectors and not Path(args.vectors).is_file():
         raise InputError(f"--vectors: no file {args.vectors}")
     if args.embed_dim is None:
@@ -212,32 +228,50 @@ def build(args, data, unit: dict, device: torch.device) -> Plan:
                 best_extra=lambda: {"parser": model.spec()})
 
 
-def finish(args, data, fitted: list, device) -> tuple[dict, dict]:
-    """Score the selected parser on dev and test next to the baselines; the metrics and the
-    pictures."""
-    train, dev, test = data
-    parser, history = fitted[0].model, fitted[0].history
+def _figures(parser: Parser | Sequence[Parser], dev: list[Tree], test: list[Tree]) -> dict:
     dev_scores, test_scores = score(parser, dev), score(parser, test)
-    metrics = {
-        "dev_f1": dev_scores["f1"], "test_f1": test_scores["f1"],
-        "test_precision": test_scores["precision"], "test_recall": test_scores["recall"],
-        "test_exact": test_scores["exact"],
-        "baselines_test_f1": baselines(test), "baselines_dev_f1": baselines(dev),
-        **fitted[0].result.summary(),
-        "train_trees": len(train), "dev_trees": len(dev), "test_trees": len(test),
-    }
-    return metrics, pictures(parser, history, test)
+    return {"dev_f1": dev_scores["f1"], "test_f1": test_scores["f1"],
+            "test_precision": test_scores["precision"], "test_recall": test_scores["recall"],
+            "test_exact": test_scores["exact"]}
 
 
-def pictures(parser: Parser, history: list[dict], test: list[Tree]) -> dict:
+def _mean_std(values: list[float]) -> dict[str, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0}
+
+
+def finish(args, data, fitted: list, device) -> tuple[dict, dict]:
+    """Score the selected parser (or every seed's and their ensemble) on dev and test next to
+    the baselines; the metrics and the pictures."""
+    train, dev, test = data
+    parsers, history = [f.model for f in fitted], fitted[0].history
+    sizes = {"train_trees": len(train), "dev_trees": len(dev), "test_trees": len(test)}
+    base = {"baselines_test_f1": baselines(test), "baselines_dev_f1": baselines(dev)}
+    if getattr(args, "seeds", None) is None:
+        metrics = {**_figures(parsers[0], dev, test), **base, **fitted[0].result.summary(),
+                   **sizes}
+    else:
+        units = [{"unit": f.unit["name"], "seed": f.unit["init_seed"],
+                  **_figures(f.model, dev, test), **f.result.summary()} for f in fitted]
+        keys = ("dev_f1", "test_f1", "test_precision", "test_recall", "test_exact")
+        metrics = {"seeds": list(args.seeds),
+                   **{k: _mean_std([u[k] for u in units]) for k in keys},
+                   "ensemble": _figures(parsers, dev, test), "units": units, **base,
+                   "epoch_seconds": [s for u in units for s in u["epoch_seconds"]],
+                   "best_epoch": [u["best_epoch"] for u in units], **sizes}
+    return metrics, pictures(parsers, history, test)
+
+
+def pictures(parser: Parser | Sequence[Parser], history: list[dict], test: list[Tree]) -> dict:
     """Learning curves and the parse of the first test sentence."""
     from structrnn import viz
 
+    parsers = [parser] if isinstance(parser, Parser) else list(parser)
     drawn = {"learning_curves.png": lambda path: viz.plot_learning_curves(
         history, path, keys=["train_loss", "dev_f1"])}
     if test:
         tokens = test[0].leaves()
-        tree = spans_to_tree(tokens, parser.parse_spans([tokens])[0])
+        tree = spans_to_tree(tokens, parse_spans(parsers, [tokens])[0])
         drawn["example_tree.png"] = lambda path: viz.draw_tree(
             tree, path, title="parsed (structrnn train parser)")
     return drawn
@@ -245,4 +279,4 @@ def pictures(parser: Parser, history: list[dict], test: list[Tree]) -> dict:
 
 TASK = Task("parser", "a constituency parser learned from the treebank's own trees",
             "structrnn.tasks.parser.predictor", add_arguments, CONFIG_KEYS, prepare, build,
-            finish, select="f1", prefix="dev")
+            finish, select="f1", prefix="dev", units=seed_units)

@@ -6,10 +6,13 @@ The recipe follows Tai et al. (2015): 300-d embeddings, a Tree-LSTM of hidden si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from structrnn.cells import NaryLSTMCell, scatter_sum
 from structrnn.levels.schedule import TreeSchedule
 from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 
@@ -30,18 +33,84 @@ class Dropout(nn.Dropout):
         return x.mul_(scale) if self.inplace else x * scale
 
 
+class RecurrentDropoutNaryLSTMCell(NaryLSTMCell):
+    """:class:`~structrnn.NaryLSTMCell` with recurrent dropout without memory loss (Semeniuta,
+    Severyn & Barth 2016), the Tree-LSTM regulariser of Looks et al. (2017, TensorFlow Fold's
+    ``BinaryTreeLSTMCell``): in training the candidate update ``g`` is dropped before it enters
+    the memory,
+
+        c = i ⊙ drop(g) + Σ_k f_k ⊙ c_k        h = o ⊙ tanh(c),
+
+    so the children's memories flow to the parent intact while their contribution to the
+    update, through ``U_g h``, is regularised. The mask is drawn afresh for every node (each
+    row of each level, as Fold's per-call ``tf.nn.dropout``), not once per tree; the kept units
+    are scaled by 1 / (1 - p). In evaluation (or with p = 0) it is the stock cell, though it
+    runs op by op rather than through the fused kernel.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, arity: int = 2, bias: bool = True,
+                 recurrent_dropout: float = 0.0, device=None, dtype=None) -> None:
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout: expected a probability in [0, 1), got "
+                             f"{recurrent_dropout}")
+        super().__init__(input_size, hidden_size, arity, bias, device=device, dtype=dtype)
+        self.recurrent_dropout = Dropout(recurrent_dropout)
+
+    def combine(self, x_proj, prev, index, size, child_index=None, pos=None):
+        if not self.training or self.recurrent_dropout.p == 0.0:
+            return super().combine(x_proj, prev, index, size, child_index, pos)
+        # NaryLSTMCell.combine with the candidate dropped (its layout: gates i, f, g, o)
+        pos = child_index if child_index is not None else pos
+        H, A = self.hidden_size, self.arity
+        x_proj = self._input_gates(x_proj, size)
+        if prev is None:
+            h_cat, c_slots = x_proj.new_zeros(size, A * H), x_proj.new_zeros(size, A, H)
+        else:
+            h_prev, c_prev = prev
+            if index is None:
+                index = torch.arange(size, device=h_prev.device)
+            if pos is None:
+                pos = torch.zeros_like(index)
+            slot_row = index * A + pos
+            h_cat = scatter_sum(h_prev, slot_row, size * A).view(size, A * H)
+            c_slots = scatter_sum(c_prev, slot_row, size * A).view(size, A, H)
+        gh = F.linear(h_cat, self.weight_hh, self.bias_hh)
+        xi, xf, xg, xo = x_proj.chunk(4, 1)
+        i = torch.sigmoid(xi + gh[:, :H])
+        f = torch.sigmoid(xf.unsqueeze(1) + gh[:, H:(1 + A) * H].view(size, A, H))
+        g = self.recurrent_dropout(torch.tanh(xg + gh[:, (1 + A) * H:(2 + A) * H]))
+        o = torch.sigmoid(xo + gh[:, (2 + A) * H:])
+        c = i * g + (f * c_slots).sum(1)
+        return o * torch.tanh(c), c
+
+
+def _tree_lstm(embed_dim: int, hidden: int, recurrent_dropout: float = 0.0) -> TreeLSTM:
+    encoder = TreeLSTM(embed_dim, hidden, variant="n-ary", arity=2)
+    if recurrent_dropout > 0:  # the same parameters (names, shapes, init), another combine
+        encoder.cell = RecurrentDropoutNaryLSTMCell(embed_dim, hidden, 2,
+                                                    recurrent_dropout=recurrent_dropout)
+    return encoder
+
+
 _ENCODERS = {  # name -> (embed_dim, hidden) -> the encoder
     # the constituency (binary N-ary) Tree-LSTM of Tai et al. 2015
-    "tree-lstm": lambda e, h: TreeLSTM(e, h, variant="n-ary", arity=2),
+    "tree-lstm": _tree_lstm,
     "child-sum-tree-lstm": lambda e, h: TreeLSTM(e, h, variant="child-sum"),
     "tree-gru": TreeGRU, "rntn": lambda e, h: RNTN(h),
     "recursive-nn": lambda e, h: RecursiveNN(h), "bi-tree-lstm": BiTreeLSTM}
 
 
-def build_encoder(name: str, embed_dim: int, hidden: int) -> tuple[nn.Module, int]:
-    """The tree encoder for ``name`` and the width of its node states."""
+def build_encoder(name: str, embed_dim: int, hidden: int, recurrent_dropout: float = 0.0
+                  ) -> tuple[nn.Module, int]:
+    """The tree encoder for ``name`` and the width of its node states (``recurrent_dropout``:
+    the ``tree-lstm``'s, :class:`RecurrentDropoutNaryLSTMCell`)."""
     if name not in _ENCODERS:
         raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+    if recurrent_dropout:
+        if name != "tree-lstm":
+            raise ValueError(f"recurrent_dropout: only the tree-lstm model has it, got model "
+                             f"{name!r}")
+        return _tree_lstm(embed_dim, hidden, recurrent_dropout), hidden
     return _ENCODERS[name](embed_dim, hidden), hidden * (2 if name == "bi-tree-lstm" else 1)
 
 
@@ -62,6 +131,8 @@ class TreeSentiment(nn.Module):
             Without it the unknown word's row is never trained (every training word is in the
             vocabulary), yet dev and test words outside the vocabulary all read it.
         unk_id: row of the unknown word (None: the vocabulary has none).
+        recurrent_dropout: ``tree-lstm`` only: the probability of dropping a unit of the
+            cell's candidate update in training (:class:`RecurrentDropoutNaryLSTMCell`).
 
     ``forward(batch)`` takes a tree ``Batch`` (``x`` token ids, -1 on nodes without a token)
     and returns logits (N, num_classes), one row per node.
@@ -71,7 +142,7 @@ class TreeSentiment(nn.Module):
                  embed_dim: int = 300, hidden: int = 150, dropout: float = 0.5,
                  vectors: Tensor | None = None, embed_init: float | None = None,
                  sparse_embedding: bool = False, word_dropout: float = 0.0,
-                 unk_id: int | None = 0) -> None:
+                 unk_id: int | None = 0, recurrent_dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout: expected a probability in [0, 1), got {word_dropout}")
@@ -85,7 +156,7 @@ class TreeSentiment(nn.Module):
         elif embed_init is not None:
             nn.init.uniform_(self.embedding.weight, -embed_init, embed_init)
         self.model_name = model
-        self.encoder, width = build_encoder(model, embed_dim, hidden)
+        self.encoder, width = build_encoder(model, embed_dim, hidden, recurrent_dropout)
         # Recursive nets compose vectors of the hidden size: project the words to it.
         self.project = (nn.Linear(embed_dim, hidden) if model in ("rntn", "recursive-nn")
                         else None)
@@ -141,6 +212,18 @@ def root_index(batch) -> Tensor:
     return batch.ptr[:-1]
 
 
+def ensemble_logits(models: nn.Module | Sequence[nn.Module], batch) -> Tensor:
+    """(N, C) logits of one model, or of an ensemble: the log of its members' mean class
+    probabilities (their softmax is that mean, so argmax, cross-entropy and
+    :func:`binary_from_fine` read the ensemble's probabilities)."""
+    if isinstance(models, nn.Module):
+        return models(batch)
+    if len(models) == 1:
+        return models[0](batch)
+    probs = torch.stack([m(batch).float().softmax(-1) for m in models]).mean(0)
+    return probs.log()
+
+
 def binary_from_fine(logits: Tensor) -> Tensor:
     """Binary prediction from 5-class logits: P(0) + P(1) against P(3) + P(4)."""
     p = logits.softmax(-1)
@@ -148,19 +231,25 @@ def binary_from_fine(logits: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: TreeSentiment, loader, device: torch.device) -> dict:
+def evaluate(model: TreeSentiment | Sequence[TreeSentiment], loader,
+             device: torch.device) -> dict:
     """Root and all-node accuracies, the mean node loss, and the root predictions.
+
+    ``model``: one model, or several whose class probabilities are averaged (an ensemble of
+    seeds: :func:`ensemble_logits`).
 
     For a 5-class model also the binary root accuracy on trees with a non-neutral root
     (the fine-grained model's P(negative) vs P(positive), as Socher et al. 2013 report).
     """
-    model.eval()
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    for m in models:
+        m.eval()
     totals = {"root_correct": 0, "roots": 0, "node_correct": 0, "nodes": 0, "loss": 0.0,
               "bin_correct": 0, "bin_roots": 0}
     root_true, root_pred = [], []
     for batch in loader:
         batch = batch.to(device)
-        logits = model(batch)
+        logits = ensemble_logits(models, batch)
         labelled = batch.y >= 0
         pred = logits.argmax(-1)
         roots = root_index(batch)

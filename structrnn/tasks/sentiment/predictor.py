@@ -54,8 +54,9 @@ from structrnn.tasks.predictor import (
     load,
     load_weights,
 )
-from structrnn.tasks.sentiment.model import TreeSentiment
+from structrnn.tasks.sentiment.model import TreeSentiment, ensemble_logits
 from structrnn.tasks.sentiment.model import evaluate as evaluate_model
+from structrnn.training.seeds import seed_folders
 from structrnn.trees.convert import trees_to_batch
 from structrnn.trees.loader import TreeLoader
 from structrnn.trees.tokenize import balanced_tree, tokenize
@@ -77,7 +78,9 @@ _FIELDS = ("label", "label_name", "probs", "tokens", "unknown_words", "unknown_s
 
 
 class SentimentPredictor(Predictor):
-    """A :class:`~structrnn.tasks.sentiment.model.TreeSentiment` model with its vocabulary.
+    """A :class:`~structrnn.tasks.sentiment.model.TreeSentiment` model with its vocabulary
+    (a run of ``--seeds``: one model per seed in :attr:`models`, whose class probabilities, at
+    the root and at every node, are averaged).
 
     Attributes:
         vocab: the run's token vocabulary (a :class:`~structrnn.Vocab`, unknown word at id 0).
@@ -94,22 +97,26 @@ class SentimentPredictor(Predictor):
 
     tasks: ClassVar[tuple[str, ...]] = ("sst",)
 
-    def __init__(self, config: dict, model: TreeSentiment, vocab: Vocab,
-                 device: torch.device, task: str = "sst") -> None:
-        super().__init__(task, config, [model], device)
+    def __init__(self, config: dict, model: TreeSentiment | Sequence[TreeSentiment],
+                 vocab: Vocab, device: torch.device, task: str = "sst") -> None:
+        models = [model] if isinstance(model, torch.nn.Module) else list(model)
+        super().__init__(task, config, models, device)
         self.vocab = vocab
-        self.class_names = CLASS_NAMES[model.classifier.out_features]
+        self.class_names = CLASS_NAMES[models[0].classifier.out_features]
         # the most children a node may have: the cells' arity (None: any number)
-        arities = [m.arity for m in model.modules() if isinstance(getattr(m, "arity", None), int)]
+        arities = [m.arity for model in models for m in model.modules()
+                   if isinstance(getattr(m, "arity", None), int)]
         self.arity = min(arities) if arities else None
 
     # -- loading and saving ---------------------------------------------------------------------
     @classmethod
     def from_run(cls, folder: Path, config: dict, device: torch.device) -> SentimentPredictor:
-        """The run's best model (``best.pt``) with its vocabulary (``vocab.json``, else the
+        """The run's best model (``best.pt``; a run of ``--seeds``: every seed's
+        ``units/seedS/best.pt``, an ensemble) with its vocabulary (``vocab.json``, else the
         token list ``best.pt`` keeps)."""
         folder = Path(folder)
-        state = best_state(folder)
+        states = [best_state(f) for f in seed_folders(folder, config)]
+        state = states[0]
         if (folder / "vocab.json").is_file():
             try:
                 vocab = Vocab.load(folder / "vocab.json")
@@ -119,8 +126,9 @@ class SentimentPredictor(Predictor):
             vocab = _vocab_from_list(state["vocab"])
         else:
             raise InputError(f"{folder}: no vocab.json, and best.pt keeps no vocabulary")
-        model = _build_model(config, vocab, state["model"], str(folder))
-        return cls(config, model, vocab, device)
+        models = [_build_model(config, vocab, st["model"], str(f))
+                  for st, f in zip(states, seed_folders(folder, config), strict=True)]
+        return cls(config, models, vocab, device)
 
     @classmethod
     def from_export(cls, state: dict, device: torch.device) -> SentimentPredictor:
@@ -129,8 +137,9 @@ class SentimentPredictor(Predictor):
             raise InputError("the model file lacks vocab (the token list of the sst task)")
         vocab = _vocab_from_list(state["vocab"], state.get("vocab_unk", "<unk>"),
                                  bool(state.get("vocab_lower", False)))
-        model = _build_model(state["config"], vocab, state["models"][0], "the model file")
-        return cls(state["config"], model, vocab, device, state.get("task", "sst"))
+        models = [_build_model(state["config"], vocab, weights, "the model file")
+                  for weights in state["models"]]
+        return cls(state["config"], models, vocab, device, state.get("task", "sst"))
 
     def export_state(self) -> dict[str, Any]:
         """The vocabulary as a list of tokens (the unknown word first), its unknown word and
@@ -157,6 +166,9 @@ class SentimentPredictor(Predictor):
         if options:
             raise InputError(f"export: unknown option(s) {', '.join(options)} for a sentiment "
                              "run (max_height, examples)")
+        if len(self.models) > 1:
+            raise InputError(f"format: an ensemble of {len(self.models)} sentiment models "
+                             "exports only format='structrnn' so far")
         if not isinstance(self.model, TreeSentiment):
             raise InputError(f"format: a sequence sentiment run ({self.config.get('model')!r}) "
                              "exports only format='structrnn' so far")
@@ -221,9 +233,9 @@ class SentimentPredictor(Predictor):
     def forward_batch(self, inputs: list[tuple[Tree, str]],
                       options: dict[str, Any]) -> list[tuple[Tree, str, Tensor, Tensor]]:
         """Per tree: the tree, its kind, the predicted class (N,) and the probabilities (N, C)
-        of its nodes, in pre-order, on the CPU."""
+        of its nodes, in pre-order, on the CPU (an ensemble's: its members' mean)."""
         batch = _tree_batch([tree for tree, _ in inputs], self.vocab, self.device)
-        logits = self.model(batch).float()
+        logits = ensemble_logits(self.models, batch).float()
         # argmax of the logits, as the evaluation takes it (softmax could tie rounded values)
         pred, probs = logits.argmax(-1).cpu(), logits.softmax(-1).cpu()
         ptr = batch.ptr.tolist()
@@ -292,7 +304,7 @@ class SentimentPredictor(Predictor):
         if split not in SPLITS:
             raise InputError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
         dataset = self._split_data(SPLITS[split], data)
-        result = evaluate_model(self.model, TreeLoader(dataset, batch_size=256), self.device)
+        result = evaluate_model(self.models, TreeLoader(dataset, batch_size=256), self.device)
         figures = {k: v for k, v in result.items() if not isinstance(v, Tensor)}
         return {**figures, "trees": len(dataset)}
 

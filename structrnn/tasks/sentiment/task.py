@@ -6,11 +6,19 @@ Run layout (``--out RUN``): ``config.json``, ``metrics.json`` (final figures),
 ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (last epoch, for ``--resume``),
 ``best.pt`` (best dev root accuracy), ``vocab.json``, ``learning_curves.png``,
 ``confusion.png``, ``example_tree.png``, and with ``--tensorboard`` a ``tensorboard/`` folder.
+
+With ``--seeds S1,S2,...`` the run is an ensemble: one model per seed, each with its own
+``units/seedS/`` (``best.pt``, ``checkpoint.pt``, ``metrics.jsonl``), on the same data and
+vocabulary. ``metrics.json`` then holds each seed's figures (``"units"``), their mean and
+standard deviation (``"test_fine_root": {"mean", "std"}`` ...) and the ensemble's, whose class
+probabilities are the members' mean (``"ensemble": {"test_fine_root", "test_binary_root"
+...}``); the pictures are the ensemble's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -18,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from structrnn import viz
+from structrnn._errors import InputError
 from structrnn.datasets.sst import SST, default_data_root
 from structrnn.datasets.synthetic import SyntheticSentiment
-from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, evaluate
+from structrnn.tasks.sentiment.model import MODELS, TreeSentiment, ensemble_logits, evaluate
 from structrnn.tasks.sentiment.sequence_model import (
     POOLS,
     SEQUENCE_MODELS,
@@ -32,6 +41,12 @@ from structrnn.training import distributed
 from structrnn.training.checkpoint import load_checkpoint
 from structrnn.training.logging import notice
 from structrnn.training.options import add_run_arguments
+from structrnn.training.seeds import (
+    add_seeds_argument,
+    seed_folders,
+    seed_units,
+    settle_seeds,
+)
 from structrnn.training.task import Fitted, Plan, Task
 from structrnn.trees.convert import batch_trees
 from structrnn.trees.loader import TreeLoader
@@ -45,7 +60,8 @@ warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitl
 
 CONFIG_KEYS = ("dataset", "data", "model", "batch_size", "lr", "embed_lr", "weight_decay",
                "dropout", "hidden", "embed_dim", "embed_init", "binary", "vectors", "init_from",
-               "word_dropout", "max_trees", "synthetic_trees", "layers", "pool")
+               "word_dropout", "max_trees", "synthetic_trees", "layers", "pool", "seeds",
+               "recurrent_dropout")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="in training, replace each word by the unknown word with probability P, "
                         "so that the unknown word's vector (read by every dev/test word outside "
                         "the training vocabulary) is trained")
+    p.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
+                   help="tree-lstm: in training, drop each unit of the cell's candidate update "
+                        "with probability P before it enters the memory (recurrent dropout "
+                        "without memory loss, Semeniuta et al. 2016, as Looks et al. 2017; a "
+                        "fresh mask per node)")
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--embed-dim", type=int, default=None,
                    help="embedding size (default: the --vectors file's, else 300)")
@@ -91,6 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use only the first N trees of each split (quick runs)")
     p.add_argument("--synthetic-trees", type=int, default=2000,
                    help="training trees of the synthetic treebank")
+    add_seeds_argument(p)
     add_run_arguments(p, out="runs/sst", epochs=10, batch_size=25)
 
 
@@ -142,14 +164,18 @@ def build_model(args, vocab: Vocab, num_classes: int, sparse: bool = False) -> T
                                  getattr(args, "pool", None) or "last")
     return TreeSentiment(len(vocab), num_classes, args.model, args.embed_dim, args.hidden,
                          args.dropout, vectors, getattr(args, "embed_init", None), sparse,
-                         getattr(args, "word_dropout", 0.0), vocab.unk_id)
+                         getattr(args, "word_dropout", 0.0), vocab.unk_id,
+                         getattr(args, "recurrent_dropout", None) or 0.0)
 
 
 def init_from_run(model: TreeSentiment, run: str | Path, vocab: Vocab) -> str:
     """Copy a trained run's weights into ``model``: embedding rows by word (the vocabularies
-    of two tasks differ), every other tensor whose name and shape match. Returns a summary."""
+    of two tasks differ), every other tensor whose name and shape match (of an ensemble run,
+    its first seed's model). Returns a summary."""
     run = Path(run)
-    state = dict(load_checkpoint(run / "best.pt")["model"])
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    state = dict(load_checkpoint(seed_folders(run, config)[0] / "best.pt")["model"])
     old_vocab = Vocab.load(run / "vocab.json")
     old_rows = state.pop("embedding.weight")
     pairs = [(i, old_vocab[t]) for i, t in enumerate(vocab) if t in old_vocab]
@@ -173,7 +199,13 @@ def batch_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def prepare(args) -> tuple[SST, SST, SST]:
-    """Fill in the embedding size, load the splits."""
+    """Settle ``--seeds`` (the data come from the first), fill in the embedding size, load the
+    splits."""
+    settle_seeds(args)
+    rate = getattr(args, "recurrent_dropout", 0.0) or 0.0
+    if not 0.0 <= rate < 1.0 or (rate and args.model != "tree-lstm"):
+        raise InputError(f"--recurrent-dropout: expected a probability in [0, 1) with --model "
+                         f"tree-lstm, got {rate} with --model {args.model}")
     if args.embed_dim is None:
         from structrnn.datasets.vectors import file_dim
 
@@ -207,15 +239,17 @@ def _summary(result: dict) -> dict:
     return {short: result[k] for k, short in keep.items() if k in result}
 
 
-def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
-    """Evaluate the selected model; the metrics and the pictures."""
-    _, dev, test = data
-    model, history = fitted[0].model, fitted[0].history
-    dev_result, test_result = (evaluate(model, TreeLoader(s, batch_size=256,
-                                                          collate_fn=batch_trees), device)
+FIGURES = ("dev_fine_root", "test_fine_root", "test_binary_root", "test_fine_all_nodes",
+           "dev_root", "test_root")
+
+
+def figures(models, dev, test, binary: bool, device) -> tuple[dict, dict]:
+    """The figures of one model or of an ensemble (its members' probabilities averaged) on dev
+    and test, and the test evaluation (root predictions for the confusion matrix)."""
+    dev_result, test_result = (evaluate(models, TreeLoader(s, batch_size=256,
+                                                           collate_fn=batch_trees), device)
                                for s in (dev, test))
-    binary = args.binary
-    metrics = {
+    found = {
         "dev_fine_root": None if binary else dev_result["root_acc"],
         "test_fine_root": None if binary else test_result["root_acc"],
         "test_binary_root": (test_result["root_acc"] if binary
@@ -223,17 +257,49 @@ def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
         "test_fine_all_nodes": None if binary else test_result["all_nodes_acc"],
         "dev_root": dev_result["root_acc"],
         "test_root": test_result["root_acc"],
-        **fitted[0].result.summary(),
     }
+    return found, test_result
+
+
+def mean_std(values: list) -> dict | None:
+    """``{"mean", "std"}`` (sample std, 0 for one value) of ``values``; None when they are."""
+    if any(v is None for v in values):
+        return None
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0}
+
+
+def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
+    """Evaluate the selected model (or every seed's and their ensemble); the metrics and the
+    pictures."""
+    _, dev, test = data
+    binary = args.binary
+    models = [f.model for f in fitted]
+    if getattr(args, "seeds", None) is None:
+        found, test_result = figures(models[0], dev, test, binary, device)
+        metrics = {**found, **fitted[0].result.summary()}
+    else:
+        units = []
+        for f in fitted:
+            found, _ = figures(f.model, dev, test, binary, device)
+            units.append({"unit": f.unit["name"], "seed": f.unit["init_seed"], **found,
+                          **f.result.summary()})
+        ensemble, test_result = figures(models, dev, test, binary, device)
+        metrics = {"seeds": list(args.seeds),
+                   **{k: mean_std([u[k] for u in units]) for k in FIGURES},
+                   "ensemble": ensemble, "units": units,
+                   "epoch_seconds": [s for u in units for s in u["epoch_seconds"]],
+                   "best_epoch": [u["best_epoch"] for u in units]}
+    history = fitted[0].history
     pictures = {
         "learning_curves.png": lambda path: viz.plot_learning_curves(
             history, path, keys=["train_loss", "dev_loss", "dev_root", "dev_all_nodes"]),
         "confusion.png": lambda path: viz.plot_confusion(
             test_result["root_true"], test_result["root_pred"], path)}
     if len(test):
-        model.eval()
         with torch.no_grad():
-            logits = model(next(iter(TreeLoader(test[:1], batch_size=1))).to(device))
+            logits = ensemble_logits(models, next(iter(TreeLoader(test[:1], batch_size=1)))
+                                     .to(device))
         # binary classes drawn as the ends of the 5-class scale
         predicted = logits.argmax(-1).cpu() * (4 if logits.size(1) == 2 else 1)
         pictures["example_tree.png"] = lambda path: viz.draw_tree(
@@ -244,4 +310,4 @@ def finish(args, data, fitted: list[Fitted], device) -> tuple[dict, dict]:
 
 TASK = Task("sst", "tree models of sentiment (SST or synthetic)",
             "structrnn.tasks.sentiment.predictor", add_arguments, CONFIG_KEYS, prepare, build,
-            finish, select="root", prefix="dev")
+            finish, select="root", prefix="dev", units=seed_units)
