@@ -306,7 +306,9 @@ def _run_schedule(cell: nn.Module, x: Tensor | None, schedule: Schedule, num_nod
     if store is None:  # no nodes at all: an empty step gives the state's shape (0 rows)
         empty = xp[:0] if xp is not None else None
         return cell.combine(empty, None, None, 0) if fast else cell(empty, None, size=0)
-    return state_from_tuple(store.read(s.rank).split(widths, dim=1))
+    states = store.read(s.rank)
+    store.close()  # no reference from the store back into the autograd graph (a leak)
+    return state_from_tuple(states.split(widths, dim=1))
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cell -> its compiled step
