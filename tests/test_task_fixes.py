@@ -111,6 +111,18 @@ def test_the_epoch_line_names_its_figure_without_the_sign_flip(tmp_path, capsys)
     assert "val rmse 1.07" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, shown", [
+    (["--dataset", "builtin", "--max-molecules", "40"], "val rmse "),
+    (["--dataset", "builtin", "--max-molecules", "40", "--target", "lipinski"], "val roc_auc "),
+])
+def test_molecule_runs_show_their_figure_not_the_signed_score(tmp_path, capsys, flags, shown):
+    cli.main(["train", "molecules", *flags, "--epochs", "2", "--hidden", "8", "--steps", "1",
+              "--seeds", "0", "--threads", "1", "--no-progress", "--out", str(tmp_path / "r")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": epoch " in line]
+    assert len(lines) == 2 and all(shown in line for line in lines), lines
+    assert not any("score" in line for line in lines)
+
+
 # --- 5. scikit-learn --------------------------------------------------------------------------
 def test_the_metrics_and_splits_are_scikit_learns():
     from sklearn.metrics import average_precision_score, roc_auc_score

@@ -48,9 +48,10 @@ class Plan:
 
     ``train_set`` is batched by :func:`train_loader` with ``loader_class`` (e.g. PyG's
     ``DataLoader`` or a ``TreeLoader``) and ``loader_kwargs``; a task with batches of its own
-    gives ``batches(epoch)`` instead. ``loss``, ``validate``, ``scheduler`` and ``best_extra``
-    are :func:`~structrnn.training.loop.fit`'s. ``context``: what :meth:`Task.finish` needs of
-    the unit beyond its fitted model (data, scalers ...).
+    gives ``batches(epoch)`` instead. ``loss``, ``validate``, ``scheduler``, ``best_extra`` and
+    ``report`` (the figures the epoch line shows) are :func:`~structrnn.training.loop.fit`'s.
+    ``context``: what :meth:`Task.finish` needs of the unit beyond its fitted model (data,
+    scalers ...).
     """
 
     model: nn.Module
@@ -64,6 +65,7 @@ class Plan:
     scheduler: Any = None
     best_extra: Callable[[], dict] | None = None
     context: Any = None
+    report: Sequence[str] | None = None
 
 
 @dataclass
@@ -174,7 +176,7 @@ def fit_unit(task: Task, args: argparse.Namespace, data: Any, unit: dict, folder
                  select=task.select(args) if callable(task.select) else task.select,
                  mode=task.mode, scheduler=plan.scheduler, resume=args.resume,
                  best_extra=plan.best_extra, desc=f"{name}: " if name else "",
-                 prefix=task.prefix)
+                 prefix=task.prefix, report=plan.report)
     return Fitted(result, plan, unit, args)
 
 

@@ -134,7 +134,15 @@ class Unit:
                 # the held-out fold's accuracy per epoch, for the GIN-paper protocol (see
                 # summarise); never used to select anything
                 figures["test_accuracy"] = self.evaluate(model, self.test_set)["mean_accuracy"]
+        else:  # the selection figure under its own name (val_score is signed for selection)
+            figures[self.report()[0]] = figures["val_score"]
         return figures
+
+    def report(self) -> list[str]:
+        """What the epoch line shows: the figure behind ``val_score``, named and unsigned."""
+        if self.prep.kind == "classification":
+            return ["val_accuracy" if self.args.dataset == "mutag" else "val_roc_auc"]
+        return ["val_rmse" if len(self.prep.target_names) == 1 else "val_scaled_mae"]
 
     def model_args(self) -> dict[str, Any]:
         """The :class:`MoleculeModel` arguments of this unit (what rebuilds it to predict)."""
@@ -209,4 +217,4 @@ def build(args, prep: Prepared, unit: dict, device) -> Plan:
                                                            eta_min=args.lr / 10)
     return Plan(work.model, optimizer, work.loss, work.validate, train_set=work.train_set,
                 loader_class=DataLoader, scheduler=scheduler, best_extra=work.best_extra,
-                context=work)
+                context=work, report=work.report())
