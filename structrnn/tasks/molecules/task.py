@@ -30,10 +30,10 @@ molecules are then split by Bemis-Murcko scaffold unless ``--split`` says otherw
 Models (``--model``): ``gn-gru`` (the default of ``train tu``): a GraphNetwork block whose edge
 update is an MLP of ``[bond, atom_sender, atom_receiver]`` and whose node update is a GRU cell,
 run ``--steps`` rounds with shared weights (Gilmer et al.'s MPNN with a pair message
-function); ``mpnn``: :class:`structrnn.graphs.models.MPNN`'s edge network (``A(e) x_sender``) with the GRU update;
-``gin``: Xu et al. (2019)'s GIN, ``--steps`` layers, its readout over every layer; ``dmpnn``
-(the default of ``train molecules``): chemprop's directed MPNN (Yang et al. 2019), depth
-``--steps``.
+function); ``mpnn``: :class:`structrnn.graphs.models.MPNN`'s edge network (``A(e) x_sender``)
+with the GRU update; ``gin``: Xu et al. (2019)'s GIN, ``--steps`` layers, its readout over
+every layer; ``dmpnn`` (the default of ``train molecules``): chemprop's directed MPNN (Yang et
+al. 2019), depth ``--steps``.
 Readouts (``--readout``): ``set2set`` (Vinyals et al. 2016), ``sum``, ``mean`` or
 ``atom-sum`` (an MLP per atom, summed: the prediction is a sum of per-atom contributions, which
 are drawn on a molecule). Defaults: ``atom-sum`` for ``builtin``, ``sum`` for ``qm9`` (its
