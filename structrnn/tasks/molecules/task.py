@@ -43,8 +43,8 @@ Global features (``--global-features rdkit``, the default for SMILES sets other 
 ``builtin``): RDKit's 2-D descriptors of each molecule, mapped through their empirical
 distribution on the training split, are concatenated to the graph readout, as Chemprop does with
 ``rdkit_2d_normalized``. ``dmpnn`` with descriptors became the default after it beat ``gn-gru``
-without them on the validation splits of ESOL (random) and the QM9 subset, and tied ``gn-gru``
-with them on ESOL's scaffold split (README, molecule rows).
+without them on the validation splits of ESOL (random) and the QM9 subset, and ``gn-gru`` with
+them narrowly on QM9 while tying on ESOL's scaffold split (README, molecule rows).
 
 ``--tune N`` searches depth, hidden size, dropout, learning rate and epochs with Optuna (N trials,
 ``--tune-timeout`` seconds at most) for every unit on that unit's validation split, then trains
