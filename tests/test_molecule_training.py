@@ -200,6 +200,29 @@ def test_rdkit_global_features_join_the_readout(tmp_path):
     assert state["model"]["head.0.weight"].shape[1] == 16 + len(Descriptors._descList)
 
 
+def test_defaults_are_the_measured_recipe_and_old_runs_replay_their_own(tmp_path):
+    from structrnn.training.task import parse_args
+
+    def settled(t, argv: list[str]) -> tuple[str, str]:
+        args = parse_args(t, argv)
+        task.resolve_defaults(args)
+        return args.model, args.global_features
+
+    for dataset in ("esol", "qm9", "csv"):  # the recipe of the README's molecule table
+        assert settled(task.TASK, ["--dataset", dataset]) == ("dmpnn", "rdkit")
+    # builtin's targets are RDKit descriptors: no descriptors; TU sets have no SMILES
+    assert settled(task.TASK, ["--dataset", "builtin"]) == ("dmpnn", "none")
+    assert settled(task.TU, []) == ("gn-gru", "none")
+    assert settled(task.TASK, ["--dataset", "esol", "--global-features", "none",
+                               "--model", "gn-gru"]) == ("gn-gru", "none")
+    # config.json stores every flag: a run made under the old defaults replays with them
+    old = tmp_path / "config.json"
+    old.write_text(json.dumps({"task": "molecules", "dataset": "esol", "model": "gn-gru",
+                               "global_features": "none", "hidden": 128}))
+    assert settled(task.TASK, ["--config", str(old)]) == ("gn-gru", "none")
+    assert settled(task.TASK, ["--config", str(old), "--model", "dmpnn"]) == ("dmpnn", "none")
+
+
 def test_global_features_refused_where_they_make_no_sense(tmp_path):
     with pytest.raises(ValueError, match="the answer"):
         molecules(["--dataset", "builtin", "--global-features", "rdkit", "--out",

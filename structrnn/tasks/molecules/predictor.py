@@ -525,6 +525,9 @@ class MoleculePredictor(Predictor):
         args = molecule_task.add_arguments(argparse.ArgumentParser()).parse_args([])
         for key, value in self.config.items():
             setattr(args, key, value)
+        # TU runs, and runs older than the flag, trained without descriptors (its default is
+        # settled per data set at training time, so None here means the config lacks it)
+        args.global_features = self.config.get("global_features") or "none"
         args.no_progress = True
         if data is not None:
             if args.dataset == "csv" and Path(data).is_file():
