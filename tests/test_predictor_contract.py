@@ -273,12 +273,14 @@ def test_cli_molecule_csv_and_parse_keep_bad_rows(runs, tmp_path, capsys):
     pytest.importorskip("rdkit")
     source = tmp_path / "in.csv"
     source.write_text("smiles,name\nCCO,ethanol\nnot-a-smiles,junk\n,empty\n")
-    assert cli.main(["predict", str(runs("molecules")), "--input", str(source),
+    molecules, parser = runs("molecules"), runs("parser")
+    capsys.readouterr()  # the runs' training summaries, when this test trains them first
+    assert cli.main(["predict", str(molecules), "--input", str(source),
                      "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[0].endswith(",error")
     assert lines[1].endswith(",") and "invalid SMILES" in lines[2] and "empty SMILES" in lines[3]
-    assert cli.main(["parse", str(runs("parser")), "the dog likes a film", "",
+    assert cli.main(["parse", str(parser), "the dog likes a film", "",
                      "--no-progress"]) == 0
     first, second = capsys.readouterr().out.splitlines()
     assert first.startswith("(X") and second.startswith("# error: empty")
