@@ -512,6 +512,11 @@ class NaryLSTMCell(RNNCellBase):
         # ``pos`` is the slot's name in the level loops of structrnn.levels (internal callers,
         # no warning); ``child_index`` the one of the public call.
         pos = child_index if child_index is not None else pos
+        return self._nary_step(x_proj, prev, index, size, pos)
+
+    def _nary_step(self, x_proj, prev, index, size, pos, candidate=None):
+        """:meth:`combine`'s arithmetic; ``candidate`` (a module or function, e.g. a dropout)
+        transforms the candidate update ``g`` before it enters the memory."""
         H, A = self.hidden_size, self.arity
         w_hh, b_hh = self.weight_hh, self.bias_hh
         x_proj = self._input_gates(x_proj, size)
@@ -532,6 +537,8 @@ class NaryLSTMCell(RNNCellBase):
         i = torch.sigmoid(xi + gh[:, :H])
         f = torch.sigmoid(xf.unsqueeze(1) + gh[:, H:(1 + A) * H].view(size, A, H))
         g = torch.tanh(xg + gh[:, (1 + A) * H:(2 + A) * H])
+        if candidate is not None:
+            g = candidate(g)
         o = torch.sigmoid(xo + gh[:, (2 + A) * H:])
         c = i * g + (f * c_slots).sum(1)
         return o * torch.tanh(c), c

@@ -81,6 +81,7 @@ from structrnn.tasks.molecules.unit import Unit, build
 from structrnn.training import distributed
 from structrnn.training.options import add_run_arguments, run_config
 from structrnn.training.run_folder import RunFolder
+from structrnn.training.seeds import int_list
 from structrnn.training.task import Task, fit_unit, previous_config
 
 __all__ = ["TASK", "TU", "add_arguments", "add_tu_arguments", "prepare", "units", "Unit",
@@ -98,14 +99,6 @@ EPOCHS = {"builtin": 30, "esol": 100, "qm9": 60, "csv": 100, "mutag": 100}
 
 
 # --- command line -------------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from err
-
-
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -122,7 +115,7 @@ def _model_arguments(p: argparse.ArgumentParser, *, sets: str, epochs: str,
     p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
                    help="classification: balanced weighs each class by n / (classes * n_class) "
                         "of the training labels (rare positives count more)")
-    p.add_argument("--seeds", type=_int_list, default=None,
+    p.add_argument("--seeds", type=int_list, default=None,
                    help="comma-separated seeds, one unit each (default: --seed alone when "
                         "given, else 0,1,2)")
     p.add_argument("--model", choices=MODELS, default=model, help=f"default: {model}")

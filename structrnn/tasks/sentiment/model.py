@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structrnn.cells import NaryLSTMCell, scatter_sum
+from structrnn.cells import NaryLSTMCell
 from structrnn.levels.schedule import TreeSchedule
 from structrnn.trees.models import RNTN, BiTreeLSTM, RecursiveNN, TreeGRU, TreeLSTM
 
@@ -59,29 +59,8 @@ class RecurrentDropoutNaryLSTMCell(NaryLSTMCell):
     def combine(self, x_proj, prev, index, size, child_index=None, pos=None):
         if not self.training or self.recurrent_dropout.p == 0.0:
             return super().combine(x_proj, prev, index, size, child_index, pos)
-        # NaryLSTMCell.combine with the candidate dropped (its layout: gates i, f, g, o)
         pos = child_index if child_index is not None else pos
-        H, A = self.hidden_size, self.arity
-        x_proj = self._input_gates(x_proj, size)
-        if prev is None:
-            h_cat, c_slots = x_proj.new_zeros(size, A * H), x_proj.new_zeros(size, A, H)
-        else:
-            h_prev, c_prev = prev
-            if index is None:
-                index = torch.arange(size, device=h_prev.device)
-            if pos is None:
-                pos = torch.zeros_like(index)
-            slot_row = index * A + pos
-            h_cat = scatter_sum(h_prev, slot_row, size * A).view(size, A * H)
-            c_slots = scatter_sum(c_prev, slot_row, size * A).view(size, A, H)
-        gh = F.linear(h_cat, self.weight_hh, self.bias_hh)
-        xi, xf, xg, xo = x_proj.chunk(4, 1)
-        i = torch.sigmoid(xi + gh[:, :H])
-        f = torch.sigmoid(xf.unsqueeze(1) + gh[:, H:(1 + A) * H].view(size, A, H))
-        g = self.recurrent_dropout(torch.tanh(xg + gh[:, (1 + A) * H:(2 + A) * H]))
-        o = torch.sigmoid(xo + gh[:, (2 + A) * H:])
-        c = i * g + (f * c_slots).sum(1)
-        return o * torch.tanh(c), c
+        return self._nary_step(x_proj, prev, index, size, pos, candidate=self.recurrent_dropout)
 
 
 def _tree_lstm(embed_dim: int, hidden: int, recurrent_dropout: float = 0.0) -> TreeLSTM:
