@@ -223,7 +223,7 @@ def test_recursive_cells_take_child_index_like_the_nary_cell(cls, fresh_warnings
         cell(x, h, index=index, size=3)
     with pytest.warns(FutureWarning, match="'pos' is deprecated, use 'child_index'"):
         old = cell(x, h, index=index, size=3, pos=slot)
-    assert torch.equal(old, got)
+    assert torch.equal(old, got)  # the same call under its old keyword: identical math
 
 
 # -- keywords -----------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_old_keywords_warn_once_and_mean_the_new_ones(fresh_warnings):
         "LSTMCell.forward: the keyword 'x' is deprecated, use 'input'"]
     assert {r.filename for r in record} == {__file__}  # they point at the user's line
     for g, w in zip(got, want, strict=True):
-        assert torch.equal(g, w)
+        assert torch.equal(g, w)  # the same call under the old keywords: identical math
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second use is silent
         cell(x=x, prev=hx)
@@ -281,7 +281,7 @@ def test_nary_pos_is_the_deprecated_child_index(fresh_warnings):
     with pytest.warns(FutureWarning, match="'pos' is deprecated, use 'child_index'"):
         got = cell(x, hx, index=index, size=2, pos=slots)
     for g, w in zip(got, want, strict=True):
-        assert torch.equal(g, w)
+        assert torch.equal(g, w)  # the same call under the old keyword: identical math
     # one child per row, in the slot child_index says (slot 1 reads the slot-1 matrices)
     h1, c1 = cell(x, (hx[0][:2], hx[1][:2]), child_index=torch.tensor([1, 1]))
     ref = cell(x, (hx[0][:2], hx[1][:2]), index=torch.arange(2), size=2,

@@ -18,6 +18,7 @@ from structrnn.datasets.synthetic import SyntheticSentiment
 from structrnn.tasks.sentiment.model import TreeSentiment
 from structrnn.trees.loader import collate_trees
 from structrnn.trees.vocab import Vocab
+from tests.test_parser import all_trees
 
 TINY = ["--dataset", "synthetic", "--synthetic-trees", "60", "--hidden", "8", "--embed-dim", "8",
         "--epochs", "2", "--no-progress", "--threads", "1"]
@@ -139,17 +140,6 @@ def test_seeds_flag_is_checked(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- parser
-def all_trees(i: int, j: int):
-    """Every binary tree over words i..j-1 as its spans in pre-order (the reference)."""
-    if j - i == 1:
-        yield [(i, j)]
-        return
-    for k in range(i + 1, j):
-        for left in all_trees(i, k):
-            for right in all_trees(k, j):
-                yield [(i, j), *left, *right]
-
-
 PARSER_TINY = ["--hidden", "8", "--char-hidden", "4", "--char-dim", "4", "--embed-dim", "8",
                "--mlp-hidden", "8", "--layers", "1", "--batch-size", "10", "--epochs", "1",
                "--no-progress", "--threads", "1"]
