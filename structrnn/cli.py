@@ -181,7 +181,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark (structrnn.benchmarks)")
     bench.add_argument("name", choices=["sequence", "trees", "graphs", "molecules", "predict",
-                                        "dags", "sst", "parse", "serve", "export"])
+                                        "dags", "sst", "parse", "serve", "export", "accuracy"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 

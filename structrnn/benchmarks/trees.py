@@ -30,10 +30,8 @@ Every run prints the machine, the threads and the 1-minute load before and after
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -42,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from structrnn._env import load_1m, machine
 from structrnn.benchmarks import default_data, default_peers, package_pythonpath
 
 DEFAULT_DGL_PYTHON = Path.home() / ".cache" / "peer-venv-dgl" / "bin" / "python"
@@ -51,21 +50,6 @@ QUIET_LOAD = 0.5  # a 1-minute load above this before a run: the figures are upp
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def load_1m() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def machine(threads: str | int) -> dict:
-    """What a figure was measured on: platform, CPU, cores, Python, torch, threads, the date
-    and the 1-minute load now."""
-    import torch
-
-    return {"platform": platform.platform(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "threads": threads, "date": datetime.date.today().isoformat(), "load_1m": load_1m()}
 
 
 def machine_line(info: dict) -> str:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from structrnn._env import load_1m, machine
 from structrnn._errors import InputError
 from structrnn.training import distributed
 from structrnn.training.checkpoint import seed_everything
@@ -191,6 +192,7 @@ def run_task(task: Task, args: argparse.Namespace) -> dict:
         if args.batch_size < 1 or args.batch_size % world:
             raise InputError(f"--batch-size: the global batch size must be a positive multiple "
                              f"of the number of processes ({world}), got {args.batch_size}")
+        started = machine(torch.get_num_threads())
         data = task.prepare(args)
         config = run_config(args, task.config_keys, task.name)
         folder = open_run(args.out, config, args.resume, args.overwrite, args.tensorboard)
@@ -204,6 +206,8 @@ def run_task(task: Task, args: argparse.Namespace) -> dict:
         metrics = None
         if distributed.is_main():
             metrics, pictures = task.finish(args, data, fitted, device)
+            # where the figures come from, for the README's tables (benchmarks.accuracy)
+            metrics["machine"] = {**started, "load_1m_end": load_1m()}
             folder.write_metrics(metrics)  # first: a picture that fails must not lose it
             for name, draw in pictures.items():
                 folder.picture(name, draw)
