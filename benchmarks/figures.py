@@ -73,7 +73,9 @@ def accuracy_machine_cell(record: dict) -> str:
         f"{m.get('threads', '?')} thread(s), {m.get('date', '?')}"
     seconds = record.get("epoch_seconds")
     if seconds:
-        text += f"; {seconds['mean']:.1f} s an epoch ({seconds['min']:.1f}-{seconds['max']:.1f})"
+        digits = 1 if seconds["mean"] >= 1 else 2
+        text += (f"; {seconds['mean']:.{digits}f} s an epoch ({seconds['min']:.{digits}f}-"
+                 f"{seconds['max']:.{digits}f})")
     return text
 
 

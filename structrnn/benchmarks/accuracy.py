@@ -15,12 +15,14 @@ the values themselves, then the ensemble's figure where the run has one.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shlex
 import statistics
 import sys
 from pathlib import Path
 
+from structrnn._env import machine as this_machine
 from structrnn.benchmarks.trees import portable, write_json
 
 __all__ = ["record", "command_line", "figure_text", "main"]
@@ -61,6 +63,10 @@ def _one_target(value, first_target: str | None):
     return value
 
 
+def _mean(value) -> float:
+    return value["mean"] if isinstance(value, dict) else value
+
+
 def _per_run(metrics: dict) -> list[dict]:
     """The rows whose figures the mean and spread are taken over: the splits of a molecule
     run (one per seed, each scored by its ensemble), the outer folds of a fair protocol, else
@@ -79,7 +85,12 @@ def figure_text(task: str, metrics: dict) -> str:
     rows = _per_run(metrics)
     ensemble = metrics.get("ensemble") if isinstance(metrics.get("ensemble"), dict) else {}
     parts = []
-    for key, label, kind in HEADLINES.get(task, []):
+    if len(targets) > 1 and isinstance(metrics.get("test_mae"), dict):
+        # several targets (QM9): each one's test MAE, in its own units
+        parts.append("test MAE " + ", ".join(
+            f"{t} {_mean(metrics['test_mae'][t]):.4g}" for t in targets
+            if t in metrics["test_mae"]))
+    for key, label, kind in HEADLINES.get(task, []) if len(targets) <= 1 else []:
         value = _one_target(metrics.get(key), first)
         if value is None:
             continue
@@ -99,10 +110,20 @@ def figure_text(task: str, metrics: dict) -> str:
     count = len(rows) if rows else 1
     unit = "outer folds" if metrics.get("protocol") == "fair" else \
         "seeds" if metrics.get("seeds") else "run"
-    head = f"{count} {unit}" if unit != "run" else "one run"
+    head = "one run" if unit == "run" else f"{count} {unit}" if count > 1 else \
+        f"1 {unit[:-1]}"
     if metrics.get("protocol") == "fair":
         head += f", {len(metrics.get('grid', []))} settings chosen on an inner hold-out per fold"
     return f"{head}: " + "; ".join(parts) if parts else head
+
+
+def _shared_path(value):
+    """A path into the shared data sets as the README's commands name it
+    (``../shared/datasets/...``); any other value as it is."""
+    if isinstance(value, str) and "datasets" in Path(value).parts:
+        parts = Path(value).parts
+        return "/".join(("..", "shared", *parts[parts.index("datasets"):]))
+    return value
 
 
 def _flag_value(value) -> str:
@@ -110,11 +131,7 @@ def _flag_value(value) -> str:
         return json.dumps(value, sort_keys=True)
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
-    if isinstance(value, str) and "datasets" in Path(value).parts:
-        # the shared data sets, as the README's commands name them
-        parts = Path(value).parts
-        return "/".join(("..", "shared", *parts[parts.index("datasets"):]))
-    return str(portable(value))
+    return str(portable(_shared_path(value)))
 
 
 def command_line(task: str, config: dict, threads: int | None = None) -> str:
@@ -163,18 +180,23 @@ def _epoch_seconds(metrics: dict) -> list[float]:
 
 
 def record(run: str | Path, what: str, note: str = "", threads: int | None = None,
-           date: str | None = None) -> dict:
-    """The record of ``run`` (see the module's docstring). ``threads`` and ``date`` stand in
-    for a run that recorded no machine (one trained before runs did)."""
+           date: str | None = None, here: bool = False) -> dict:
+    """The record of ``run`` (see the module's docstring). For a run that recorded no machine
+    (one trained before runs did): ``threads`` and ``date`` stand in, and ``here`` says that it
+    was trained on this machine, whose platform, cores and torch are then taken."""
     run = Path(run)
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config = {k: _shared_path(v) for k, v in config.items()}
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     task = config["task"]
     machine = metrics.get("machine") or {}
+    if here and not machine:
+        machine = {k: v for k, v in this_machine(threads).items() if k not in ("date", "load_1m")}
     if threads is not None:
         machine = {**machine, "threads": threads}
-    if date is not None:
-        machine = {**machine, "date": date}
+    if date is not None or "date" not in machine:  # else the day metrics.json was written
+        machine = {**machine, "date": date or datetime.date.fromtimestamp(
+            (run / "metrics.json").stat().st_mtime).isoformat()}
     seconds = _epoch_seconds(metrics)
     return portable({
         "kind": "accuracy", "task": task, "what": what, "note": note,
@@ -193,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="what else the row says (load, wall time ...)")
     p.add_argument("--threads", type=int, default=None,
                    help="the run's torch threads, for a run that did not record them")
-    p.add_argument("--date", default=None, help="the run's date, for a run that did not record it")
+    p.add_argument("--date", default=None,
+                   help="the run's date, for a run that did not record it (default: the day "
+                        "its metrics.json was written)")
+    p.add_argument("--here", action="store_true",
+                   help="the run was trained on this machine (for a run that did not record it)")
     p.add_argument("--json", default=None, help="write the record here")
     args = p.parse_args(argv)
-    rec = record(args.run, args.what, args.note, args.threads, args.date)
+    rec = record(args.run, args.what, args.note, args.threads, args.date, args.here)
     print(rec["command"])
     print(rec["figure"])
     write_json(args.json, rec)
