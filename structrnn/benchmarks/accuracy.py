@@ -39,8 +39,9 @@ PCT, F3, F2 = "pct", "f3", "f2"
 HEADLINES: dict[str, list[tuple[str, str, str]]] = {
     "sst": [("test_fine_root", "test fine root", PCT),
             ("test_binary_root", "binary root", PCT),
-            ("test_fine_all_nodes", "all nodes", PCT)],
-    "parser": [("test_f1", "test F1", PCT)],
+            ("test_fine_all_nodes", "all nodes", PCT),
+            ("dev_root", "dev root (what selects)", PCT)],
+    "parser": [("test_f1", "test F1", PCT), ("dev_f1", "dev F1 (what selects)", PCT)],
     "molecules": [("test_rmse", "test RMSE", F3), ("test_mae", "test MAE", F3),
                   ("test_conformal_coverage", "interval coverage", F3),
                   ("test_conformal_width", "interval width", F2),
@@ -107,6 +108,13 @@ def figure_text(task: str, metrics: dict) -> str:
         if isinstance(ensemble.get(key), int | float):
             text += f", ensemble {_fmt(ensemble[key], kind)}"
         parts.append(text)
+    validation = [u["best_val_score"] for u in metrics.get("units", [])
+                  if isinstance(u.get("best_val_score"), int | float)]
+    if task in ("molecules", "tu") and metrics.get("kind") == "regression" and \
+            len(targets) == 1 and len(validation) > 1:
+        # the selection's score: each member's best validation RMSE
+        parts.append(f"validation RMSE {statistics.fmean(validation):.3f} +- "
+                     f"{statistics.stdev(validation):.3f}")
     count = len(rows) if rows else 1
     unit = "outer folds" if metrics.get("protocol") == "fair" else \
         "seeds" if metrics.get("seeds") else "run"
