@@ -108,3 +108,11 @@ def test_the_readme_accuracy_table_is_what_the_stored_records_render():
     table = figures.render_accuracy(records)
     assert figures.replace_table(readme, table, figures.ACCURACY_START,
                                  figures.ACCURACY_END) == readme
+
+
+def test_a_folder_that_is_not_a_finished_run_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        accuracy.main([str(tmp_path), "--what", "x"])
+    assert stop.value.code == 2
+    assert "without metrics.json" in capsys.readouterr().err

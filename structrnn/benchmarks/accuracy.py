@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run was trained on this machine (for a run that did not record it)")
     p.add_argument("--json", default=None, help="write the record here")
     args = p.parse_args(argv)
+    missing = [n for n in ("config.json", "metrics.json") if not (Path(args.run) / n).is_file()]
+    if missing:
+        p.error(f"run: expected a finished run folder with config.json and metrics.json, got "
+                f"{args.run} without {' and '.join(missing)}")
     rec = record(args.run, args.what, args.note, args.threads, args.date, args.here)
     print(rec["command"])
     print(rec["figure"])
