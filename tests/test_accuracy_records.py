@@ -116,3 +116,16 @@ def test_a_folder_that_is_not_a_finished_run_is_a_usage_error(tmp_path, capsys):
         accuracy.main([str(tmp_path), "--what", "x"])
     assert stop.value.code == 2
     assert "without metrics.json" in capsys.readouterr().err
+
+
+def test_a_molecule_run_reads_its_first_target_or_every_target_and_its_validation():
+    one = {"targets": ["logS"], "kind": "regression", "seeds": [0, 1],
+           "splits": [{"test_rmse": {"logS": 0.5}}, {"test_rmse": {"logS": 0.7}}],
+           "units": [{"best_val_score": 0.4}, {"best_val_score": 0.6}],
+           "test_rmse": {"logS": {"mean": 0.6, "std": 0.1414}}}
+    assert accuracy.figure_text("molecules", one) == (
+        "2 seeds: test RMSE 0.600 +- 0.141 (0.500, 0.700); validation RMSE 0.500 +- 0.141")
+    many = {"targets": ["mu", "gap"], "kind": "regression", "seeds": [0],
+            "units": [{}], "test_mae": {"mu": {"mean": 0.71614, "std": 0.0},
+                                        "gap": {"mean": 0.011241, "std": 0.0}}}
+    assert accuracy.figure_text("molecules", many) == "1 seed: test MAE mu 0.7161, gap 0.01124"
